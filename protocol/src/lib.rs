@@ -1,0 +1,11 @@
+//! The shared vocabulary of exawatch: what a [`Sample`] is, and the codecs that turn wire
+//! formats into samples and back. Pure functions only: no I/O, no async runtime.
+//!
+//! Data flow: a collector builds samples and encodes them with [`examon::encode_topic`] /
+//! [`examon::encode_payload`]; the server decodes each MQTT message with [`examon::decode`]
+//! into samples that the store ingests.
+
+pub mod examon;
+mod sample;
+
+pub use sample::{RESERVED_COLUMNS, Sample, Value};
