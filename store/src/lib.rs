@@ -1,1 +1,485 @@
-//! placeholder
+//! The exawatch store: samples in, SQL-queryable `samples` table out.
+//!
+//! Data flow: [`Store::write`] encodes a batch as a WAL record and hands it to the WAL thread,
+//! which appends it to the current segment (group commit, fsync per [`FsyncPolicy`]), then
+//! inserts the rows into the in-memory [`buffer`] where queries see them at once, and only then
+//! acknowledges. A background flush freezes the buffer (rotating to a new WAL segment), writes
+//! it as one sorted, ZSTD-compressed Parquet file to the object store, records the file in the
+//! [`catalog`] and only then deletes the WAL segments it covers. [`Store::open`] replays the
+//! segments the catalog does not cover, so an acknowledged write is never lost.
+//! [`SamplesTable`] is the DataFusion view over buffer + frozen buffers + files.
+
+pub mod buffer;
+pub mod catalog;
+mod config;
+mod ingest;
+mod metrics;
+mod persist;
+mod table;
+pub mod wal;
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use datafusion::prelude::SessionContext;
+use exawatch_protocol::Sample;
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use parking_lot::{Mutex, RwLock};
+use prometheus_client::registry::Registry;
+use snafu::{ResultExt, Snafu};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::buffer::{Buffer, Chunk, SeriesTable};
+use crate::catalog::Catalog;
+use crate::metrics::StoreMetrics;
+use crate::wal::SegmentWriter;
+
+pub use config::{FsyncPolicy, StoreConfig};
+pub use ingest::ExamonIngest;
+pub use table::SamplesTable;
+
+/// Store errors.
+#[derive(Debug, Snafu)]
+#[snafu(visibility(pub(crate)))]
+pub enum Error {
+    /// The data directory could not be prepared.
+    #[snafu(display("data directory {}: {source}", path.display()))]
+    DataDir { path: PathBuf, source: std::io::Error },
+    /// A WAL operation failed.
+    #[snafu(display("{source}"))]
+    Wal { source: wal::WalError },
+    /// The object store failed.
+    #[snafu(display("object store: {source}"))]
+    ObjectStore { source: object_store::Error },
+    /// The catalog is unreadable.
+    #[snafu(display("catalog: {message}"))]
+    CatalogFormat { message: String },
+    /// Arrow or Parquet failed while building a file.
+    #[snafu(display("building a file: {message}"))]
+    Encode { message: String },
+    /// DataFusion refused the table registration.
+    #[snafu(display("registering the samples table: {source}"))]
+    Register { source: datafusion::error::DataFusionError },
+    /// The store is shutting down or its WAL thread stopped.
+    #[snafu(display("the store is not accepting writes (shutting down)"))]
+    Closed,
+    /// The write could not be made durable; nothing of it was stored.
+    #[snafu(display("write not stored: {message}"))]
+    WriteFailed { message: String },
+}
+
+/// `Result` with the store's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A frozen buffer on its way to a Parquet file; still visible to queries.
+#[derive(Debug)]
+struct Frozen {
+    chunks: Vec<Arc<Chunk>>,
+    /// The WAL segments up to this id hold exactly this and older frozen buffers.
+    last_segment: u64,
+}
+
+/// What queries and the flusher share.
+#[derive(Debug)]
+struct State {
+    table: SeriesTable,
+    buffer: Buffer,
+    frozen: VecDeque<Frozen>,
+    catalog: Catalog,
+}
+
+enum Command {
+    Write {
+        body: Vec<u8>,
+        samples: Vec<Sample>,
+        ack: Option<oneshot::Sender<Result<(), String>>>,
+    },
+    Freeze {
+        ack: oneshot::Sender<()>,
+    },
+    Stop {
+        ack: oneshot::Sender<()>,
+    },
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: StoreConfig,
+    wal_dir: PathBuf,
+    state: RwLock<State>,
+    object_store: Arc<dyn ObjectStore>,
+    metrics: StoreMetrics,
+    flush_wanted: Notify,
+    /// Serializes flushes (timer, size trigger and shutdown).
+    flushing: tokio::sync::Mutex<()>,
+}
+
+/// The store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+    commands: mpsc::Sender<Command>,
+    wal_thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Store {
+    /// Opens (or creates) the store under `data_dir`, replays the WAL and starts the WAL
+    /// thread. Call [`Store::run_flusher`] to get periodic flushes.
+    pub async fn open(data_dir: &Path, config: StoreConfig, registry: &mut Registry) -> Result<Self> {
+        let wal_dir = data_dir.join("wal");
+        let objects_dir = data_dir.join("store");
+        for dir in [&wal_dir, &objects_dir] {
+            std::fs::create_dir_all(dir).context(DataDirSnafu { path: dir })?;
+        }
+        let object_store: Arc<dyn ObjectStore> = Arc::new(
+            LocalFileSystem::new_with_prefix(&objects_dir).context(ObjectStoreSnafu)?,
+        );
+        let metrics = StoreMetrics::new(registry);
+        let catalog = persist::load_catalog(object_store.as_ref()).await?;
+        let mut state = State {
+            table: SeriesTable::with_tag_columns(catalog.tag_columns.clone()),
+            buffer: Buffer::default(),
+            frozen: VecDeque::new(),
+            catalog,
+        };
+        let next_segment = replay(&wal_dir, &mut state, &metrics)?;
+        metrics.set_state(&state);
+        let writer = SegmentWriter::create(&wal_dir, next_segment).context(WalSnafu)?;
+
+        let inner = Arc::new(Inner {
+            config,
+            wal_dir,
+            state: RwLock::new(state),
+            object_store,
+            metrics,
+            flush_wanted: Notify::new(),
+            flushing: tokio::sync::Mutex::new(()),
+        });
+        let (commands, receiver) = mpsc::channel(inner.config.write_queue.max(1));
+        let thread_inner = Arc::clone(&inner);
+        let handle = std::thread::Builder::new()
+            .name("exawatch-wal".into())
+            .spawn(move || wal_thread(&thread_inner, writer, receiver))
+            .context(DataDirSnafu { path: data_dir })?;
+        Ok(Self {
+            inner,
+            commands,
+            wal_thread: Arc::new(Mutex::new(Some(handle))),
+        })
+    }
+
+    /// Stores samples and returns once they are in the WAL (fsynced if the policy is
+    /// `always`) and visible to queries.
+    pub async fn write(&self, samples: Vec<Sample>) -> Result<()> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let (ack, done) = oneshot::channel();
+        self.enqueue(samples, Some(ack)).await?;
+        match done.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => WriteFailedSnafu { message }.fail(),
+            Err(_) => ClosedSnafu.fail(),
+        }
+    }
+
+    /// Queues samples for the WAL without waiting for them to be written; waits only while
+    /// the queue is full (backpressure). For sources that cannot be told about failures
+    /// (MQTT QoS 0).
+    pub async fn write_unconfirmed(&self, samples: Vec<Sample>) -> Result<()> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        self.enqueue(samples, None).await
+    }
+
+    async fn enqueue(
+        &self,
+        samples: Vec<Sample>,
+        ack: Option<oneshot::Sender<Result<(), String>>>,
+    ) -> Result<()> {
+        let body = wal::encode_batch(&samples);
+        self.commands
+            .send(Command::Write { body, samples, ack })
+            .await
+            .map_err(|_| Error::Closed)
+    }
+
+    /// A decoder for EXAMON MQTT messages that counts what it rejects.
+    pub fn examon_ingest(&self) -> ExamonIngest {
+        ExamonIngest::new(self.clone())
+    }
+
+    /// Registers the `samples` table (as of now) and the store's object store in `ctx`.
+    pub fn register(&self, ctx: &SessionContext) -> Result<()> {
+        ctx.register_object_store(table::object_store_url().as_ref(), Arc::clone(&self.inner.object_store));
+        ctx.register_table("samples", Arc::new(SamplesTable::new(Arc::clone(&self.inner))))
+            .context(RegisterSnafu)?;
+        Ok(())
+    }
+
+    /// Rows waiting in memory (buffer and frozen buffers not yet in files).
+    pub fn buffered_rows(&self) -> usize {
+        let state = self.inner.state.read();
+        state.buffer.rows() + state.frozen.iter().map(|f| chunk_rows(&f.chunks)).sum::<usize>()
+    }
+
+    /// The catalog as it is now.
+    pub fn catalog(&self) -> Catalog {
+        self.inner.state.read().catalog.clone()
+    }
+
+    /// Writes everything buffered (including writes queued before this call) to Parquet
+    /// files now.
+    pub async fn flush(&self) -> Result<()> {
+        let _flushing = self.inner.flushing.lock().await;
+        let (ack, done) = oneshot::channel();
+        self.send(Command::Freeze { ack }).await?;
+        done.await.map_err(|_| Error::Closed)?;
+        persist::persist_frozen(&self.inner).await
+    }
+
+    async fn send(&self, command: Command) -> Result<()> {
+        self.commands.send(command).await.map_err(|_| Error::Closed)
+    }
+
+    /// Flushes every `flush_interval_secs`, and early when the buffer passes
+    /// `flush_max_rows`, until `shutdown` resolves. Failures are logged and retried.
+    pub async fn run_flusher(&self, shutdown: impl std::future::Future<Output = ()>) {
+        let period = Duration::from_secs_f64(self.inner.config.flush_interval_secs.max(0.1));
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = interval.tick() => {}
+                _ = self.inner.flush_wanted.notified() => {}
+            }
+            if let Err(error) = self.flush().await {
+                self.inner.metrics.flush_errors.inc();
+                tracing::warn!(%error, "Flush failed; the data stays in the WAL and will be retried.");
+            }
+        }
+    }
+
+    /// Flushes everything, then stops the WAL thread: writes after this fail with
+    /// [`Error::Closed`]. If the flush fails the data stays in the WAL for the next start.
+    pub async fn shutdown(&self) -> Result<()> {
+        let flushed = self.flush().await;
+        let (ack, stopped) = oneshot::channel();
+        if self.send(Command::Stop { ack }).await.is_ok() {
+            let _ = stopped.await;
+        }
+        let handle = self.wal_thread.lock().take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+        flushed
+    }
+}
+
+fn chunk_rows(chunks: &[Arc<Chunk>]) -> usize {
+    chunks.iter().map(|c| c.keys.len()).sum()
+}
+
+/// Replays the WAL segments the catalog does not cover into `state`; returns the id for the
+/// next segment.
+fn replay(wal_dir: &Path, state: &mut State, metrics: &StoreMetrics) -> Result<u64> {
+    let persisted = state.catalog.persisted_segment;
+    let segments = wal::list_segments(wal_dir).context(WalSnafu)?;
+    let started = Instant::now();
+    let mut replayed = 0u64;
+    for &id in &segments {
+        let path = wal::segment_path(wal_dir, id);
+        if id <= persisted {
+            // Persisted, but the process stopped before deleting it.
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
+        let contents = wal::read_segment(&path).context(WalSnafu)?;
+        if contents.discarded_bytes > 0 {
+            tracing::warn!(
+                segment = %path.display(),
+                bytes = contents.discarded_bytes,
+                "WAL segment ends in a torn or corrupt record; replaying the intact records before it."
+            );
+            metrics.wal_discarded_bytes.inc_by(contents.discarded_bytes);
+        }
+        for batch in contents.batches {
+            replayed += batch.len() as u64;
+            state
+                .buffer
+                .insert(batch, &mut state.table)
+                .map_err(|e| Error::Encode { message: e.to_string() })?;
+        }
+    }
+    if replayed > 0 || !segments.is_empty() {
+        tracing::info!(
+            samples = replayed,
+            segments = segments.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Replayed the write-ahead log."
+        );
+    }
+    metrics.wal_replayed_samples.inc_by(replayed);
+    Ok(segments.last().copied().unwrap_or(0).max(persisted) + 1)
+}
+
+/// The WAL thread: group-commits queued writes, inserts them into the buffer, acknowledges,
+/// and freezes the buffer on request, until told to stop.
+fn wal_thread(inner: &Inner, mut writer: SegmentWriter, mut commands: mpsc::Receiver<Command>) {
+    let mut wal = WalState {
+        writer_ok: true,
+        last_sync: Instant::now(),
+    };
+    let mut pending: Vec<Command> = Vec::new();
+    while let Some(first) = commands.blocking_recv() {
+        pending.push(first);
+        while pending.len() < 1024 {
+            match commands.try_recv() {
+                Ok(command) => pending.push(command),
+                Err(_) => break,
+            }
+        }
+        let mut writes = Vec::new();
+        for command in pending.drain(..) {
+            match command {
+                Command::Write { body, samples, ack } => writes.push((body, samples, ack)),
+                Command::Freeze { ack } => {
+                    commit(inner, &mut writer, &mut wal, std::mem::take(&mut writes));
+                    freeze(inner, &mut writer, &mut wal);
+                    let _ = ack.send(());
+                }
+                Command::Stop { ack } => {
+                    commit(inner, &mut writer, &mut wal, std::mem::take(&mut writes));
+                    if wal.writer_ok {
+                        let _ = writer.sync();
+                    }
+                    commands.close();
+                    let _ = ack.send(());
+                    return;
+                }
+            }
+        }
+        commit(inner, &mut writer, &mut wal, writes);
+    }
+}
+
+/// The WAL thread's bookkeeping.
+struct WalState {
+    /// False after a failed append: the segment may end in a torn record.
+    writer_ok: bool,
+    last_sync: Instant,
+}
+
+type Write = (Vec<u8>, Vec<Sample>, Option<oneshot::Sender<Result<(), String>>>);
+
+/// Appends a group of writes to the WAL, then makes them visible, then acknowledges.
+fn commit(inner: &Inner, writer: &mut SegmentWriter, wal: &mut WalState, writes: Vec<Write>) {
+    if writes.is_empty() {
+        return;
+    }
+    if let Err(message) = append_group(inner, writer, wal, &writes) {
+        inner.metrics.wal_write_errors.inc();
+        for (_, samples, ack) in writes {
+            inner.metrics.samples_refused.inc_by(samples.len() as u64);
+            if let Some(ack) = ack {
+                let _ = ack.send(Err(message.clone()));
+            }
+        }
+        return;
+    }
+    let mut written = 0u64;
+    let mut acks = Vec::with_capacity(writes.len());
+    let mut state = inner.state.write();
+    let State { table, buffer, .. } = &mut *state;
+    for (_, samples, ack) in writes {
+        written += samples.len() as u64;
+        if let Err(e) = buffer.insert(samples, table) {
+            tracing::error!(error = %e, "Buffer insert failed.");
+        }
+        acks.push(ack);
+    }
+    let rows = buffer.rows();
+    inner.metrics.set_state(&state);
+    drop(state);
+    inner.metrics.samples_written.inc_by(written);
+    for ack in acks.into_iter().flatten() {
+        let _ = ack.send(Ok(()));
+    }
+    if rows >= inner.config.flush_max_rows {
+        inner.flush_wanted.notify_one();
+    }
+}
+
+fn append_group(
+    inner: &Inner,
+    writer: &mut SegmentWriter,
+    wal: &mut WalState,
+    writes: &[Write],
+) -> Result<(), String> {
+    if !wal.writer_ok {
+        // The last append failed part-way: continue in a fresh segment so that a torn
+        // record never hides later ones at replay.
+        *writer = SegmentWriter::create(&inner.wal_dir, writer.id() + 1).map_err(|e| e.to_string())?;
+        wal.writer_ok = true;
+    }
+    let bodies: Vec<&[u8]> = writes.iter().map(|w| w.0.as_slice()).collect();
+    let result = writer.append(&bodies).and_then(|bytes| {
+        inner.metrics.wal_bytes_written.inc_by(bytes);
+        let due = match inner.config.wal_fsync {
+            FsyncPolicy::Always => true,
+            FsyncPolicy::Interval => {
+                wal.last_sync.elapsed() >= Duration::from_millis(inner.config.wal_fsync_interval_ms)
+            }
+            FsyncPolicy::Never => false,
+        };
+        if due {
+            writer.sync()?;
+            wal.last_sync = Instant::now();
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        wal.writer_ok = false;
+        tracing::error!(error = %e, "WAL write failed; the writes are refused.");
+        return Err(e.to_string());
+    }
+    if writer.bytes() >= inner.config.wal_segment_bytes {
+        // Rotation does not move data between buffers: only file boundaries change.
+        let _ = writer.sync();
+        *writer = SegmentWriter::create(&inner.wal_dir, writer.id() + 1).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Moves the buffer to the frozen queue and starts a new WAL segment, so that the frozen
+/// data is exactly the segments up to the old one. Does nothing when the buffer is empty.
+fn freeze(inner: &Inner, writer: &mut SegmentWriter, wal: &mut WalState) {
+    if inner.state.read().buffer.rows() == 0 {
+        return;
+    }
+    let _ = writer.sync();
+    let last_segment = writer.id();
+    match SegmentWriter::create(&inner.wal_dir, last_segment + 1) {
+        Ok(next) => {
+            *writer = next;
+            wal.writer_ok = true;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot start a new WAL segment; the buffer is not frozen.");
+            return;
+        }
+    }
+    let mut state = inner.state.write();
+    let State { table, buffer, frozen, .. } = &mut *state;
+    match buffer.take(table) {
+        Ok(chunks) => frozen.push_back(Frozen { chunks, last_segment }),
+        Err(e) => tracing::error!(error = %e, "Freezing the buffer failed."),
+    }
+}

@@ -1,0 +1,60 @@
+//! The `[store]` section of the configuration.
+
+use serde::{Deserialize, Serialize};
+
+/// When the WAL is fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    /// Before every acknowledgement: survives power loss, costs a sync per group commit.
+    Always,
+    /// At most every `wal_fsync_interval_ms`: survives a crash of the process (the data is in
+    /// the page cache before the acknowledgement), may lose that interval on power loss.
+    Interval,
+    /// Never: leave it to the OS.
+    Never,
+}
+
+/// Store settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Seconds between flushes of the in-memory buffer to a Parquet file.
+    pub flush_interval_secs: f64,
+    /// Flush early when this many rows are buffered.
+    pub flush_max_rows: usize,
+    /// When the WAL is fsynced.
+    pub wal_fsync: FsyncPolicy,
+    /// With `wal_fsync = "interval"`, the longest time between fsyncs.
+    pub wal_fsync_interval_ms: u64,
+    /// Start a new WAL segment after this many bytes.
+    pub wal_segment_bytes: u64,
+    /// Batches that may wait for the WAL before writers are held back.
+    pub write_queue: usize,
+    /// ZSTD level of Parquet files.
+    pub zstd_level: i32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            flush_interval_secs: 60.0,
+            flush_max_rows: 4_000_000,
+            wal_fsync: FsyncPolicy::Interval,
+            wal_fsync_interval_ms: 1000,
+            wal_segment_bytes: 64 << 20,
+            write_queue: 256,
+            zstd_level: 3,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Settings for tests: small, fast, no periodic flush surprises.
+    pub fn test_config() -> Self {
+        Self {
+            flush_interval_secs: 3600.0,
+            ..Self::default()
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Writing frozen buffers to Parquet files and keeping the catalog.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{Array, TimestampNanosecondArray};
+use bytes::Bytes;
+use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::path::Path as ObjectPath;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
+use snafu::ResultExt;
+
+use crate::buffer::sorted_batch;
+use crate::catalog::{CATALOG_PATH, CATALOG_VERSION, Catalog, FileMeta};
+use crate::{Error, Inner, ObjectStoreSnafu, Result, wal};
+
+/// Reads the catalog, or starts an empty one if there is none.
+pub(crate) async fn load_catalog(store: &dyn ObjectStore) -> Result<Catalog> {
+    let bytes = match store.get(&ObjectPath::from(CATALOG_PATH)).await {
+        Ok(result) => result.bytes().await.context(ObjectStoreSnafu)?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(Catalog::new()),
+        Err(source) => return Err(Error::ObjectStore { source }),
+    };
+    let catalog: Catalog = serde_json::from_slice(&bytes).map_err(|e| Error::CatalogFormat {
+        message: e.to_string(),
+    })?;
+    if catalog.version != CATALOG_VERSION {
+        return Err(Error::CatalogFormat {
+            message: format!(
+                "version {} is not supported by this build (which reads version {CATALOG_VERSION})",
+                catalog.version
+            ),
+        });
+    }
+    Ok(catalog)
+}
+
+/// Writes every frozen buffer, oldest first, to a file; records each in the catalog, then
+/// deletes the WAL segments it covers. Stops at the first failure (the rest stays frozen
+/// and in the WAL, to be retried).
+pub(crate) async fn persist_frozen(inner: &Arc<Inner>) -> Result<()> {
+    loop {
+        let started = Instant::now();
+        let (chunks, last_segment, keys, tag_columns, file_id) = {
+            let state = inner.state.read();
+            let Some(frozen) = state.frozen.front() else {
+                return Ok(());
+            };
+            (
+                frozen.chunks.clone(),
+                frozen.last_segment,
+                state.table.keys_of(&frozen.chunks),
+                state.table.tag_columns().to_vec(),
+                state.catalog.next_file_id,
+            )
+        };
+        let zstd_level = inner.config.zstd_level;
+        let series = keys.len() as u64;
+        let encoded = tokio::task::spawn_blocking(move || {
+            let batch = sorted_batch(&chunks, &keys, &tag_columns)
+                .map_err(|e| Error::Encode { message: e.to_string() })?;
+            encode_parquet(&batch, zstd_level).map(|bytes| (bytes, batch, tag_columns))
+        })
+        .await
+        .map_err(|e| Error::Encode { message: e.to_string() })??;
+        let (bytes, batch, tag_columns) = encoded;
+        let (min_time, max_time) = time_range(&batch);
+        let path = Catalog::file_path(file_id);
+        let meta = FileMeta {
+            path: path.to_string(),
+            min_time,
+            max_time,
+            rows: batch.num_rows() as u64,
+            series,
+            bytes: bytes.len() as u64,
+        };
+        inner
+            .object_store
+            .put(&path, Bytes::from(bytes).into())
+            .await
+            .context(ObjectStoreSnafu)?;
+
+        let mut catalog = inner.state.read().catalog.clone();
+        catalog.files.push(meta.clone());
+        catalog.persisted_segment = last_segment;
+        catalog.next_file_id = file_id + 1;
+        catalog.tag_columns = tag_columns;
+        let json = serde_json::to_vec_pretty(&catalog).expect("catalog serializes");
+        inner
+            .object_store
+            .put(&ObjectPath::from(CATALOG_PATH), Bytes::from(json).into())
+            .await
+            .context(ObjectStoreSnafu)?;
+        {
+            let mut state = inner.state.write();
+            state.catalog = catalog;
+            state.frozen.pop_front();
+            inner.metrics.set_state(&state);
+        }
+        delete_segments_through(inner, last_segment);
+        inner.metrics.flushes.inc();
+        inner.metrics.flushed_rows.inc_by(meta.rows);
+        tracing::info!(
+            file = %meta.path,
+            rows = meta.rows,
+            series = meta.series,
+            bytes = meta.bytes,
+            bytes_per_sample = format!("{:.2}", meta.bytes as f64 / meta.rows.max(1) as f64),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Flushed buffer to Parquet."
+        );
+    }
+}
+
+fn delete_segments_through(inner: &Inner, last: u64) {
+    let Ok(ids) = wal::list_segments(&inner.wal_dir) else {
+        return;
+    };
+    for id in ids.into_iter().filter(|&id| id <= last) {
+        let path = wal::segment_path(&inner.wal_dir, id);
+        if let Err(error) = std::fs::remove_file(&path) {
+            tracing::warn!(%error, segment = %path.display(), "Cannot delete a persisted WAL segment.");
+        }
+    }
+}
+
+fn time_range(batch: &arrow::record_batch::RecordBatch) -> (i64, i64) {
+    let times = batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<TimestampNanosecondArray>()
+        .expect("time column");
+    let min = arrow::compute::min(times).unwrap_or(0);
+    let max = arrow::compute::max(times).unwrap_or(0);
+    debug_assert_eq!(times.null_count(), 0);
+    (min, max)
+}
+
+/// Encodes a sorted batch as a Parquet file: ZSTD, dictionary-encoded tags and metric,
+/// delta-encoded timestamps.
+pub(crate) fn encode_parquet(batch: &arrow::record_batch::RecordBatch, zstd_level: i32) -> Result<Vec<u8>> {
+    let encode_error = |e: parquet::errors::ParquetError| Error::Encode { message: e.to_string() };
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(zstd_level).map_err(encode_error)?))
+        .set_column_dictionary_enabled(ColumnPath::from("time"), false)
+        .set_column_encoding(ColumnPath::from("time"), Encoding::DELTA_BINARY_PACKED)
+        .set_max_row_group_row_count(Some(1 << 20))
+        .build();
+    let mut out = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).map_err(encode_error)?;
+    writer.write(batch).map_err(encode_error)?;
+    writer.close().map_err(encode_error)?;
+    Ok(out)
+}

@@ -1,0 +1,228 @@
+//! The DataFusion table `samples`: buffered rows unioned with the Parquet files the catalog
+//! selects, pruned by the time range of the query's filters.
+
+use std::sync::{Arc, OnceLock};
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::object_store::ObjectStoreUrl;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::union::UnionExec;
+
+use crate::Inner;
+use crate::buffer::{Chunk, conform};
+
+#[cfg(test)]
+mod tests;
+
+/// The URL under which the store's object store is registered in DataFusion.
+pub(crate) fn object_store_url() -> &'static ObjectStoreUrl {
+    static URL: OnceLock<ObjectStoreUrl> = OnceLock::new();
+    URL.get_or_init(|| ObjectStoreUrl::parse("exawatch://store").expect("valid URL"))
+}
+
+/// The `samples` table as of its creation: its schema is fixed then (new tag columns show in
+/// tables created later), its data is read at scan time.
+#[derive(Debug)]
+pub struct SamplesTable {
+    inner: Arc<Inner>,
+    schema: SchemaRef,
+}
+
+impl SamplesTable {
+    pub(crate) fn new(inner: Arc<Inner>) -> Self {
+        let schema = inner.state.read().table.schema();
+        Self { inner, schema }
+    }
+}
+
+#[async_trait]
+impl TableProvider for SamplesTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Used for pruning only; DataFusion still applies every filter.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        session: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let range = TimeRange::from_filters(filters);
+        let (chunks, files) = {
+            let state = self.inner.state.read();
+            let mut chunks: Vec<Arc<Chunk>> = state
+                .frozen
+                .iter()
+                .flat_map(|f| f.chunks.iter().cloned())
+                .collect();
+            chunks.extend(
+                state
+                    .buffer
+                    .chunks(&state.table)
+                    .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))?,
+            );
+            let files: Vec<_> = state
+                .catalog
+                .files
+                .iter()
+                .filter(|f| range.overlaps(f.min_time, f.max_time))
+                .cloned()
+                .collect();
+            (chunks, files)
+        };
+        let partitions = session.config().target_partitions().max(1);
+        let mut memory: Vec<Vec<RecordBatch>> = vec![Vec::new(); partitions];
+        let mut next = 0;
+        for chunk in chunks.iter().filter(|c| range.overlaps(c.min_time, c.max_time)) {
+            memory[next % partitions].push(conform(&chunk.batch, &self.schema)?);
+            next += 1;
+        }
+        memory.retain(|p| !p.is_empty());
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if !memory.is_empty() || files.is_empty() {
+            if memory.is_empty() {
+                memory.push(Vec::new());
+            }
+            inputs.push(MemorySourceConfig::try_new_exec(
+                &memory,
+                Arc::clone(&self.schema),
+                projection.cloned(),
+            )?);
+        }
+        if !files.is_empty() {
+            let mut source = ParquetSource::new(Arc::clone(&self.schema));
+            if let Some(predicate) = conjunction(filters) {
+                let df_schema = DFSchema::try_from(Arc::clone(&self.schema))?;
+                if let Ok(predicate) = session.create_physical_expr(predicate, &df_schema) {
+                    source = source.with_predicate(predicate);
+                }
+            }
+            let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); partitions];
+            for (i, file) in files.iter().enumerate() {
+                groups[i % partitions].push(PartitionedFile::new(file.path.clone(), file.bytes));
+            }
+            let config = FileScanConfigBuilder::new(object_store_url().clone(), Arc::new(source))
+                .with_projection_indices(projection.cloned())?
+                .with_file_groups(groups.into_iter().filter(|g| !g.is_empty()).map(FileGroup::new).collect())
+                .with_limit(limit)
+                .build();
+            inputs.push(DataSourceExec::from_data_source(config));
+        }
+        UnionExec::try_new(inputs)
+    }
+}
+
+fn conjunction(filters: &[Expr]) -> Option<Expr> {
+    filters.iter().cloned().reduce(Expr::and)
+}
+
+/// Inclusive bounds on `time` (ns) implied by a query's filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TimeRange {
+    pub(crate) min: i64,
+    pub(crate) max: i64,
+}
+
+impl TimeRange {
+    /// Reads `time <op> literal` (either way round) and `time BETWEEN a AND b` from the
+    /// top-level conjuncts; anything else leaves the range open.
+    pub(crate) fn from_filters(filters: &[Expr]) -> Self {
+        let mut range = Self {
+            min: i64::MIN,
+            max: i64::MAX,
+        };
+        let mut conjuncts = Vec::new();
+        for filter in filters {
+            split_and(filter, &mut conjuncts);
+        }
+        for expr in conjuncts {
+            match expr {
+                Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                    let (op, value) = match (is_time(left), is_time(right)) {
+                        (true, false) => (*op, literal_ns(right)),
+                        (false, true) => match op.swap() {
+                            Some(op) => (op, literal_ns(left)),
+                            None => continue,
+                        },
+                        _ => continue,
+                    };
+                    let Some(v) = value else { continue };
+                    match op {
+                        Operator::Gt => range.min = range.min.max(v.saturating_add(1)),
+                        Operator::GtEq => range.min = range.min.max(v),
+                        Operator::Lt => range.max = range.max.min(v.saturating_sub(1)),
+                        Operator::LtEq => range.max = range.max.min(v),
+                        Operator::Eq => {
+                            range.min = range.min.max(v);
+                            range.max = range.max.min(v);
+                        }
+                        _ => {}
+                    }
+                }
+                Expr::Between(Between { expr, negated: false, low, high }) if is_time(expr) => {
+                    if let Some(low) = literal_ns(low) {
+                        range.min = range.min.max(low);
+                    }
+                    if let Some(high) = literal_ns(high) {
+                        range.max = range.max.min(high);
+                    }
+                }
+                _ => {}
+            }
+        }
+        range
+    }
+
+    /// True if `[min, max]` intersects the range.
+    pub(crate) fn overlaps(&self, min: i64, max: i64) -> bool {
+        min <= self.max && max >= self.min
+    }
+}
+
+fn split_and<'a>(expr: &'a Expr, out: &mut Vec<&'a Expr>) {
+    match expr {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
+            split_and(left, out);
+            split_and(right, out);
+        }
+        other => out.push(other),
+    }
+}
+
+fn is_time(expr: &Expr) -> bool {
+    matches!(expr, Expr::Column(c) if c.name == "time")
+}
+
+fn literal_ns(expr: &Expr) -> Option<i64> {
+    let Expr::Literal(value, _) = expr else {
+        return None;
+    };
+    match value {
+        ScalarValue::TimestampNanosecond(Some(v), _) => Some(*v),
+        ScalarValue::TimestampMicrosecond(Some(v), _) => v.checked_mul(1_000),
+        ScalarValue::TimestampMillisecond(Some(v), _) => v.checked_mul(1_000_000),
+        ScalarValue::TimestampSecond(Some(v), _) => v.checked_mul(1_000_000_000),
+        _ => None,
+    }
+}
