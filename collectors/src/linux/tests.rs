@@ -1,0 +1,551 @@
+//! The `linux` collector against prometheus/node_exporter's procfs fixtures (real hosts'
+//! files, see `tests/fixtures/linux-node-exporter/README.md`).
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+
+use exawatch_protocol::{Sample, Value};
+
+use super::*;
+use crate::publisher::sample_topic;
+
+const T0: i64 = 1_700_000_000_000_000_000;
+/// Two seconds after [`T0`].
+const T1: i64 = T0 + 2_000_000_000;
+const KIB: f64 = 1024.0;
+
+fn fixture_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/linux-node-exporter")
+}
+
+fn collector(root: &Path) -> LinuxCollector {
+    let tags = NodeTags {
+        org: "acme".into(),
+        cluster: "c1".into(),
+        node: "n1".into(),
+    };
+    LinuxCollector::new(root, &tags)
+}
+
+fn collect(collector: &mut LinuxCollector, now_ns: i64) -> Vec<Sample> {
+    let mut out = Vec::new();
+    collector.collect(now_ns, &mut out);
+    out
+}
+
+const ITEM_TAGS: [&str; 4] = ["core", "iface", "dev", "resource"];
+
+/// The value of `metric` for `item` (`None`: the node-level series).
+fn value(samples: &[Sample], metric: &str, item: Option<(&str, &str)>) -> Option<f64> {
+    let matches = |s: &&Sample| {
+        s.metric == metric
+            && match item {
+                Some((key, name)) => s.tag(key) == Some(name),
+                None => ITEM_TAGS.iter().all(|key| s.tag(key).is_none()),
+            }
+    };
+    let found: Vec<&Sample> = samples.iter().filter(matches).collect();
+    assert!(found.len() <= 1, "{metric} {item:?} emitted twice");
+    found.first().map(|s| match s.value {
+        Value::Float(v) => v,
+        Value::Text(ref t) => panic!("text value {t:?}"),
+    })
+}
+
+fn assert_close(actual: Option<f64>, expected: f64, what: &str) {
+    let actual = actual.unwrap_or_else(|| panic!("{what}: no sample"));
+    assert!(
+        (actual - expected).abs() <= 1e-9 * expected.abs().max(1.0),
+        "{what}: {actual} != {expected}"
+    );
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read fixture dir") {
+        let entry = entry.expect("dir entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy fixture");
+        }
+    }
+}
+
+/// Replaces `old` (which must occur) by `new` in `<root>/<file>`.
+fn edit(root: &Path, file: &str, old: &str, new: &str) {
+    let path = root.join(file);
+    let text = std::fs::read_to_string(&path).expect("read fixture copy");
+    assert!(text.contains(old), "{file} has no {old:?}");
+    std::fs::write(&path, text.replacen(old, new, 1)).expect("write fixture copy");
+}
+
+/// A second snapshot two seconds after the fixture, with known deltas and two resets.
+fn second_snapshot() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    copy_tree(&fixture_root(), dir.path());
+    let root = dir.path();
+    // Total and cpu3: user +100, system +50, idle +300, iowait +20 ticks (470 in all).
+    edit(
+        root,
+        "proc/stat",
+        "cpu  301854 612 111922 8979004 3552 ",
+        "cpu  301954 612 111972 8979304 3572 ",
+    );
+    edit(
+        root,
+        "proc/stat",
+        "cpu3 47054 102 15683 1113230 533 ",
+        "cpu3 47154 102 15733 1113530 553 ",
+    );
+    // cpu5 went backwards (as after a counter reset): no utilisation for it.
+    edit(
+        root,
+        "proc/stat",
+        "cpu5 29271 101 11586 1136270 672 0 30 0 7 6",
+        "cpu5 10 0 10 100 0 0 0 0 0 0",
+    );
+    edit(root, "proc/stat", "ctxt 38014093", "ctxt 38034093");
+    // eth0: +2 MB and +100 packets received.
+    edit(
+        root,
+        "proc/net/dev",
+        "eth0:68210035552 520993275 ",
+        "eth0:68212035552 520993375 ",
+    );
+    // wlan0's receive bytes wrapped.
+    edit(root, "proc/net/dev", "wlan0: 10437182923 ", "wlan0: 1000 ");
+    // sda: +1000 reads, +20480 sectors read, +500 ms busy.
+    edit(
+        root,
+        "proc/diskstats",
+        "sda 25354637 34367663 1003346126 18492372 28444756 11134226 505697032 63877960 0 9653880 ",
+        "sda 25355637 34367663 1003366606 18492372 28444756 11134226 505697032 63877960 0 9654380 ",
+    );
+    dir
+}
+
+#[test]
+fn meminfo_in_bytes() {
+    let samples = collect(&mut collector(&fixture_root()), T0);
+    assert_close(
+        value(&samples, "mem_total_bytes", None),
+        3_742_148.0 * KIB,
+        "MemTotal",
+    );
+    assert_close(
+        value(&samples, "mem_free_bytes", None),
+        225_472.0 * KIB,
+        "MemFree",
+    );
+    assert_close(
+        value(&samples, "mem_cached_bytes", None),
+        930_888.0 * KIB,
+        "Cached",
+    );
+    assert_close(
+        value(&samples, "mem_buffers_bytes", None),
+        22_040.0 * KIB,
+        "Buffers",
+    );
+    // No MemAvailable in this kernel: free + buffers + cached.
+    let available = (225_472.0 + 22_040.0 + 930_888.0) * KIB;
+    assert_close(
+        value(&samples, "mem_available_bytes", None),
+        available,
+        "available",
+    );
+    assert_close(
+        value(&samples, "mem_used_bytes", None),
+        3_742_148.0 * KIB - available,
+        "used",
+    );
+    assert_close(
+        value(&samples, "swap_total_bytes", None),
+        4_194_300.0 * KIB,
+        "SwapTotal",
+    );
+    assert_close(
+        value(&samples, "swap_used_bytes", None),
+        (4_194_300.0 - 3_155_360.0) * KIB,
+        "swap used",
+    );
+}
+
+#[test]
+fn first_read_has_counters_but_no_utilisation_or_rates() {
+    let samples = collect(&mut collector(&fixture_root()), T0);
+    assert_close(value(&samples, "ctxt", None), 38_014_093.0, "ctxt");
+    assert_close(value(&samples, "intr", None), 8_885_917.0, "intr");
+    assert_close(value(&samples, "procs_running", None), 2.0, "procs_running");
+    assert_close(value(&samples, "procs_blocked", None), 0.0, "procs_blocked");
+    assert_close(value(&samples, "load1", None), 0.21, "load1");
+    assert_close(value(&samples, "load5", None), 0.37, "load5");
+    assert_close(value(&samples, "load15", None), 0.39, "load15");
+    assert!(
+        samples.iter().all(|s| !s.metric.starts_with("cpu_")
+            && !s.metric.ends_with("_per_sec")
+            && s.metric != "io_util"),
+        "utilisation or a rate on the first read"
+    );
+}
+
+#[test]
+fn samples_carry_examon_tags() {
+    let samples = collect(&mut collector(&fixture_root()), T0);
+    let eth0 = samples
+        .iter()
+        .find(|s| s.metric == "rx_bytes" && s.tag("iface") == Some("eth0"))
+        .expect("eth0 rx_bytes");
+    assert_eq!(
+        sample_topic(eth0),
+        "org/acme/cluster/c1/node/n1/plugin/linux/chnl/data/iface/eth0/rx_bytes"
+    );
+    assert_eq!(eth0.time_ns, T0);
+    let load = samples.iter().find(|s| s.metric == "load1").expect("load1");
+    assert_eq!(
+        sample_topic(load),
+        "org/acme/cluster/c1/node/n1/plugin/linux/chnl/data/load1"
+    );
+}
+
+#[test]
+fn net_dev_per_interface() {
+    let samples = collect(&mut collector(&fixture_root()), T0);
+    let eth0 = Some(("iface", "eth0"));
+    assert_close(
+        value(&samples, "rx_bytes", eth0),
+        68_210_035_552.0,
+        "eth0 rx_bytes",
+    );
+    assert_close(
+        value(&samples, "rx_packets", eth0),
+        520_993_275.0,
+        "eth0 rx_packets",
+    );
+    assert_close(
+        value(&samples, "tx_bytes", eth0),
+        9_315_587_528.0,
+        "eth0 tx_bytes",
+    );
+    assert_close(
+        value(&samples, "tx_packets", eth0),
+        43_451_486.0,
+        "eth0 tx_packets",
+    );
+    assert_close(value(&samples, "rx_errors", eth0), 0.0, "eth0 rx_errors");
+    // A name with a colon, and loopback left out.
+    assert_close(
+        value(&samples, "tx_bytes", Some(("iface", "ibr10:30"))),
+        0.0,
+        "ibr10:30",
+    );
+    let ifaces: BTreeSet<&str> = samples.iter().filter_map(|s| s.tag("iface")).collect();
+    let expected = [
+        "docker0",
+        "eth0",
+        "ibr10:30",
+        "lxcbr0",
+        "tun0",
+        "veth4B09XN",
+        "wlan0",
+    ];
+    assert_eq!(ifaces, expected.into_iter().collect());
+}
+
+#[test]
+fn diskstats_whole_disks_only() {
+    let samples = collect(&mut collector(&fixture_root()), T0);
+    let sda = Some(("dev", "sda"));
+    assert_close(
+        value(&samples, "read_bytes", sda),
+        1_003_346_126.0 * 512.0,
+        "sda read_bytes",
+    );
+    assert_close(
+        value(&samples, "write_bytes", sda),
+        505_697_032.0 * 512.0,
+        "sda write_bytes",
+    );
+    assert_close(
+        value(&samples, "read_ops", sda),
+        25_354_637.0,
+        "sda read_ops",
+    );
+    assert_close(
+        value(&samples, "write_ops", sda),
+        28_444_756.0,
+        "sda write_ops",
+    );
+    assert_close(
+        value(&samples, "io_time_ms", sda),
+        9_653_880.0,
+        "sda io_time_ms",
+    );
+    let nvme = Some(("dev", "nvme0n1"));
+    assert_close(
+        value(&samples, "read_ops", nvme),
+        47_114.0,
+        "nvme0n1 read_ops",
+    );
+    assert_close(
+        value(&samples, "write_bytes", nvme),
+        39_451_633.0 * 512.0,
+        "nvme0n1 write_bytes",
+    );
+    // sdc has the flush counters of kernels 5.5+.
+    assert_close(
+        value(&samples, "read_ops", Some(("dev", "sdc"))),
+        126_552.0,
+        "sdc",
+    );
+    let devs: BTreeSet<&str> = samples.iter().filter_map(|s| s.tag("dev")).collect();
+    let expected = [
+        "dm-0", "dm-1", "dm-2", "dm-3", "dm-4", "dm-5", "mmcblk0", "nvme0n1", "sda", "sdb", "sdc",
+        "vda",
+    ];
+    assert_eq!(devs, expected.into_iter().collect());
+}
+
+#[test]
+fn pressure_stall_information() {
+    let samples = collect(&mut collector(&fixture_root()), T0);
+    let io = Some(("resource", "io"));
+    assert_close(value(&samples, "psi_some_avg10", io), 0.18, "io some avg10");
+    assert_close(value(&samples, "psi_some_avg60", io), 0.34, "io some avg60");
+    assert_close(
+        value(&samples, "psi_some_avg300", io),
+        0.10,
+        "io some avg300",
+    );
+    assert_close(
+        value(&samples, "psi_some_total_us", io),
+        159_886_802.0,
+        "io some total",
+    );
+    assert_close(
+        value(&samples, "psi_full_total_us", io),
+        159_229_614.0,
+        "io full total",
+    );
+    let cpu = Some(("resource", "cpu"));
+    assert_close(
+        value(&samples, "psi_some_total_us", cpu),
+        14_036_781.0,
+        "cpu some total",
+    );
+    assert_close(
+        value(&samples, "psi_full_avg10", Some(("resource", "memory"))),
+        0.0,
+        "memory",
+    );
+    // irq pressure is not one of the three resources read.
+    assert!(samples.iter().all(|s| s.tag("resource") != Some("irq")));
+}
+
+#[test]
+fn utilisation_and_rates_between_two_snapshots() {
+    let fixture = fixture_root();
+    let mut c = collector(&fixture);
+    collect(&mut c, T0);
+    let second = second_snapshot();
+    // Same collector state, the files now read from the edited copy.
+    let mut moved = collector(second.path());
+    moved.prev_cpu = std::mem::take(&mut c.prev_cpu);
+    moved.prev_events = std::mem::take(&mut c.prev_events);
+    moved.prev_net = std::mem::take(&mut c.prev_net);
+    moved.prev_disk = std::mem::take(&mut c.prev_disk);
+    let samples = collect(&mut moved, T1);
+
+    let pct = |ticks: f64| ticks * 100.0 / 470.0;
+    for item in [None, Some(("core", "3"))] {
+        assert_close(value(&samples, "cpu_user", item), pct(100.0), "user");
+        assert_close(value(&samples, "cpu_system", item), pct(50.0), "system");
+        assert_close(value(&samples, "cpu_iowait", item), pct(20.0), "iowait");
+        assert_close(value(&samples, "cpu_idle", item), pct(300.0), "idle");
+        assert_close(value(&samples, "cpu_util", item), pct(150.0), "util");
+    }
+    // Unchanged counters: no tick passed, so no utilisation; cpu5 went backwards.
+    assert_eq!(value(&samples, "cpu_util", Some(("core", "0"))), None);
+    assert_eq!(value(&samples, "cpu_util", Some(("core", "5"))), None);
+
+    assert_close(value(&samples, "ctxt_per_sec", None), 10_000.0, "ctxt rate");
+    assert_close(value(&samples, "intr_per_sec", None), 0.0, "intr rate");
+
+    let eth0 = Some(("iface", "eth0"));
+    assert_close(
+        value(&samples, "rx_bytes_per_sec", eth0),
+        1_000_000.0,
+        "eth0 rx rate",
+    );
+    assert_close(
+        value(&samples, "rx_packets_per_sec", eth0),
+        50.0,
+        "eth0 packets rate",
+    );
+    assert_close(
+        value(&samples, "tx_bytes_per_sec", eth0),
+        0.0,
+        "eth0 tx rate",
+    );
+    let wlan0 = Some(("iface", "wlan0"));
+    assert_eq!(
+        value(&samples, "rx_bytes_per_sec", wlan0),
+        None,
+        "wrapped counter"
+    );
+    assert_close(value(&samples, "rx_bytes", wlan0), 1000.0, "wlan0 rx_bytes");
+    assert_close(
+        value(&samples, "tx_bytes_per_sec", wlan0),
+        0.0,
+        "wlan0 tx rate",
+    );
+
+    let sda = Some(("dev", "sda"));
+    assert_close(
+        value(&samples, "read_ops_per_sec", sda),
+        500.0,
+        "sda read ops rate",
+    );
+    assert_close(
+        value(&samples, "read_bytes_per_sec", sda),
+        20_480.0 * 512.0 / 2.0,
+        "sda read rate",
+    );
+    assert_close(
+        value(&samples, "write_bytes_per_sec", sda),
+        0.0,
+        "sda write rate",
+    );
+    assert_close(value(&samples, "io_util", sda), 25.0, "sda io_util");
+
+    assert!(
+        samples.iter().all(|s| match s.value {
+            Value::Float(v) => v.is_finite() && v >= 0.0,
+            Value::Text(_) => false,
+        }),
+        "negative or non-finite value"
+    );
+}
+
+#[test]
+fn every_metric_is_documented_and_emitted() {
+    let mut c = collector(&fixture_root());
+    let mut samples = collect(&mut c, T0);
+    let second = second_snapshot();
+    let mut moved = collector(second.path());
+    moved.prev_cpu = std::mem::take(&mut c.prev_cpu);
+    moved.prev_events = std::mem::take(&mut c.prev_events);
+    moved.prev_net = std::mem::take(&mut c.prev_net);
+    moved.prev_disk = std::mem::take(&mut c.prev_disk);
+    samples.extend(collect(&mut moved, T1));
+
+    let emitted: BTreeSet<&str> = samples.iter().map(|s| s.metric.as_str()).collect();
+    let documented: BTreeSet<&str> = METRICS.iter().map(|(name, _)| *name).collect();
+    assert_eq!(documented.len(), METRICS.len(), "duplicate in METRICS");
+    assert_eq!(emitted, documented);
+    for sample in &samples {
+        assert_eq!(sample.tag("plugin"), Some("linux"));
+        assert_eq!(sample.tag("chnl"), Some("data"));
+        assert_eq!(sample.tag("node"), Some("n1"));
+    }
+}
+
+#[test]
+fn missing_files_disable_their_part_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("proc")).expect("mkdir");
+    std::fs::copy(
+        fixture_root().join("proc/meminfo"),
+        dir.path().join("proc/meminfo"),
+    )
+    .expect("copy meminfo");
+    let mut c = collector(dir.path());
+    for now in [T0, T1] {
+        let samples = collect(&mut c, now);
+        let metrics: HashSet<&str> = samples.iter().map(|s| s.metric.as_str()).collect();
+        assert!(metrics.contains("mem_total_bytes"));
+        assert!(!metrics.contains("ctxt") && !metrics.contains("rx_bytes"));
+    }
+    assert!(c.meminfo.enabled);
+    assert!(!c.stat.enabled && !c.net_dev.enabled && !c.diskstats.enabled);
+
+    let partial = status(dir.path());
+    assert!(partial.available);
+    assert!(
+        partial.reason.contains("missing: proc/stat"),
+        "{}",
+        partial.reason
+    );
+    let empty = tempfile::tempdir().expect("temp dir");
+    assert!(!status(empty.path()).available);
+}
+
+#[test]
+fn fixture_tree_is_fully_available() {
+    let full = status(&fixture_root());
+    assert!(full.available);
+    assert!(!full.reason.contains("missing"), "{}", full.reason);
+}
+
+#[test]
+fn partitions_and_virtual_devices_are_not_disks() {
+    let names: HashSet<&str> = [
+        "sda",
+        "sda1",
+        "nvme0n1",
+        "nvme0n1p1",
+        "mmcblk0",
+        "mmcblk0p2",
+        "md0",
+        "dm-0",
+        "loop0",
+        "ram1",
+        "zram0",
+        "fd0",
+        "sr0",
+        "sdaa",
+    ]
+    .into_iter()
+    .collect();
+    let disks: BTreeSet<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| is_whole_disk(n, &names))
+        .collect();
+    let expected = ["dm-0", "md0", "mmcblk0", "nvme0n1", "sda", "sdaa"];
+    assert_eq!(disks, expected.into_iter().collect());
+}
+
+#[test]
+fn cpu_percent_edge_cases() {
+    let old = [100, 0, 50, 800, 50, 0, 0, 0];
+    // iowait going backwards on its own (a known kernel quirk) counts as zero.
+    let new = [200, 0, 100, 900, 40, 0, 0, 0];
+    let [user, system, iowait, idle, util] = cpu_percent(&new, &old).expect("percent");
+    assert_eq!(
+        (user, system, iowait, idle, util),
+        (40.0, 20.0, 0.0, 40.0, 60.0)
+    );
+    assert_eq!(cpu_percent(&old, &old), None);
+    assert_eq!(cpu_percent(&[0; 8], &old), None);
+}
+
+/// On a Linux host (CI included), the real procfs parses too.
+#[test]
+fn reads_this_host_procfs() {
+    let root = Path::new("/");
+    if !root.join("proc/stat").is_file() {
+        return;
+    }
+    let mut c = collector(root);
+    collect(&mut c, T0);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let samples = collect(&mut c, T0 + 100_000_000);
+    let util = value(&samples, "cpu_util", None).expect("total cpu_util");
+    assert!((0.0..=100.0).contains(&util), "cpu_util {util}");
+    assert!(value(&samples, "mem_total_bytes", None).expect("MemTotal") > 0.0);
+    assert!(value(&samples, "mem_available_bytes", None).is_some());
+    assert!(value(&samples, "ctxt_per_sec", None).expect("ctxt rate") > 0.0);
+}

@@ -1,0 +1,157 @@
+//! Configs, family listing, node naming and the run loop's start and stop.
+
+use std::path::Path;
+
+use super::*;
+
+fn fixture_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/linux-node-exporter")
+}
+
+#[test]
+fn defaults() {
+    let c = CollectorConfig::default();
+    assert_eq!(
+        (c.broker.as_str(), c.org.as_str(), c.cluster.as_str()),
+        ("127.0.0.1:1883", "exawatch", "local")
+    );
+    assert_eq!(c.node, None);
+    assert_eq!(c.period_secs, 2.0);
+    assert_eq!(c.root, PathBuf::from("/"));
+    assert_eq!((c.offline_buffer_messages, c.qos), (100_000, 0));
+    let s = SimulateConfig::default();
+    assert_eq!(
+        (
+            s.org.as_str(),
+            s.cluster.as_str(),
+            s.nodes,
+            s.period_secs,
+            s.seed
+        ),
+        ("acme", "sim", 0, 2.0, 42)
+    );
+}
+
+#[test]
+fn node_name_prefers_config_then_root_procfs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kernel = dir.path().join("proc/sys/kernel");
+    std::fs::create_dir_all(&kernel).expect("mkdir");
+    std::fs::write(kernel.join("hostname"), "cn042\n").expect("write hostname");
+    let mut config = CollectorConfig {
+        root: dir.path().to_owned(),
+        ..CollectorConfig::default()
+    };
+    assert_eq!(config.node_name(), "cn042");
+    config.node = Some(" login1 ".into());
+    assert_eq!(config.node_name(), "login1");
+    config.node = Some(String::new());
+    assert_eq!(config.node_name(), "cn042");
+    // Without a hostname under the root, some name is still found.
+    config.root = fixture_root();
+    assert!(!config.node_name().is_empty());
+}
+
+#[test]
+fn list_reports_the_linux_family() {
+    let config = CollectorConfig {
+        root: fixture_root(),
+        ..CollectorConfig::default()
+    };
+    let families = list(&config);
+    assert_eq!(families.len(), 1);
+    assert_eq!(families[0].name, "linux");
+    assert!(families[0].available, "{}", families[0].reason);
+}
+
+#[tokio::test]
+async fn run_refuses_bad_configs() {
+    let empty = tempfile::tempdir().expect("temp dir");
+    let no_procfs = CollectorConfig {
+        root: empty.path().to_owned(),
+        ..CollectorConfig::default()
+    };
+    assert!(matches!(
+        run(no_procfs, true, std::future::ready(())).await,
+        Err(Error::NoFamily { .. })
+    ));
+    for period_secs in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        let config = CollectorConfig {
+            period_secs,
+            root: fixture_root(),
+            ..CollectorConfig::default()
+        };
+        assert!(matches!(
+            run(config, false, std::future::ready(())).await,
+            Err(Error::Period { .. })
+        ));
+    }
+    let config = CollectorConfig {
+        broker: "no port:x".into(),
+        root: fixture_root(),
+        ..CollectorConfig::default()
+    };
+    assert!(matches!(
+        run(config, false, std::future::ready(())).await,
+        Err(Error::BrokerAddress { .. })
+    ));
+}
+
+#[tokio::test]
+async fn run_and_simulate_stop_on_shutdown() {
+    let port = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let broker = format!("127.0.0.1:{port}");
+    let config = CollectorConfig {
+        broker: broker.clone(),
+        root: fixture_root(),
+        node: Some("n1".into()),
+        period_secs: 0.05,
+        ..CollectorConfig::default()
+    };
+    let shutdown = tokio::time::sleep(std::time::Duration::from_millis(200));
+    let stats = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        run(config, false, shutdown),
+    )
+    .await
+    .expect("run stops")
+    .expect("run ok");
+    // Nobody listens: nothing published, several periods' samples pending.
+    assert_eq!(stats.published, 0);
+    assert!(stats.pending > 100, "{stats:?}");
+
+    let config = SimulateConfig {
+        broker,
+        nodes: 3,
+        period_secs: 0.05,
+        ..SimulateConfig::default()
+    };
+    let shutdown = tokio::time::sleep(std::time::Duration::from_millis(200));
+    let stats = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        simulate(config, shutdown),
+    )
+    .await
+    .expect("simulate stops")
+    .expect("simulate ok");
+    assert_eq!(stats.published, 0);
+    assert!(
+        stats.pending >= 3 * simulate::SERIES_PER_NODE as u64,
+        "{stats:?}"
+    );
+}
+
+/// The binary spawns these futures on a multi-threaded runtime.
+#[test]
+fn run_and_simulate_futures_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let run = run(CollectorConfig::default(), true, std::future::ready(()));
+    assert_send(&run);
+    let simulate = simulate(SimulateConfig::default(), std::future::ready(()));
+    assert_send(&simulate);
+}
