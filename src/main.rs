@@ -1,1 +1,174 @@
-fn main() {}
+//! The `exawatch` command: the server (`up`), the node collector (`collect`) and a SQL client
+//! (`query`). Wiring only; the work is in the crates.
+
+mod config;
+mod query;
+mod up;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+
+/// exawatch: data-center and HPC monitoring (collectors → MQTT → columnar store → SQL).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: embedded MQTT broker, store, HTTP API, and a collector for this machine.
+    Up(UpArgs),
+    /// Run the node collector, publishing EXAMON topics to a broker.
+    Collect(CollectArgs),
+    /// Run SQL against a running server.
+    Query(QueryArgs),
+}
+
+/// Configuration shared by commands that read `exawatch.toml`.
+#[derive(Debug, Args)]
+struct ConfigArgs {
+    /// Configuration file (TOML); see exawatch.example.toml for every key and its default.
+    #[arg(long, short = 'c', env = "EXAWATCH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Override any configuration key, e.g. `--set store.flush_interval_secs=10` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> Result<Config> {
+        Config::load(self.config.as_deref(), &self.set)
+    }
+}
+
+#[derive(Debug, Args)]
+struct UpArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Data directory (WAL, Parquet files, catalog) [data_dir].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// MQTT port (3.1.1 and 5) [broker.listen].
+    #[arg(long)]
+    mqtt_port: Option<u16>,
+    /// HTTP port [api.listen].
+    #[arg(long)]
+    http_port: Option<u16>,
+    /// Publish telemetry from N simulated nodes [simulate.nodes].
+    #[arg(long, value_name = "N")]
+    simulate: Option<usize>,
+    /// Do not run a collector for this machine [local_collector = false].
+    #[arg(long)]
+    no_collector: bool,
+}
+
+#[derive(Debug, Args)]
+struct CollectArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Broker address HOST:PORT [collector.broker].
+    #[arg(long)]
+    broker: Option<String>,
+    /// Read /proc and /sys under DIR instead of / [collector.root].
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Sample once, publish, and exit.
+    #[arg(long)]
+    once: bool,
+    /// List the sensor families, whether each is available here, and why.
+    #[arg(long)]
+    list: bool,
+}
+
+#[derive(Debug, Args)]
+struct QueryArgs {
+    /// Server URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "EXAWATCH_URL")]
+    url: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: query::Format,
+    /// The SQL query.
+    sql: String,
+}
+
+/// Logging when `RUST_LOG` is not set. rumqttd logs every connection at INFO and a normal
+/// disconnect as an ERROR ("no-connection id … is already gone"): keep only its warnings, and
+/// none from its router.
+const DEFAULT_LOG_FILTER: &str = "info,rumqttd=warn,rumqttd::router::routing=off";
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Up(args) => {
+            let mut config = args.config.load()?;
+            if let Some(dir) = args.data_dir {
+                config.data_dir = dir;
+            }
+            if let Some(port) = args.mqtt_port {
+                config.broker.listen = with_port(&config.broker.listen, port);
+            }
+            if let Some(port) = args.http_port {
+                config.api.listen = with_port(&config.api.listen, port);
+            }
+            if args.no_collector {
+                config.local_collector = false;
+            }
+            let simulate = args.simulate.unwrap_or(config.simulate.nodes);
+            runtime()?.block_on(up::run(config, simulate))
+        }
+        Command::Collect(args) => {
+            let mut config = args.config.load()?.collector;
+            if let Some(broker) = args.broker {
+                config.broker = broker;
+            }
+            if let Some(root) = args.root {
+                config.root = root;
+            }
+            if args.list {
+                for family in exawatch_collectors::list(&config) {
+                    let state = if family.available { "available" } else { "off" };
+                    println!("{:<10} {:<9} {}", family.name, state, family.reason);
+                }
+                return Ok(());
+            }
+            let once = args.once;
+            let stats = runtime()?.block_on(exawatch_collectors::run(config, once, up::shutdown_signal()))?;
+            tracing::info!(published = stats.published, dropped = stats.dropped, "Collector stopped.");
+            Ok(())
+        }
+        Command::Query(args) => query::run(&args.url, args.format, &args.sql),
+    }
+}
+
+/// `listen` with its port replaced.
+fn with_port(listen: &str, port: u16) -> String {
+    let host = listen.rsplit_once(':').map_or("0.0.0.0", |(host, _)| host);
+    format!("{host}:{port}")
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}

@@ -1,1 +1,115 @@
-//! placeholder
+//! The exawatch HTTP API (axum): `POST /api/v1/sql`, `/metrics`, `/health`.
+//!
+//! Data flow: a handler parses the request once, runs it against the [`Store`] through a
+//! fresh, read-only, memory- and time-bounded DataFusion session ([`sql`]), and encodes the
+//! result; every error is classified once ([`ApiError`]) into an HTTP status and a JSON body.
+
+mod error;
+mod metrics;
+pub mod paths;
+mod sql;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use exawatch_store::Store;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+pub use error::ApiError;
+pub use metrics::ApiMetrics;
+
+/// The `[api]` section of the configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address of the HTTP listener.
+    pub listen: String,
+    /// A query running longer than this is cancelled.
+    pub query_timeout_secs: f64,
+    /// Memory one query may use (sorts, joins, aggregations) before it is refused.
+    pub query_memory_bytes: usize,
+    /// Rows one query may return.
+    pub max_result_rows: usize,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".into(),
+            query_timeout_secs: 30.0,
+            query_memory_bytes: 1 << 30,
+            max_result_rows: 1_000_000,
+            max_body_bytes: 16 << 20,
+        }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    store: Store,
+    registry: Arc<Registry>,
+    metrics: ApiMetrics,
+    config: Arc<ApiConfig>,
+}
+
+impl ApiState {
+    /// `metrics` must have been registered in `registry` (see [`ApiMetrics::new`]).
+    pub fn new(store: Store, registry: Arc<Registry>, metrics: ApiMetrics, config: ApiConfig) -> Self {
+        Self {
+            store,
+            registry,
+            metrics,
+            config: Arc::new(config),
+        }
+    }
+}
+
+/// The API's routes.
+pub fn router(state: ApiState) -> Router {
+    let body_limit = state.config.max_body_bytes;
+    Router::new()
+        .route(paths::SQL, post(sql::handle))
+        .route(paths::METRICS, get(metrics_text))
+        .route(paths::HEALTH, get(health))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then finishes open requests.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn metrics_text(State(state): State<ApiState>) -> impl IntoResponse {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &state.registry)
+        .expect("writing to a String cannot fail");
+    (
+        [(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        text,
+    )
+}
+
+async fn health(State(state): State<ApiState>) -> impl IntoResponse {
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "buffered_rows": state.store.buffered_rows(),
+        "files": state.store.catalog().files.len(),
+    }))
+}

@@ -160,6 +160,9 @@ pub struct IngestLink {
     // Kept alive: dropping it would disconnect the link from the router.
     _tx: rumqttd::local::LinkTx,
     rx: LinkRx,
+    /// Messages taken from the router but not yet returned: kept here so that a cancelled
+    /// [`IngestLink::next_batch`] loses nothing.
+    pending: Vec<Message>,
     received: Counter,
     overrun: Counter,
     last_offset: Option<u64>,
@@ -191,6 +194,7 @@ impl IngestLink {
         Self {
             _tx: tx,
             rx,
+            pending: Vec::new(),
             received,
             overrun,
             last_offset: None,
@@ -198,27 +202,25 @@ impl IngestLink {
     }
 
     /// Waits for messages and returns those available, at least one. `Err` when the router
-    /// has gone away.
+    /// has gone away. Cancel-safe: messages already taken are returned by the next call.
     pub async fn next_batch(&mut self) -> Result<Vec<Message>> {
-        let mut batch = Vec::new();
-        while batch.is_empty() {
+        while self.pending.is_empty() {
             let first = self.rx.next().await;
-            self.handle(first, &mut batch).await?;
-            while batch.len() < MAX_BATCH {
+            self.handle(first).await?;
+            while self.pending.len() < MAX_BATCH {
                 match self.rx.next().now_or_never() {
-                    Some(next) => self.handle(next, &mut batch).await?,
+                    Some(next) => self.handle(next).await?,
                     None => break,
                 }
             }
         }
-        self.received.inc_by(batch.len() as u64);
-        Ok(batch)
+        self.received.inc_by(self.pending.len() as u64);
+        Ok(std::mem::take(&mut self.pending))
     }
 
     async fn handle(
         &mut self,
         notification: Result<Option<Notification>, rumqttd::local::LinkError>,
-        batch: &mut Vec<Message>,
     ) -> Result<()> {
         let link_error = |e: rumqttd::local::LinkError| Error::Link {
             message: e.to_string(),
@@ -233,7 +235,7 @@ impl IngestLink {
                     }
                     self.last_offset = Some(offset);
                 }
-                batch.push(Message {
+                self.pending.push(Message {
                     topic: forward.publish.topic,
                     payload: forward.publish.payload,
                 });

@@ -24,6 +24,9 @@ mod tests;
 /// Rows per sealed chunk.
 pub const CHUNK_ROWS: usize = 8192;
 
+/// EXAMON's topic tags, in topic order: new tag columns with these names come first.
+const EXAMON_TAG_ORDER: [&str; 5] = ["org", "cluster", "node", "plugin", "chnl"];
+
 /// The identity of a series: metric name and sorted tags.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SeriesKey {
@@ -43,7 +46,8 @@ impl SeriesKey {
     }
 }
 
-/// Every series seen, by dense id, and the tag keys (columns) in order of first appearance.
+/// Every series seen, by dense id, and the tag keys (columns) in order of first appearance
+/// (EXAMON's own tags in topic order).
 #[derive(Debug, Default)]
 pub struct SeriesTable {
     ids: HashMap<Arc<SeriesKey>, u32>,
@@ -65,11 +69,17 @@ impl SeriesTable {
         if let Some(&id) = self.ids.get(&key) {
             return id;
         }
-        for (tag, _) in &key.tags {
-            if !self.tag_columns.iter().any(|c| c == tag) {
-                self.tag_columns.push(tag.clone());
-            }
-        }
+        let mut new: Vec<&String> = key
+            .tags
+            .iter()
+            .map(|(tag, _)| tag)
+            .filter(|tag| !self.tag_columns.contains(tag))
+            .collect();
+        new.sort_by_key(|tag| {
+            let rank = EXAMON_TAG_ORDER.iter().position(|t| t == tag);
+            (rank.unwrap_or(usize::MAX), tag.as_str())
+        });
+        self.tag_columns.extend(new.into_iter().cloned());
         let id = self.keys.len() as u32;
         let key = Arc::new(key);
         self.keys.push(Arc::clone(&key));

@@ -25,10 +25,10 @@ fn tag_columns_keep_first_appearance_order() {
             &mut table,
         )
         .unwrap();
-    // Tags are sorted within a sample: node before org, then core is new.
-    assert_eq!(table.tag_columns(), ["node", "org", "core"]);
+    // EXAMON's tags in topic order, then others as they appear.
+    assert_eq!(table.tag_columns(), ["org", "node", "core"]);
     let names: Vec<_> = table.schema().fields().iter().map(|f| f.name().clone()).collect();
-    assert_eq!(names, ["time", "metric", "value", "text", "node", "org", "core"]);
+    assert_eq!(names, ["time", "metric", "value", "text", "org", "node", "core"]);
     assert_eq!(table.len(), 2);
 }
 

@@ -1,0 +1,47 @@
+//! The API's meters.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of a finished query.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct QueryLabels {
+    pub(crate) api: &'static str,
+    pub(crate) status: &'static str,
+}
+
+/// Query counts and latencies, per API and outcome.
+#[derive(Debug, Clone)]
+pub struct ApiMetrics {
+    pub(crate) queries: Family<QueryLabels, Counter>,
+    pub(crate) query_seconds: Family<QueryLabels, Histogram>,
+}
+
+impl ApiMetrics {
+    /// Creates the meters and registers them.
+    pub fn new(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            queries: Family::default(),
+            query_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 16))
+            }),
+        };
+        let r = registry.sub_registry_with_prefix("exawatch");
+        r.register("queries", "Queries answered, by API and outcome", metrics.queries.clone());
+        r.register(
+            "query_duration_seconds",
+            "Query latency, by API and outcome",
+            metrics.query_seconds.clone(),
+        );
+        metrics
+    }
+
+    pub(crate) fn observe(&self, api: &'static str, status: &'static str, seconds: f64) {
+        let labels = QueryLabels { api, status };
+        self.queries.get_or_create(&labels).inc();
+        self.query_seconds.get_or_create(&labels).observe(seconds);
+    }
+}

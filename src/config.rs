@@ -1,0 +1,126 @@
+//! `exawatch.toml`: every section with its defaults, loaded in layers: built-in defaults, then
+//! the file, then `--set key=value` overrides, then the named command-line flags.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use exawatch_api::ApiConfig;
+use exawatch_broker::BrokerConfig;
+use exawatch_collectors::{CollectorConfig, SimulateConfig};
+use exawatch_store::StoreConfig;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Config {
+    /// Where the WAL and the object store (Parquet files, catalog) live.
+    pub(crate) data_dir: PathBuf,
+    /// Run a collector for this machine inside `exawatch up`.
+    pub(crate) local_collector: bool,
+    /// The embedded MQTT broker.
+    pub(crate) broker: BrokerConfig,
+    /// WAL, buffer and files.
+    pub(crate) store: StoreConfig,
+    /// The HTTP API.
+    pub(crate) api: ApiConfig,
+    /// The node collector (`exawatch collect`, and the local one in `exawatch up`).
+    pub(crate) collector: CollectorConfig,
+    /// Simulated nodes for `exawatch up --simulate N`.
+    pub(crate) simulate: SimulateConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./exawatch-data"),
+            local_collector: true,
+            broker: BrokerConfig::default(),
+            store: StoreConfig::default(),
+            api: ApiConfig::default(),
+            collector: CollectorConfig::default(),
+            simulate: SimulateConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` (if any), then each `key=value` of `overrides`
+    /// (`store.flush_interval_secs=10`; the value is TOML, bare words are strings).
+    pub(crate) fn load(file: Option<&Path>, overrides: &[String]) -> Result<Self> {
+        let mut tree = toml::Value::try_from(Self::default()).context("serializing defaults")?;
+        if let Some(file) = file {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading the config file {}", file.display()))?;
+            let layer: toml::Value = toml::from_str(&text)
+                .with_context(|| format!("parsing the config file {}", file.display()))?;
+            merge(&mut tree, layer);
+        }
+        for assignment in overrides {
+            let Some((key, value)) = assignment.split_once('=') else {
+                bail!("--set {assignment:?}: expected key=value, e.g. store.flush_interval_secs=10");
+            };
+            let value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                .map(|mut t| t.remove("v").expect("one key"))
+                .unwrap_or_else(|_| toml::Value::String(value.to_owned()));
+            let mut layer = value;
+            for part in key.trim().split('.').rev() {
+                let mut table = toml::Table::new();
+                table.insert(part.to_owned(), layer);
+                layer = toml::Value::Table(table);
+            }
+            merge(&mut tree, layer);
+        }
+        let source = file.map_or("defaults and --set".to_owned(), |f| f.display().to_string());
+        tree.try_into()
+            .with_context(|| format!("invalid configuration (from {source})"))
+    }
+}
+
+fn merge(base: &mut toml::Value, layer: toml::Value) {
+    match (base, layer) {
+        (toml::Value::Table(base), toml::Value::Table(layer)) => {
+            for (key, value) in layer {
+                match base.get_mut(&key) {
+                    Some(existing) => merge(existing, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, layer) => *base = layer,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_is_the_defaults() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("exawatch.example.toml");
+        assert_eq!(Config::load(Some(&example), &[]).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn overrides_and_typos() {
+        let config = Config::load(
+            None,
+            &[
+                "store.flush_interval_secs=5".into(),
+                "broker.listen=127.0.0.1:1999".into(),
+                "data_dir=/tmp/x".into(),
+                "store.wal_fsync=always".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.store.flush_interval_secs, 5.0);
+        assert_eq!(config.broker.listen, "127.0.0.1:1999");
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(config.store.wal_fsync, exawatch_store::FsyncPolicy::Always);
+        let typo = Config::load(None, &["store.flush_intervall_secs=5".into()]).unwrap_err();
+        assert!(format!("{typo:#}").contains("flush_intervall_secs"), "{typo:#}");
+        assert!(Config::load(None, &["nonsense".into()]).is_err());
+    }
+}
