@@ -58,7 +58,9 @@ impl Config {
         }
         for assignment in overrides {
             let Some((key, value)) = assignment.split_once('=') else {
-                bail!("--set {assignment:?}: expected key=value, e.g. store.flush_interval_secs=10");
+                bail!(
+                    "--set {assignment:?}: expected key=value, e.g. store.flush_interval_secs=10"
+                );
             };
             let value = toml::from_str::<toml::Table>(&format!("v = {value}"))
                 .map(|mut t| t.remove("v").expect("one key"))
@@ -100,7 +102,10 @@ mod tests {
     #[test]
     fn the_example_file_is_the_defaults() {
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("exawatch.example.toml");
-        assert_eq!(Config::load(Some(&example), &[]).unwrap(), Config::default());
+        assert_eq!(
+            Config::load(Some(&example), &[]).unwrap(),
+            Config::default()
+        );
     }
 
     #[test]
@@ -120,7 +125,10 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(config.store.wal_fsync, exawatch_store::FsyncPolicy::Always);
         let typo = Config::load(None, &["store.flush_intervall_secs=5".into()]).unwrap_err();
-        assert!(format!("{typo:#}").contains("flush_intervall_secs"), "{typo:#}");
+        assert!(
+            format!("{typo:#}").contains("flush_intervall_secs"),
+            "{typo:#}"
+        );
         assert!(Config::load(None, &["nonsense".into()]).is_err());
     }
 }

@@ -107,7 +107,10 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
@@ -152,8 +155,16 @@ fn run(cli: Cli) -> Result<()> {
                 return Ok(());
             }
             let once = args.once;
-            let stats = runtime()?.block_on(exawatch_collectors::run(config, once, up::shutdown_signal()))?;
-            tracing::info!(published = stats.published, dropped = stats.dropped, "Collector stopped.");
+            let stats = runtime()?.block_on(exawatch_collectors::run(
+                config,
+                once,
+                up::shutdown_signal(),
+            ))?;
+            tracing::info!(
+                published = stats.published,
+                dropped = stats.dropped,
+                "Collector stopped."
+            );
             Ok(())
         }
         Command::Query(args) => query::run(&args.url, args.format, &args.sql),

@@ -18,7 +18,11 @@ pub(crate) enum Format {
 /// Sends `sql` to `url` and prints the answer; a refused query is an error with the server's
 /// reason.
 pub(crate) fn run(url: &str, format: Format, sql: &str) -> Result<()> {
-    let wire = if format == Format::Json { "json" } else { "csv" };
+    let wire = if format == Format::Json {
+        "json"
+    } else {
+        "csv"
+    };
     let endpoint = format!("{}/api/v1/sql?format={wire}", url.trim_end_matches('/'));
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -56,7 +60,9 @@ pub(crate) fn run(url: &str, format: Format, sql: &str) -> Result<()> {
 
 /// Renders CSV as a table with aligned columns and a row count.
 fn table(csv: &str) -> Result<String> {
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(csv.as_bytes());
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(csv.as_bytes());
     let rows: Vec<Vec<String>> = reader
         .records()
         .map(|r| r.map(|r| r.iter().map(str::to_owned).collect()))
@@ -80,7 +86,12 @@ fn table(csv: &str) -> Result<String> {
         cells.join(" | ").trim_end().to_owned() + "\n"
     };
     let mut text = line(header);
-    text += &(widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-+-") + "\n");
+    text += &(widths
+        .iter()
+        .map(|w| "-".repeat(*w))
+        .collect::<Vec<_>>()
+        .join("-+-")
+        + "\n");
     for row in &rows[1..] {
         text += &line(row);
     }

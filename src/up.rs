@@ -21,25 +21,46 @@ const DRAIN_QUIET: Duration = Duration::from_millis(300);
 pub(crate) async fn run(config: Config, simulate: usize) -> Result<()> {
     let http = TcpListener::bind(&config.api.listen)
         .await
-        .with_context(|| format!("cannot listen for HTTP on {} (api.listen, --http-port)", config.api.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen for HTTP on {} (api.listen, --http-port)",
+                config.api.listen
+            )
+        })?;
     // rumqttd binds inside its task; check here so a busy port is a clear error at start.
-    drop(std::net::TcpListener::bind(&config.broker.listen).with_context(|| {
-        format!("cannot listen for MQTT on {} (broker.listen, --mqtt-port)", config.broker.listen)
-    })?);
+    drop(
+        std::net::TcpListener::bind(&config.broker.listen).with_context(|| {
+            format!(
+                "cannot listen for MQTT on {} (broker.listen, --mqtt-port)",
+                config.broker.listen
+            )
+        })?,
+    );
 
     let mut registry = Registry::default();
     let store = Store::open(&config.data_dir, config.store.clone(), &mut registry)
         .await
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     let mut broker = EmbeddedBroker::start(&config.broker, &mut registry)?;
-    let link = broker.take_ingest_link().expect("a fresh broker has its link");
+    let link = broker
+        .take_ingest_link()
+        .expect("a fresh broker has its link");
     let api_metrics = ApiMetrics::new(&mut registry);
-    let state = ApiState::new(store.clone(), Arc::new(registry), api_metrics, config.api.clone());
+    let state = ApiState::new(
+        store.clone(),
+        Arc::new(registry),
+        api_metrics,
+        config.api.clone(),
+    );
 
     let (stop_sources, sources_stopped) = watch::channel(false);
     let (stop_api, api_stopped) = watch::channel(false);
 
-    let api = tokio::spawn(exawatch_api::serve(http, exawatch_api::router(state), until(api_stopped)));
+    let api = tokio::spawn(exawatch_api::serve(
+        http,
+        exawatch_api::router(state),
+        until(api_stopped),
+    ));
     let flusher = {
         let store = store.clone();
         let stopped = sources_stopped.clone();
@@ -134,10 +155,8 @@ async fn ingest(mut link: IngestLink, store: Store, mut stopped: watch::Receiver
 }
 
 /// Resolves when the watched flag turns true (or its sender is gone).
-pub(crate) fn until(mut flag: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = flag.wait_for(|stop| *stop).await;
-    }
+pub(crate) async fn until(mut flag: watch::Receiver<bool>) {
+    let _ = flag.wait_for(|stop| *stop).await;
 }
 
 /// Resolves on SIGINT or SIGTERM.

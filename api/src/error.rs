@@ -41,7 +41,9 @@ impl ApiError {
 
     fn message(&self) -> &str {
         match self {
-            Self::BadRequest(m) | Self::LimitExceeded(m) | Self::Timeout(m) | Self::Internal(m) => m,
+            Self::BadRequest(m) | Self::LimitExceeded(m) | Self::Timeout(m) | Self::Internal(m) => {
+                m
+            }
         }
     }
 }
@@ -78,6 +80,10 @@ impl IntoResponse for ApiError {
         if matches!(self, Self::Internal(_)) {
             tracing::warn!(error = self.message(), "Request failed.");
         }
-        (self.status(), Json(serde_json::json!({ "error": self.message() }))).into_response()
+        (
+            self.status(),
+            Json(serde_json::json!({ "error": self.message() })),
+        )
+            .into_response()
     }
 }

@@ -63,7 +63,12 @@ pub struct ApiState {
 
 impl ApiState {
     /// `metrics` must have been registered in `registry` (see [`ApiMetrics::new`]).
-    pub fn new(store: Store, registry: Arc<Registry>, metrics: ApiMetrics, config: ApiConfig) -> Self {
+    pub fn new(
+        store: Store,
+        registry: Arc<Registry>,
+        metrics: ApiMetrics,
+        config: ApiConfig,
+    ) -> Self {
         Self {
             store,
             registry,
@@ -100,7 +105,10 @@ async fn metrics_text(State(state): State<ApiState>) -> impl IntoResponse {
     prometheus_client::encoding::text::encode(&mut text, &state.registry)
         .expect("writing to a String cannot fail");
     (
-        [(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         text,
     )
 }

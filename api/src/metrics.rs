@@ -30,7 +30,11 @@ impl ApiMetrics {
             }),
         };
         let r = registry.sub_registry_with_prefix("exawatch");
-        r.register("queries", "Queries answered, by API and outcome", metrics.queries.clone());
+        r.register(
+            "queries",
+            "Queries answered, by API and outcome",
+            metrics.queries.clone(),
+        );
         r.register(
             "query_duration_seconds",
             "Query latency, by API and outcome",

@@ -48,21 +48,29 @@ pub(crate) async fn handle(
     let started = Instant::now();
     let result = answer(&state, params, &headers, &body).await;
     let status = result.as_ref().map_or_else(ApiError::label, |_| "ok");
-    state.metrics.observe("sql", status, started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .observe("sql", status, started.elapsed().as_secs_f64());
     match result {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
-async fn answer(state: &ApiState, params: Params, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
+async fn answer(
+    state: &ApiState,
+    params: Params,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
     let is_json = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     let (query, body_format) = if is_json {
-        let body: Body = serde_json::from_slice(body)
-            .map_err(|e| ApiError::BadRequest(format!("body is not {{\"query\": \"...\"}}: {e}")))?;
+        let body: Body = serde_json::from_slice(body).map_err(|e| {
+            ApiError::BadRequest(format!("body is not {{\"query\": \"...\"}}: {e}"))
+        })?;
         (body.query, body.format)
     } else {
         let text = std::str::from_utf8(body)
@@ -75,7 +83,11 @@ async fn answer(state: &ApiState, params: Params, headers: &HeaderMap, body: &[u
     let format = match params.format.or(body_format).as_deref() {
         Some("json") => Format::Json,
         Some("csv") => Format::Csv,
-        Some(other) => return Err(ApiError::BadRequest(format!("unknown format {other:?} (json or csv)"))),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "unknown format {other:?} (json or csv)"
+            )));
+        }
         None if accepts_csv(headers) => Format::Csv,
         None => Format::Json,
     };
@@ -91,7 +103,10 @@ fn accepts_csv(headers: &HeaderMap) -> bool {
 }
 
 /// Runs one read-only query in its own session, bounded in memory, time and result rows.
-pub(crate) async fn run(state: &ApiState, query: &str) -> Result<(SchemaRef, Vec<RecordBatch>), ApiError> {
+pub(crate) async fn run(
+    state: &ApiState,
+    query: &str,
+) -> Result<(SchemaRef, Vec<RecordBatch>), ApiError> {
     let config = &state.config;
     let timeout = Duration::from_secs_f64(config.query_timeout_secs);
     let execution = async {
@@ -118,21 +133,30 @@ pub(crate) async fn run(state: &ApiState, query: &str) -> Result<(SchemaRef, Vec
         }
         Ok((schema, batches))
     };
-    tokio::time::timeout(timeout, execution).await.map_err(|_| {
-        ApiError::Timeout(format!(
-            "the query ran longer than {} s (api.query_timeout_secs) and was cancelled",
-            config.query_timeout_secs
-        ))
-    })?
+    tokio::time::timeout(timeout, execution)
+        .await
+        .map_err(|_| {
+            ApiError::Timeout(format!(
+                "the query ran longer than {} s (api.query_timeout_secs) and was cancelled",
+                config.query_timeout_secs
+            ))
+        })?
 }
 
 fn session(state: &ApiState) -> Result<SessionContext, ApiError> {
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_limit(state.config.query_memory_bytes, 1.0)
         // No spilling: queries never write the server's disk.
-        .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+        .with_disk_manager_builder(
+            DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+        )
         .build_arc()?;
-    let ctx = SessionContext::new_with_config_rt(SessionConfig::new().with_information_schema(true), runtime);
+    // PostgreSQL's dialect: the generic one reserves words that are common tag names
+    // (`SELECT node, cluster` fails there), and PostgreSQL is the SQL most users know.
+    let config = SessionConfig::new()
+        .with_information_schema(true)
+        .set_str("datafusion.sql_parser.dialect", "PostgreSQL");
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
     state
         .store
         .register(&ctx)
@@ -140,7 +164,11 @@ fn session(state: &ApiState) -> Result<SessionContext, ApiError> {
     Ok(ctx)
 }
 
-fn encode(format: Format, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Response, ApiError> {
+fn encode(
+    format: Format,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<Response, ApiError> {
     let internal = |e: arrow::error::ArrowError| ApiError::Internal(e.to_string());
     let mut out = Vec::new();
     match format {
@@ -158,7 +186,9 @@ fn encode(format: Format, schema: &SchemaRef, batches: &[RecordBatch]) -> Result
             Ok(([(CONTENT_TYPE, "application/json")], out).into_response())
         }
         Format::Csv => {
-            let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+            let mut writer = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut out);
             if batches.is_empty() {
                 writer
                     .write(&RecordBatch::new_empty(Arc::clone(schema)))

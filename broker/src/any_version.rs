@@ -54,7 +54,11 @@ impl Protocol for AnyVersion {
 /// The protocol level of the CONNECT packet at the start of `stream`: 3 and 4 (3.1 and
 /// 3.1.1) or 5. Asks for more bytes until the level byte has arrived.
 fn connect_level(stream: &[u8]) -> Result<u8, Error> {
-    let need = |n: usize| Err(Error::InsufficientBytes(n.saturating_sub(stream.len()).max(1)));
+    let need = |n: usize| {
+        Err(Error::InsufficientBytes(
+            n.saturating_sub(stream.len()).max(1),
+        ))
+    };
     let Some(&first) = stream.first() else {
         return need(2);
     };
@@ -82,7 +86,7 @@ fn connect_level(stream: &[u8]) -> Result<u8, Error> {
     let level_at = header + 2 + usize::from(u16::from_be_bytes([hi, lo]));
     match stream.get(level_at) {
         None => need(level_at + 1),
-        Some(&level @ (3 | 4 | 5)) => Ok(level),
+        Some(&level @ 3..=5) => Ok(level),
         Some(&other) => Err(Error::InvalidProtocolLevel(other)),
     }
 }
@@ -100,7 +104,9 @@ mod tests {
         v5[8] = 5;
         assert_eq!(connect_level(&v5).unwrap(), 5);
         // MQTT 3.1: "MQIsdp", level 3.
-        let v3 = [0x10, 14, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 2, 0, 60];
+        let v3 = [
+            0x10, 14, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 2, 0, 60,
+        ];
         assert_eq!(connect_level(&v3).unwrap(), 3);
         for cut in 0..9 {
             assert!(
@@ -110,6 +116,9 @@ mod tests {
         }
         let mut bad = v4;
         bad[8] = 9;
-        assert!(matches!(connect_level(&bad), Err(Error::InvalidProtocolLevel(9))));
+        assert!(matches!(
+            connect_level(&bad),
+            Err(Error::InvalidProtocolLevel(9))
+        ));
     }
 }

@@ -93,10 +93,13 @@ impl EmbeddedBroker {
     /// link. Fails if the address is bad; a port already in use is reported by the listener
     /// task (it logs and exits), so callers wanting certainty should bind-check first.
     pub fn start(config: &BrokerConfig, registry: &mut Registry) -> Result<Self> {
-        let listen: SocketAddr = config.listen.parse().map_err(|e: std::net::AddrParseError| Error::BadAddress {
-            address: config.listen.clone(),
-            message: e.to_string(),
-        })?;
+        let listen: SocketAddr = config
+            .listen
+            .parse()
+            .map_err(|e: std::net::AddrParseError| Error::BadAddress {
+                address: config.listen.clone(),
+                message: e.to_string(),
+            })?;
         let segment = (config.backlog_bytes / BACKLOG_SEGMENTS).max(1 << 20);
         let router = Router::new(
             0,
@@ -112,10 +115,12 @@ impl EmbeddedBroker {
 
         let (mut link_tx, link_rx, _) = LinkBuilder::new("exawatch-ingest", router_tx.clone())
             .build()
-            .map_err(|e| Error::Link { message: e.to_string() })?;
-        link_tx
-            .subscribe("#")
-            .map_err(|e| Error::Link { message: e.to_string() })?;
+            .map_err(|e| Error::Link {
+                message: e.to_string(),
+            })?;
+        link_tx.subscribe("#").map_err(|e| Error::Link {
+            message: e.to_string(),
+        })?;
 
         let settings = ServerSettings {
             name: "mqtt".into(),

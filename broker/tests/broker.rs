@@ -43,7 +43,12 @@ async fn v311_and_v5_clients_share_one_port() {
     tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
     for i in 0..10 {
         client
-            .publish(format!("node/n1/m{i}"), rumqttc::QoS::AtLeastOnce, false, format!("{i};1"))
+            .publish(
+                format!("node/n1/m{i}"),
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                format!("{i};1"),
+            )
             .await
             .unwrap();
     }
@@ -57,7 +62,12 @@ async fn v311_and_v5_clients_share_one_port() {
     let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 100);
     tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
     client
-        .publish("node/n2/temp", rumqttc::v5::mqttbytes::QoS::AtLeastOnce, false, "42;1")
+        .publish(
+            "node/n2/temp",
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            false,
+            "42;1",
+        )
         .await
         .unwrap();
     let v5 = collect(&mut link, 1).await;

@@ -149,7 +149,7 @@ pub fn is_command_topic(topic: &str) -> bool {
 /// Splits a data topic into its sorted tags and its metric name.
 pub fn decode_topic(topic: &str) -> Result<(Vec<(String, String)>, String), DecodeError> {
     let segments: Vec<&str> = topic.split('/').collect();
-    if segments.len() % 2 == 0 {
+    if segments.len().is_multiple_of(2) {
         return TopicShapeSnafu { topic }.fail();
     }
     if segments.iter().any(|s| s.is_empty()) {
@@ -268,7 +268,8 @@ fn inflate(payload: &[u8]) -> Result<Vec<u8>, DecodeError> {
 /// examon-common's `json` (one object) and `bulk` (a list) payloads.
 fn decode_json(payload: &[u8], out: &mut Vec<Sample>) -> Result<Decoded, DecodeError> {
     let bad = |message: String| DecodeError::BadJson { message };
-    let json: serde_json::Value = serde_json::from_slice(payload).map_err(|e| bad(e.to_string()))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(payload).map_err(|e| bad(e.to_string()))?;
     let objects = match json {
         serde_json::Value::Array(items) => items,
         object @ serde_json::Value::Object(_) => vec![object],
@@ -337,7 +338,10 @@ const TOPIC_SEGMENT: &AsciiSet = &CONTROLS.add(b'/').add(b'+').add(b'#').add(b'%
 
 /// Builds an EXAMON data topic from tag pairs (in the given order) and a metric name,
 /// URL-quoting what MQTT topics cannot carry.
-pub fn encode_topic<'a>(tags: impl IntoIterator<Item = (&'a str, &'a str)>, metric: &str) -> String {
+pub fn encode_topic<'a>(
+    tags: impl IntoIterator<Item = (&'a str, &'a str)>,
+    metric: &str,
+) -> String {
     let mut topic = String::new();
     for (key, value) in tags {
         topic.extend(utf8_percent_encode(key, TOPIC_SEGMENT));

@@ -259,7 +259,14 @@ fn build_chunk(
     table: &SeriesTable,
 ) -> Result<Chunk, ArrowError> {
     let keyed: Vec<&SeriesKey> = series.iter().map(|&id| table.key(id)).collect();
-    let batch = series_batch(&keyed, &keys, Arc::new(time), Arc::new(value), Arc::new(text), table.tag_columns())?;
+    let batch = series_batch(
+        &keyed,
+        &keys,
+        Arc::new(time),
+        Arc::new(value),
+        Arc::new(text),
+        table.tag_columns(),
+    )?;
     Ok(Chunk {
         series,
         keys,
@@ -283,7 +290,10 @@ pub fn series_batch(
     let metrics = StringArray::from_iter_values(series.iter().map(|s| s.metric.as_str()));
     let mut columns: Vec<ArrayRef> = vec![
         time,
-        Arc::new(DictionaryArray::<Int32Type>::try_new(keys.clone(), Arc::new(metrics))?),
+        Arc::new(DictionaryArray::<Int32Type>::try_new(
+            keys.clone(),
+            Arc::new(metrics),
+        )?),
         value,
         text,
     ];
@@ -332,7 +342,11 @@ pub struct Buffer {
 
 impl Buffer {
     /// Adds samples, interning their series.
-    pub fn insert(&mut self, samples: Vec<Sample>, table: &mut SeriesTable) -> Result<(), ArrowError> {
+    pub fn insert(
+        &mut self,
+        samples: Vec<Sample>,
+        table: &mut SeriesTable,
+    ) -> Result<(), ArrowError> {
         for sample in samples {
             let id = table.intern(SeriesKey {
                 metric: sample.metric,
@@ -384,7 +398,11 @@ pub fn sorted_batch(
     // Rank the distinct series by key.
     let mut ids: Vec<u32> = keys.keys().copied().collect();
     ids.sort_unstable_by(|a, b| keys[a].cmp(&keys[b]));
-    let rank: HashMap<u32, u32> = ids.iter().enumerate().map(|(r, &id)| (id, r as u32)).collect();
+    let rank: HashMap<u32, u32> = ids
+        .iter()
+        .enumerate()
+        .map(|(r, &id)| (id, r as u32))
+        .collect();
 
     let total: usize = chunks.iter().map(|c| c.keys.len()).sum();
     let mut rows: Vec<(u32, i64, u32, u32)> = Vec::with_capacity(total);
@@ -403,10 +421,20 @@ pub fn sorted_batch(
     rows.sort_unstable();
     let indices: Vec<(usize, usize)> = rows.iter().map(|r| (r.2 as usize, r.3 as usize)).collect();
     let gather = |column: usize| -> Result<ArrayRef, ArrowError> {
-        let arrays: Vec<&dyn Array> = chunks.iter().map(|c| c.batch.column(column).as_ref()).collect();
+        let arrays: Vec<&dyn Array> = chunks
+            .iter()
+            .map(|c| c.batch.column(column).as_ref())
+            .collect();
         arrow::compute::interleave(&arrays, &indices)
     };
     let row_keys = Int32Array::from_iter_values(rows.iter().map(|r| r.0 as i32));
     let series: Vec<&SeriesKey> = ids.iter().map(|id| keys[id].as_ref()).collect();
-    series_batch(&series, &row_keys, gather(0)?, gather(2)?, gather(3)?, tag_columns)
+    series_batch(
+        &series,
+        &row_keys,
+        gather(0)?,
+        gather(2)?,
+        gather(3)?,
+        tag_columns,
+    )
 }

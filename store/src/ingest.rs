@@ -24,17 +24,25 @@ impl ExamonIngest {
         match examon::decode(topic, payload, out) {
             Ok(Decoded::Samples(_)) => true,
             Ok(Decoded::Marker) => {
-                metrics.messages_ignored.get_or_create(&KindLabel { kind: "marker" }).inc();
+                metrics
+                    .messages_ignored
+                    .get_or_create(&KindLabel { kind: "marker" })
+                    .inc();
                 true
             }
             Ok(Decoded::Command) => {
-                metrics.messages_ignored.get_or_create(&KindLabel { kind: "command" }).inc();
+                metrics
+                    .messages_ignored
+                    .get_or_create(&KindLabel { kind: "command" })
+                    .inc();
                 true
             }
             Err(error) => {
                 metrics
                     .messages_dropped
-                    .get_or_create(&ReasonLabel { reason: error.reason() })
+                    .get_or_create(&ReasonLabel {
+                        reason: error.reason(),
+                    })
                     .inc();
                 tracing::debug!(%error, topic = %String::from_utf8_lossy(topic), "Dropped a malformed message.");
                 false

@@ -48,7 +48,10 @@ pub use table::SamplesTable;
 pub enum Error {
     /// The data directory could not be prepared.
     #[snafu(display("data directory {}: {source}", path.display()))]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A WAL operation failed.
     #[snafu(display("{source}"))]
     Wal { source: wal::WalError },
@@ -63,7 +66,9 @@ pub enum Error {
     Encode { message: String },
     /// DataFusion refused the table registration.
     #[snafu(display("registering the samples table: {source}"))]
-    Register { source: datafusion::error::DataFusionError },
+    Register {
+        source: datafusion::error::DataFusionError,
+    },
     /// The store is shutting down or its WAL thread stopped.
     #[snafu(display("the store is not accepting writes (shutting down)"))]
     Closed,
@@ -129,15 +134,18 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store under `data_dir`, replays the WAL and starts the WAL
     /// thread. Call [`Store::run_flusher`] to get periodic flushes.
-    pub async fn open(data_dir: &Path, config: StoreConfig, registry: &mut Registry) -> Result<Self> {
+    pub async fn open(
+        data_dir: &Path,
+        config: StoreConfig,
+        registry: &mut Registry,
+    ) -> Result<Self> {
         let wal_dir = data_dir.join("wal");
         let objects_dir = data_dir.join("store");
         for dir in [&wal_dir, &objects_dir] {
             std::fs::create_dir_all(dir).context(DataDirSnafu { path: dir })?;
         }
-        let object_store: Arc<dyn ObjectStore> = Arc::new(
-            LocalFileSystem::new_with_prefix(&objects_dir).context(ObjectStoreSnafu)?,
-        );
+        let object_store: Arc<dyn ObjectStore> =
+            Arc::new(LocalFileSystem::new_with_prefix(&objects_dir).context(ObjectStoreSnafu)?);
         let metrics = StoreMetrics::new(registry);
         let catalog = persist::load_catalog(object_store.as_ref()).await?;
         let mut state = State {
@@ -216,16 +224,27 @@ impl Store {
 
     /// Registers the `samples` table (as of now) and the store's object store in `ctx`.
     pub fn register(&self, ctx: &SessionContext) -> Result<()> {
-        ctx.register_object_store(table::object_store_url().as_ref(), Arc::clone(&self.inner.object_store));
-        ctx.register_table("samples", Arc::new(SamplesTable::new(Arc::clone(&self.inner))))
-            .context(RegisterSnafu)?;
+        ctx.register_object_store(
+            table::object_store_url().as_ref(),
+            Arc::clone(&self.inner.object_store),
+        );
+        ctx.register_table(
+            "samples",
+            Arc::new(SamplesTable::new(Arc::clone(&self.inner))),
+        )
+        .context(RegisterSnafu)?;
         Ok(())
     }
 
     /// Rows waiting in memory (buffer and frozen buffers not yet in files).
     pub fn buffered_rows(&self) -> usize {
         let state = self.inner.state.read();
-        state.buffer.rows() + state.frozen.iter().map(|f| chunk_rows(&f.chunks)).sum::<usize>()
+        state.buffer.rows()
+            + state
+                .frozen
+                .iter()
+                .map(|f| chunk_rows(&f.chunks))
+                .sum::<usize>()
     }
 
     /// The catalog as it is now.
@@ -315,7 +334,9 @@ fn replay(wal_dir: &Path, state: &mut State, metrics: &StoreMetrics) -> Result<u
             state
                 .buffer
                 .insert(batch, &mut state.table)
-                .map_err(|e| Error::Encode { message: e.to_string() })?;
+                .map_err(|e| Error::Encode {
+                    message: e.to_string(),
+                })?;
         }
     }
     if replayed > 0 || !segments.is_empty() {
@@ -377,7 +398,11 @@ struct WalState {
     last_sync: Instant,
 }
 
-type Write = (Vec<u8>, Vec<Sample>, Option<oneshot::Sender<Result<(), String>>>);
+type Write = (
+    Vec<u8>,
+    Vec<Sample>,
+    Option<oneshot::Sender<Result<(), String>>>,
+);
 
 /// Appends a group of writes to the WAL, then makes them visible, then acknowledges.
 fn commit(inner: &Inner, writer: &mut SegmentWriter, wal: &mut WalState, writes: Vec<Write>) {
@@ -426,7 +451,8 @@ fn append_group(
     if !wal.writer_ok {
         // The last append failed part-way: continue in a fresh segment so that a torn
         // record never hides later ones at replay.
-        *writer = SegmentWriter::create(&inner.wal_dir, writer.id() + 1).map_err(|e| e.to_string())?;
+        *writer =
+            SegmentWriter::create(&inner.wal_dir, writer.id() + 1).map_err(|e| e.to_string())?;
         wal.writer_ok = true;
     }
     let bodies: Vec<&[u8]> = writes.iter().map(|w| w.0.as_slice()).collect();
@@ -453,7 +479,8 @@ fn append_group(
     if writer.bytes() >= inner.config.wal_segment_bytes {
         // Rotation does not move data between buffers: only file boundaries change.
         let _ = writer.sync();
-        *writer = SegmentWriter::create(&inner.wal_dir, writer.id() + 1).map_err(|e| e.to_string())?;
+        *writer =
+            SegmentWriter::create(&inner.wal_dir, writer.id() + 1).map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -477,9 +504,17 @@ fn freeze(inner: &Inner, writer: &mut SegmentWriter, wal: &mut WalState) {
         }
     }
     let mut state = inner.state.write();
-    let State { table, buffer, frozen, .. } = &mut *state;
+    let State {
+        table,
+        buffer,
+        frozen,
+        ..
+    } = &mut *state;
     match buffer.take(table) {
-        Ok(chunks) => frozen.push_back(Frozen { chunks, last_segment }),
+        Ok(chunks) => frozen.push_back(Frozen {
+            chunks,
+            last_segment,
+        }),
         Err(e) => tracing::error!(error = %e, "Freezing the buffer failed."),
     }
 }

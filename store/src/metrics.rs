@@ -47,32 +47,95 @@ impl StoreMetrics {
             let _ = m.messages_dropped.get_or_create(&ReasonLabel { reason });
         }
         let r = registry.sub_registry_with_prefix("exawatch");
-        r.register("samples_written", "Samples written to the WAL and buffer", m.samples_written.clone());
-        r.register("samples_refused", "Samples refused because the WAL write failed", m.samples_refused.clone());
-        r.register("messages_dropped", "Malformed messages dropped, by reason", m.messages_dropped.clone());
-        r.register("messages_ignored", "Well-formed messages without samples (markers, commands)", m.messages_ignored.clone());
-        r.register("wal_written_bytes", "Bytes appended to the WAL", m.wal_bytes_written.clone());
-        r.register("wal_write_errors", "Failed WAL appends", m.wal_write_errors.clone());
-        r.register("wal_discarded_bytes", "Bytes of torn or corrupt WAL records skipped at replay", m.wal_discarded_bytes.clone());
-        r.register("wal_replayed_samples", "Samples recovered from the WAL at start", m.wal_replayed_samples.clone());
-        r.register("flushes", "Buffers written to Parquet files", m.flushes.clone());
-        r.register("flush_errors", "Failed flushes (retried)", m.flush_errors.clone());
-        r.register("flushed_rows", "Rows written to Parquet files", m.flushed_rows.clone());
-        r.register("buffered_rows", "Rows in memory not yet in a file", m.buffered_rows.clone());
+        r.register(
+            "samples_written",
+            "Samples written to the WAL and buffer",
+            m.samples_written.clone(),
+        );
+        r.register(
+            "samples_refused",
+            "Samples refused because the WAL write failed",
+            m.samples_refused.clone(),
+        );
+        r.register(
+            "messages_dropped",
+            "Malformed messages dropped, by reason",
+            m.messages_dropped.clone(),
+        );
+        r.register(
+            "messages_ignored",
+            "Well-formed messages without samples (markers, commands)",
+            m.messages_ignored.clone(),
+        );
+        r.register(
+            "wal_written_bytes",
+            "Bytes appended to the WAL",
+            m.wal_bytes_written.clone(),
+        );
+        r.register(
+            "wal_write_errors",
+            "Failed WAL appends",
+            m.wal_write_errors.clone(),
+        );
+        r.register(
+            "wal_discarded_bytes",
+            "Bytes of torn or corrupt WAL records skipped at replay",
+            m.wal_discarded_bytes.clone(),
+        );
+        r.register(
+            "wal_replayed_samples",
+            "Samples recovered from the WAL at start",
+            m.wal_replayed_samples.clone(),
+        );
+        r.register(
+            "flushes",
+            "Buffers written to Parquet files",
+            m.flushes.clone(),
+        );
+        r.register(
+            "flush_errors",
+            "Failed flushes (retried)",
+            m.flush_errors.clone(),
+        );
+        r.register(
+            "flushed_rows",
+            "Rows written to Parquet files",
+            m.flushed_rows.clone(),
+        );
+        r.register(
+            "buffered_rows",
+            "Rows in memory not yet in a file",
+            m.buffered_rows.clone(),
+        );
         r.register("series", "Series known since start", m.series.clone());
         r.register("files", "Parquet files in the catalog", m.files.clone());
-        r.register("file_bytes", "Bytes of Parquet files in the catalog", m.file_bytes.clone());
-        r.register("file_rows", "Rows in Parquet files in the catalog", m.file_rows.clone());
+        r.register(
+            "file_bytes",
+            "Bytes of Parquet files in the catalog",
+            m.file_bytes.clone(),
+        );
+        r.register(
+            "file_rows",
+            "Rows in Parquet files in the catalog",
+            m.file_rows.clone(),
+        );
         m
     }
 
     /// Refreshes the gauges from the state.
     pub(crate) fn set_state(&self, state: &State) {
-        let frozen: usize = state.frozen.iter().map(|f| crate::chunk_rows(&f.chunks)).sum();
-        self.buffered_rows.set((state.buffer.rows() + frozen) as i64);
+        let frozen: usize = state
+            .frozen
+            .iter()
+            .map(|f| crate::chunk_rows(&f.chunks))
+            .sum();
+        self.buffered_rows
+            .set((state.buffer.rows() + frozen) as i64);
         self.series.set(state.table.len() as i64);
         self.files.set(state.catalog.files.len() as i64);
-        self.file_bytes.set(state.catalog.files.iter().map(|f| f.bytes as i64).sum());
-        self.file_rows.set(state.catalog.files.iter().map(|f| f.rows as i64).sum());
+        self.file_bytes
+            .set(state.catalog.files.iter().map(|f| f.bytes as i64).sum());
+        self.file_rows
+            .set(state.catalog.files.iter().map(|f| f.rows as i64).sum());
     }
 }

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use arrow::array::{Array, TimestampNanosecondArray};
 use bytes::Bytes;
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -60,12 +60,15 @@ pub(crate) async fn persist_frozen(inner: &Arc<Inner>) -> Result<()> {
         let zstd_level = inner.config.zstd_level;
         let series = keys.len() as u64;
         let encoded = tokio::task::spawn_blocking(move || {
-            let batch = sorted_batch(&chunks, &keys, &tag_columns)
-                .map_err(|e| Error::Encode { message: e.to_string() })?;
+            let batch = sorted_batch(&chunks, &keys, &tag_columns).map_err(|e| Error::Encode {
+                message: e.to_string(),
+            })?;
             encode_parquet(&batch, zstd_level).map(|bytes| (bytes, batch, tag_columns))
         })
         .await
-        .map_err(|e| Error::Encode { message: e.to_string() })??;
+        .map_err(|e| Error::Encode {
+            message: e.to_string(),
+        })??;
         let (bytes, batch, tag_columns) = encoded;
         let (min_time, max_time) = time_range(&batch);
         let path = Catalog::file_path(file_id);
@@ -141,16 +144,24 @@ fn time_range(batch: &arrow::record_batch::RecordBatch) -> (i64, i64) {
 
 /// Encodes a sorted batch as a Parquet file: ZSTD, dictionary-encoded tags and metric,
 /// delta-encoded timestamps.
-pub(crate) fn encode_parquet(batch: &arrow::record_batch::RecordBatch, zstd_level: i32) -> Result<Vec<u8>> {
-    let encode_error = |e: parquet::errors::ParquetError| Error::Encode { message: e.to_string() };
+pub(crate) fn encode_parquet(
+    batch: &arrow::record_batch::RecordBatch,
+    zstd_level: i32,
+) -> Result<Vec<u8>> {
+    let encode_error = |e: parquet::errors::ParquetError| Error::Encode {
+        message: e.to_string(),
+    };
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(zstd_level).map_err(encode_error)?))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(zstd_level).map_err(encode_error)?,
+        ))
         .set_column_dictionary_enabled(ColumnPath::from("time"), false)
         .set_column_encoding(ColumnPath::from("time"), Encoding::DELTA_BINARY_PACKED)
         .set_max_row_group_row_count(Some(1 << 20))
         .build();
     let mut out = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).map_err(encode_error)?;
+    let mut writer =
+        ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).map_err(encode_error)?;
     writer.write(batch).map_err(encode_error)?;
     writer.close().map_err(encode_error)?;
     Ok(out)

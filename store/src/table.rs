@@ -56,7 +56,10 @@ impl TableProvider for SamplesTable {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
         // Used for pruning only; DataFusion still applies every filter.
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
@@ -93,10 +96,9 @@ impl TableProvider for SamplesTable {
         };
         let partitions = session.config().target_partitions().max(1);
         let mut memory: Vec<Vec<RecordBatch>> = vec![Vec::new(); partitions];
-        let mut next = 0;
-        for chunk in chunks.iter().filter(|c| range.overlaps(c.min_time, c.max_time)) {
-            memory[next % partitions].push(conform(&chunk.batch, &self.schema)?);
-            next += 1;
+        let in_range = chunks.iter().filter(|c| range.overlaps(c.min_time, c.max_time));
+        for (i, chunk) in in_range.enumerate() {
+            memory[i % partitions].push(conform(&chunk.batch, &self.schema)?);
         }
         memory.retain(|p| !p.is_empty());
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
@@ -124,7 +126,13 @@ impl TableProvider for SamplesTable {
             }
             let config = FileScanConfigBuilder::new(object_store_url().clone(), Arc::new(source))
                 .with_projection_indices(projection.cloned())?
-                .with_file_groups(groups.into_iter().filter(|g| !g.is_empty()).map(FileGroup::new).collect())
+                .with_file_groups(
+                    groups
+                        .into_iter()
+                        .filter(|g| !g.is_empty())
+                        .map(FileGroup::new)
+                        .collect(),
+                )
                 .with_limit(limit)
                 .build();
             inputs.push(DataSourceExec::from_data_source(config));
@@ -180,7 +188,12 @@ impl TimeRange {
                         _ => {}
                     }
                 }
-                Expr::Between(Between { expr, negated: false, low, high }) if is_time(expr) => {
+                Expr::Between(Between {
+                    expr,
+                    negated: false,
+                    low,
+                    high,
+                }) if is_time(expr) => {
                     if let Some(low) = literal_ns(low) {
                         range.min = range.min.max(low);
                     }
@@ -202,7 +215,11 @@ impl TimeRange {
 
 fn split_and<'a>(expr: &'a Expr, out: &mut Vec<&'a Expr>) {
     match expr {
-        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::And,
+            right,
+        }) => {
             split_and(left, out);
             split_and(right, out);
         }

@@ -101,7 +101,9 @@ pub fn decode_batch(body: &[u8]) -> Option<Vec<Sample>> {
         cursor = &cursor[len..];
     }
     let string = |cursor: &mut &[u8]| -> Option<String> {
-        strings.get(get_varint(cursor)? as usize).map(|s| s.to_string())
+        strings
+            .get(get_varint(cursor)? as usize)
+            .map(|s| s.to_string())
     };
     let n_samples = get_varint(&mut cursor)? as usize;
     let mut samples = Vec::with_capacity(n_samples.min(cursor.len()));
@@ -270,7 +272,8 @@ impl SegmentWriter {
             .create_new(true)
             .open(&path)
             .context(SegmentIoSnafu { path: &path })?;
-        file.write_all(MAGIC).context(SegmentIoSnafu { path: &path })?;
+        file.write_all(MAGIC)
+            .context(SegmentIoSnafu { path: &path })?;
         Ok(Self {
             id,
             path,

@@ -57,7 +57,11 @@ async fn writes_are_queryable_at_once_then_from_files() {
     assert_eq!(catalog.files.len(), 1);
     assert_eq!(catalog.files[0].rows, 3);
     assert_eq!(catalog.files[0].min_time, 100_000_000_000);
-    assert_eq!(sql(&store, query).await, expected, "same answer from the file");
+    assert_eq!(
+        sql(&store, query).await,
+        expected,
+        "same answer from the file"
+    );
 
     // New data and a new tag column after the flush: buffer and file together.
     store
@@ -70,12 +74,20 @@ async fn writes_are_queryable_at_once_then_from_files() {
         .await
         .unwrap();
     assert_eq!(
-        sql(&store, "SELECT count(*) AS n, count(rack) AS racks FROM samples WHERE metric = 'temp'").await,
+        sql(
+            &store,
+            "SELECT count(*) AS n, count(rack) AS racks FROM samples WHERE metric = 'temp'"
+        )
+        .await,
         "+---+-------+\n| n | racks |\n+---+-------+\n| 3 | 1     |\n+---+-------+"
     );
     // Time pruning: only the new row is in range.
     assert_eq!(
-        sql(&store, "SELECT node FROM samples WHERE time >= '1970-01-01T00:03:00Z'").await,
+        sql(
+            &store,
+            "SELECT node FROM samples WHERE time >= '1970-01-01T00:03:00Z'"
+        )
+        .await,
         "+------+\n| node |\n+------+\n| n3   |\n+------+"
     );
     store.shutdown().await.unwrap();
@@ -86,10 +98,19 @@ async fn a_reopened_store_replays_what_was_not_flushed() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = open(dir.path()).await;
-        store.write(vec![sample("a", "n1", 1, Value::Float(1.0))]).await.unwrap();
+        store
+            .write(vec![sample("a", "n1", 1, Value::Float(1.0))])
+            .await
+            .unwrap();
         store.flush().await.unwrap();
-        store.write(vec![sample("a", "n1", 2, Value::Float(2.0))]).await.unwrap();
-        store.write_unconfirmed(vec![sample("a", "n1", 3, Value::Float(3.0))]).await.unwrap();
+        store
+            .write(vec![sample("a", "n1", 2, Value::Float(2.0))])
+            .await
+            .unwrap();
+        store
+            .write_unconfirmed(vec![sample("a", "n1", 3, Value::Float(3.0))])
+            .await
+            .unwrap();
         // Dropped without shutdown: as if the process died (the WAL thread may still be
         // finishing the last write; the reopen below waits for nothing else).
         let _ = store.write(vec![]).await;

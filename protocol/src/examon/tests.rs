@@ -13,7 +13,10 @@ fn tags(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 
 fn one(topic: &str, payload: &[u8]) -> Result<Sample, DecodeError> {
     let mut out = Vec::new();
-    assert_eq!(decode(topic.as_bytes(), payload, &mut out)?, Decoded::Samples(1));
+    assert_eq!(
+        decode(topic.as_bytes(), payload, &mut out)?,
+        Decoded::Samples(1)
+    );
     Ok(out.pop().unwrap())
 }
 
@@ -92,7 +95,10 @@ fn values_numbers_and_text() {
         (b"42;1", Value::Float(42.0)),
         (b"-1.5e3;1", Value::Float(-1500.0)),
         (b" 3.25 ;1", Value::Float(3.25)),
-        (b"OK - load average: 0.1;1", Value::Text("OK - load average: 0.1".into())),
+        (
+            b"OK - load average: 0.1;1",
+            Value::Text("OK - load average: 0.1".into()),
+        ),
         (b"a;b;c;1", Value::Text("a;b;c".into())),
         (b"[CRITICAL] disk;1", Value::Text("[CRITICAL] disk".into())),
     ];
@@ -109,7 +115,10 @@ fn markers_and_commands_store_nothing() {
     }
     let cmd = b"org/o/cluster/c/node/n/plugin/p/chnl/cmd";
     assert_eq!(decode(cmd, b"-s 2", &mut out), Ok(Decoded::Command));
-    assert_eq!(decode(b"chnl/cmd/x", b"1;1", &mut out), Ok(Decoded::Command));
+    assert_eq!(
+        decode(b"chnl/cmd/x", b"1;1", &mut out),
+        Ok(Decoded::Command)
+    );
     assert!(out.is_empty());
 }
 
@@ -149,7 +158,10 @@ fn examon_common_json() {
         "tags": {"node": "n1", "org": "o", "core": 3}}"#;
     let sample = one("any/topic", payload).unwrap();
     assert_eq!(sample.metric, "temp");
-    assert_eq!(sample.tags, tags(&[("core", "3"), ("node", "n1"), ("org", "o")]));
+    assert_eq!(
+        sample.tags,
+        tags(&[("core", "3"), ("node", "n1"), ("org", "o")])
+    );
     assert_eq!(sample.time_ns, 1_700_000_000_123_000_000);
     assert_eq!(sample.value, Value::Float(41.5));
     // examon-common may also gzip a single json object.
@@ -173,7 +185,10 @@ fn examon_common_bulk_gzipped_and_plain() {
 fn a_bad_item_in_bulk_rejects_the_message_whole() {
     let list = br#"[{"name": "a", "value": 1, "timestamp": 1000}, {"name": "", "value": 1, "timestamp": 1}]"#;
     let mut out = Vec::new();
-    assert_eq!(decode(b"bulk", &gzip(list), &mut out).unwrap_err().reason(), "bad_json");
+    assert_eq!(
+        decode(b"bulk", &gzip(list), &mut out).unwrap_err().reason(),
+        "bad_json"
+    );
     assert!(out.is_empty());
 }
 
@@ -181,17 +196,32 @@ fn a_bad_item_in_bulk_rejects_the_message_whole() {
 fn gzip_bombs_are_refused() {
     let big = vec![b' '; (MAX_INFLATED_BYTES + 10) as usize];
     let mut out = Vec::new();
-    assert_eq!(decode(b"bulk", &gzip(&big), &mut out).unwrap_err().reason(), "bad_gzip");
+    assert_eq!(
+        decode(b"bulk", &gzip(&big), &mut out).unwrap_err().reason(),
+        "bad_gzip"
+    );
 }
 
 #[test]
 fn encode_round_trips_through_decode() {
     let topic = encode_topic(
-        [("org", "e4"), ("node", "r1/n 2"), ("plugin", "linux"), ("chnl", "data")],
+        [
+            ("org", "e4"),
+            ("node", "r1/n 2"),
+            ("plugin", "linux"),
+            ("chnl", "data"),
+        ],
         "load#1",
     );
-    assert_eq!(topic, "org/e4/node/r1%2Fn%202/plugin/linux/chnl/data/load%231");
-    for value in [Value::Float(0.1), Value::Float(-3e-7), Value::Text("hi".into())] {
+    assert_eq!(
+        topic,
+        "org/e4/node/r1%2Fn%202/plugin/linux/chnl/data/load%231"
+    );
+    for value in [
+        Value::Float(0.1),
+        Value::Float(-3e-7),
+        Value::Text("hi".into()),
+    ] {
         let payload = encode_payload(&value, 1_700_000_000_250_000_000);
         let sample = one(&topic, payload.as_bytes()).unwrap();
         assert_eq!(sample.value, value);

@@ -6,7 +6,9 @@ use super::*;
 fn sample(metric: &str, tags: &[(&str, &str)], time_ns: i64, value: f64) -> Sample {
     Sample::new(
         metric,
-        tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        tags.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         time_ns,
         Value::Float(value),
     )
@@ -27,8 +29,16 @@ fn tag_columns_keep_first_appearance_order() {
         .unwrap();
     // EXAMON's tags in topic order, then others as they appear.
     assert_eq!(table.tag_columns(), ["org", "node", "core"]);
-    let names: Vec<_> = table.schema().fields().iter().map(|f| f.name().clone()).collect();
-    assert_eq!(names, ["time", "metric", "value", "text", "org", "node", "core"]);
+    let names: Vec<_> = table
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(
+        names,
+        ["time", "metric", "value", "text", "org", "node", "core"]
+    );
     assert_eq!(table.len(), 2);
 }
 
@@ -53,13 +63,20 @@ fn chunks_seal_and_read_back() {
     let last = conform(&chunks[1].batch, &table.schema()).unwrap();
     assert_eq!(last.num_rows(), 11);
     let node = last.column_by_name("node").unwrap();
-    assert_eq!(node.logical_null_count(), 1, "the status series has no node tag");
+    assert_eq!(
+        node.logical_null_count(),
+        1,
+        "the status series has no node tag"
+    );
     let text = last.column_by_name("text").unwrap().as_string::<i32>();
     assert_eq!(text.value(10), "OK");
     // Reading does not take: the buffer still holds everything.
     assert_eq!(buffer.chunks(&table).unwrap().len(), 2);
     let taken = buffer.take(&table).unwrap();
-    assert_eq!(taken.iter().map(|c| c.batch.num_rows()).sum::<usize>(), CHUNK_ROWS + 11);
+    assert_eq!(
+        taken.iter().map(|c| c.batch.num_rows()).sum::<usize>(),
+        CHUNK_ROWS + 11
+    );
     assert_eq!(buffer.rows(), 0);
 }
 
@@ -81,11 +98,18 @@ fn sorted_batch_orders_by_series_then_time() {
     let chunks = buffer.take(&table).unwrap();
     let batch = sorted_batch(&chunks, &table.keys_of(&chunks), table.tag_columns()).unwrap();
     let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
-    let values = batch.column(2).as_any().downcast_ref::<Float64Array>().unwrap();
+    let values = batch
+        .column(2)
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .unwrap();
     // load{n2}, temp{n1} @10, temp{n1} @20, temp{n2}
     assert_eq!(times.values(), &[10, 10, 20, 30]);
     assert_eq!(values.values(), &[1.0, 1.5, 2.0, 3.0]);
     let metric = arrow::compute::cast(batch.column(1), &DataType::Utf8).unwrap();
     let metric = metric.as_string::<i32>();
-    assert_eq!(metric.iter().flatten().collect::<Vec<_>>(), ["load", "temp", "temp", "temp"]);
+    assert_eq!(
+        metric.iter().flatten().collect::<Vec<_>>(),
+        ["load", "temp", "temp", "temp"]
+    );
 }

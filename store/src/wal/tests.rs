@@ -60,7 +60,10 @@ fn segments_replay_whole_records_and_stop_at_a_torn_tail() {
     let second = encode_batch(&batch()[..1]);
     writer.append(&[&first, &second]).unwrap();
     writer.sync().unwrap();
-    assert!(SegmentWriter::create(dir.path(), 7).is_err(), "segments are never reopened");
+    assert!(
+        SegmentWriter::create(dir.path(), 7).is_err(),
+        "segments are never reopened"
+    );
 
     let path = segment_path(dir.path(), 7);
     let clean = read_segment(&path).unwrap();
