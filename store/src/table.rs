@@ -96,7 +96,9 @@ impl TableProvider for SamplesTable {
         };
         let partitions = session.config().target_partitions().max(1);
         let mut memory: Vec<Vec<RecordBatch>> = vec![Vec::new(); partitions];
-        let in_range = chunks.iter().filter(|c| range.overlaps(c.min_time, c.max_time));
+        let in_range = chunks
+            .iter()
+            .filter(|c| range.overlaps(c.min_time, c.max_time));
         for (i, chunk) in in_range.enumerate() {
             memory[i % partitions].push(conform(&chunk.batch, &self.schema)?);
         }
