@@ -13,9 +13,7 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
-use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{SQLOptions, SessionContext};
 use futures::StreamExt;
 use serde::Deserialize;
 
@@ -144,24 +142,10 @@ pub(crate) async fn run(
 }
 
 fn session(state: &ApiState) -> Result<SessionContext, ApiError> {
-    let runtime = RuntimeEnvBuilder::new()
-        .with_memory_limit(state.config.query_memory_bytes, 1.0)
-        // No spilling: queries never write the server's disk.
-        .with_disk_manager_builder(
-            DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
-        )
-        .build_arc()?;
-    // PostgreSQL's dialect: the generic one reserves words that are common tag names
-    // (`SELECT node, cluster` fails there), and PostgreSQL is the SQL most users know.
-    let config = SessionConfig::new()
-        .with_information_schema(true)
-        .set_str("datafusion.sql_parser.dialect", "PostgreSQL");
-    let ctx = SessionContext::new_with_config_rt(config, runtime);
     state
         .store
-        .register(&ctx)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(ctx)
+        .query_context(state.config.query_memory_bytes)
+        .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 fn encode(

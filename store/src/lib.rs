@@ -24,7 +24,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use datafusion::prelude::SessionContext;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
 use exawatch_protocol::Sample;
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
@@ -64,8 +66,8 @@ pub enum Error {
     /// Arrow or Parquet failed while building a file.
     #[snafu(display("building a file: {message}"))]
     Encode { message: String },
-    /// DataFusion refused the table registration.
-    #[snafu(display("registering the samples table: {source}"))]
+    /// DataFusion refused the session or the table registration.
+    #[snafu(display("setting up a query session: {source}"))]
     Register {
         source: datafusion::error::DataFusionError,
     },
@@ -220,6 +222,25 @@ impl Store {
     /// A decoder for EXAMON MQTT messages that counts what it rejects.
     pub fn examon_ingest(&self) -> ExamonIngest {
         ExamonIngest::new(self.clone())
+    }
+
+    /// A fresh DataFusion session over the `samples` table as of now, for one query: at most
+    /// `memory_bytes` for its operators, no spilling to disk, PostgreSQL's SQL dialect (the
+    /// generic one reserves common tag names: `SELECT node, cluster` fails there).
+    pub fn query_context(&self, memory_bytes: usize) -> Result<SessionContext> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(memory_bytes, 1.0)
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
+            .build_arc()
+            .context(RegisterSnafu)?;
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .set_str("datafusion.sql_parser.dialect", "PostgreSQL");
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        self.register(&ctx)?;
+        Ok(ctx)
     }
 
     /// Registers the `samples` table (as of now) and the store's object store in `ctx`.
