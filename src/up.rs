@@ -123,7 +123,7 @@ pub(crate) async fn run(config: Config, simulate: usize) -> Result<()> {
 /// Moves messages from the broker into the store until the sources have stopped and the
 /// link has been quiet for [`DRAIN_QUIET`].
 async fn ingest(mut link: IngestLink, store: Store, mut stopped: watch::Receiver<bool>) {
-    let decoder = store.examon_ingest();
+    let decoder = store.mqtt_ingest();
     let mut samples = Vec::new();
     loop {
         let batch = if *stopped.borrow() {
@@ -144,14 +144,23 @@ async fn ingest(mut link: IngestLink, store: Store, mut stopped: watch::Receiver
                 break;
             }
         };
+        let now_ns = now_ns();
         for message in &batch {
-            decoder.decode(&message.topic, &message.payload, &mut samples);
+            decoder.decode(&message.topic, &message.payload, now_ns, &mut samples);
         }
         if decoder.write(std::mem::take(&mut samples)).await.is_err() {
             tracing::error!("The store refused writes; ingest stops.");
             break;
         }
     }
+}
+
+/// Wall-clock time, for samples that come without a timestamp.
+fn now_ns() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_nanos()).unwrap_or(i64::MAX)
 }
 
 /// Resolves when the watched flag turns true (or its sender is gone).

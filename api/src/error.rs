@@ -1,7 +1,8 @@
 //! API errors and the one place that decides their HTTP status.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use datafusion::error::DataFusionError;
 
@@ -14,6 +15,10 @@ pub enum ApiError {
     LimitExceeded(String),
     /// The query ran past its time limit.
     Timeout(String),
+    /// The server is behind (write queue full); retry soon.
+    TooManyRequests(String),
+    /// The server cannot take this now (memory at its limit, shutting down); retry later.
+    Unavailable(String),
     /// Something failed on the server's side.
     Internal(String),
 }
@@ -24,7 +29,8 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::LimitExceeded(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout(_) | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -35,15 +41,20 @@ impl ApiError {
             Self::BadRequest(_) => "bad_request",
             Self::LimitExceeded(_) => "limit_exceeded",
             Self::Timeout(_) => "timeout",
+            Self::TooManyRequests(_) => "too_many_requests",
+            Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "error",
         }
     }
 
     fn message(&self) -> &str {
         match self {
-            Self::BadRequest(m) | Self::LimitExceeded(m) | Self::Timeout(m) | Self::Internal(m) => {
-                m
-            }
+            Self::BadRequest(m)
+            | Self::LimitExceeded(m)
+            | Self::Timeout(m)
+            | Self::TooManyRequests(m)
+            | Self::Unavailable(m)
+            | Self::Internal(m) => m,
         }
     }
 }
@@ -75,15 +86,30 @@ impl From<DataFusionError> for ApiError {
     }
 }
 
+impl From<exawatch_store::Error> for ApiError {
+    fn from(error: exawatch_store::Error) -> Self {
+        use exawatch_store::Error as E;
+        let message = error.to_string();
+        match error {
+            E::QueueFull => Self::TooManyRequests(message),
+            E::Overloaded { .. } | E::Closed => Self::Unavailable(message),
+            _ => Self::Internal(message),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if matches!(self, Self::Internal(_)) {
             tracing::warn!(error = self.message(), "Request failed.");
         }
-        (
-            self.status(),
-            Json(serde_json::json!({ "error": self.message() })),
-        )
-            .into_response()
+        let retry = matches!(self, Self::TooManyRequests(_) | Self::Unavailable(_));
+        let body = Json(serde_json::json!({ "error": self.message() }));
+        let mut response = (self.status(), body).into_response();
+        if retry {
+            let headers = response.headers_mut();
+            headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
     }
 }

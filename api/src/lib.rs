@@ -8,6 +8,7 @@ mod error;
 mod metrics;
 pub mod paths;
 mod sql;
+mod write;
 
 use std::sync::Arc;
 
@@ -83,6 +84,9 @@ pub fn router(state: ApiState) -> Router {
     let body_limit = state.config.max_body_bytes;
     Router::new()
         .route(paths::SQL, post(sql::handle))
+        .route(paths::INFLUX_V2_WRITE, post(write::line_protocol))
+        .route(paths::INFLUX_V1_WRITE, post(write::line_protocol))
+        .route(paths::REMOTE_WRITE, post(write::remote_write))
         .route(paths::METRICS, get(metrics_text))
         .route(paths::HEALTH, get(health))
         .layer(DefaultBodyLimit::max(body_limit))

@@ -2,6 +2,12 @@
 
 /// SQL queries.
 pub const SQL: &str = "/api/v1/sql";
+/// Influx line protocol, InfluxDB 2 style (Telegraf's `outputs.influxdb_v2`).
+pub const INFLUX_V2_WRITE: &str = "/api/v2/write";
+/// Influx line protocol, InfluxDB 1 style (Telegraf's `outputs.influxdb`).
+pub const INFLUX_V1_WRITE: &str = "/write";
+/// Prometheus remote write.
+pub const REMOTE_WRITE: &str = "/api/v1/write";
 /// Prometheus text exposition of the server's own meters.
 pub const METRICS: &str = "/metrics";
 /// Liveness and a few figures.

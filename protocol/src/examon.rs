@@ -22,7 +22,7 @@ mod tests;
 pub const MAX_INFLATED_BYTES: u64 = 64 << 20;
 
 /// Why a message was rejected. [`DecodeError::reason`] is the label it is counted under.
-#[derive(Debug, Snafu, PartialEq)]
+#[derive(Debug, Clone, Snafu, PartialEq)]
 #[snafu(visibility(pub(crate)))]
 pub enum DecodeError {
     /// The topic is not valid UTF-8.

@@ -6,6 +6,9 @@
 //! into samples that the store ingests.
 
 pub mod examon;
+pub mod line_protocol;
+pub mod mqtt;
+pub mod remote_write;
 mod sample;
 
 pub use sample::{RESERVED_COLUMNS, Sample, Value};

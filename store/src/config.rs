@@ -31,6 +31,10 @@ pub struct StoreConfig {
     pub wal_segment_bytes: u64,
     /// Batches that may wait for the WAL before writers are held back.
     pub write_queue: usize,
+    /// Most rows held in memory (buffer and buffers being flushed). Beyond it HTTP writes
+    /// are refused (503) and MQTT samples are shed (counted), so memory stays bounded when
+    /// flushes cannot keep up or the object store is down.
+    pub max_buffer_rows: usize,
     /// ZSTD level of Parquet files.
     pub zstd_level: i32,
 }
@@ -44,6 +48,7 @@ impl Default for StoreConfig {
             wal_fsync_interval_ms: 1000,
             wal_segment_bytes: 64 << 20,
             write_queue: 256,
+            max_buffer_rows: 12_000_000,
             zstd_level: 3,
         }
     }

@@ -1,42 +1,33 @@
-//! Decoding of EXAMON MQTT messages into store writes, counting what is dropped.
+//! Decoding of MQTT messages (EXAMON, or Influx line protocol) into store writes, counting
+//! what is dropped.
 
 use exawatch_protocol::Sample;
-use exawatch_protocol::examon::{self, Decoded};
+use exawatch_protocol::examon::Decoded;
+use exawatch_protocol::mqtt;
 
 use crate::Store;
 use crate::metrics::{KindLabel, ReasonLabel};
 
-/// Decodes EXAMON messages and writes their samples; malformed messages are counted per
-/// reason (`exawatch_messages_dropped_total{reason}`) and dropped.
+/// Decodes MQTT messages and writes their samples; malformed messages are counted per reason
+/// (`exawatch_messages_dropped_total{reason}`) and dropped.
 #[derive(Debug, Clone)]
-pub struct ExamonIngest {
+pub struct MqttIngest {
     store: Store,
 }
 
-impl ExamonIngest {
+impl MqttIngest {
     pub(crate) fn new(store: Store) -> Self {
         Self { store }
     }
 
-    /// Decodes one message into `out`; returns false if it was dropped.
-    pub fn decode(&self, topic: &[u8], payload: &[u8], out: &mut Vec<Sample>) -> bool {
+    /// Decodes one message into `out` (samples without a timestamp get `now_ns`); returns
+    /// false if it was dropped, in whole or in part.
+    pub fn decode(&self, topic: &[u8], payload: &[u8], now_ns: i64, out: &mut Vec<Sample>) -> bool {
         let metrics = &self.store.inner.metrics;
-        match examon::decode(topic, payload, out) {
-            Ok(Decoded::Samples(_)) => true,
-            Ok(Decoded::Marker) => {
-                metrics
-                    .messages_ignored
-                    .get_or_create(&KindLabel { kind: "marker" })
-                    .inc();
-                true
-            }
-            Ok(Decoded::Command) => {
-                metrics
-                    .messages_ignored
-                    .get_or_create(&KindLabel { kind: "command" })
-                    .inc();
-                true
-            }
+        let kind = match mqtt::decode(topic, payload, now_ns, out) {
+            Ok(Decoded::Samples(_)) => return true,
+            Ok(Decoded::Marker) => "marker",
+            Ok(Decoded::Command) => "command",
             Err(error) => {
                 metrics
                     .messages_dropped
@@ -45,9 +36,14 @@ impl ExamonIngest {
                     })
                     .inc();
                 tracing::debug!(%error, topic = %String::from_utf8_lossy(topic), "Dropped a malformed message.");
-                false
+                return false;
             }
-        }
+        };
+        metrics
+            .messages_ignored
+            .get_or_create(&KindLabel { kind })
+            .inc();
+        true
     }
 
     /// Writes decoded samples without waiting for the WAL (see [`Store::write_unconfirmed`]).

@@ -41,7 +41,7 @@ use crate::metrics::StoreMetrics;
 use crate::wal::SegmentWriter;
 
 pub use config::{FsyncPolicy, StoreConfig};
-pub use ingest::ExamonIngest;
+pub use ingest::MqttIngest;
 pub use table::SamplesTable;
 
 /// Store errors.
@@ -77,7 +77,18 @@ pub enum Error {
     /// The write could not be made durable; nothing of it was stored.
     #[snafu(display("write not stored: {message}"))]
     WriteFailed { message: String },
+    /// Too much data is waiting in memory for a flush; retry later.
+    #[snafu(display(
+        "the store holds {rows} rows in memory, its limit (store.max_buffer_rows); retry later"
+    ))]
+    Overloaded { rows: usize },
+    /// The WAL queue stayed full; retry later.
+    #[snafu(display("the write queue is full (store.write_queue); retry later"))]
+    QueueFull,
 }
+
+/// How long an acknowledged write may wait for room in the WAL queue.
+const QUEUE_WAIT: Duration = Duration::from_secs(2);
 
 /// `Result` with the store's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -183,13 +194,23 @@ impl Store {
     }
 
     /// Stores samples and returns once they are in the WAL (fsynced if the policy is
-    /// `always`) and visible to queries.
+    /// `always`) and visible to queries. Fails fast, storing nothing, with
+    /// [`Error::Overloaded`] or [`Error::QueueFull`] when the store is behind.
     pub async fn write(&self, samples: Vec<Sample>) -> Result<()> {
         if samples.is_empty() {
             return Ok(());
         }
+        self.check_memory()?;
         let (ack, done) = oneshot::channel();
-        self.enqueue(samples, Some(ack)).await?;
+        let command = Command::Write {
+            body: wal::encode_batch(&samples),
+            samples,
+            ack: Some(ack),
+        };
+        tokio::time::timeout(QUEUE_WAIT, self.commands.send(command))
+            .await
+            .map_err(|_| Error::QueueFull)?
+            .map_err(|_| Error::Closed)?;
         match done.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(message)) => WriteFailedSnafu { message }.fail(),
@@ -199,29 +220,36 @@ impl Store {
 
     /// Queues samples for the WAL without waiting for them to be written; waits only while
     /// the queue is full (backpressure). For sources that cannot be told about failures
-    /// (MQTT QoS 0).
+    /// (MQTT QoS 0): when memory is at its limit the samples are shed and counted
+    /// (`exawatch_samples_shed_total`).
     pub async fn write_unconfirmed(&self, samples: Vec<Sample>) -> Result<()> {
         if samples.is_empty() {
             return Ok(());
         }
-        self.enqueue(samples, None).await
+        if self.check_memory().is_err() {
+            self.inner.metrics.samples_shed.inc_by(samples.len() as u64);
+            return Ok(());
+        }
+        let command = Command::Write {
+            body: wal::encode_batch(&samples),
+            samples,
+            ack: None,
+        };
+        self.send(command).await
     }
 
-    async fn enqueue(
-        &self,
-        samples: Vec<Sample>,
-        ack: Option<oneshot::Sender<Result<(), String>>>,
-    ) -> Result<()> {
-        let body = wal::encode_batch(&samples);
-        self.commands
-            .send(Command::Write { body, samples, ack })
-            .await
-            .map_err(|_| Error::Closed)
+    fn check_memory(&self) -> Result<()> {
+        let rows = self.buffered_rows();
+        if rows >= self.inner.config.max_buffer_rows {
+            self.inner.flush_wanted.notify_one();
+            return OverloadedSnafu { rows }.fail();
+        }
+        Ok(())
     }
 
-    /// A decoder for EXAMON MQTT messages that counts what it rejects.
-    pub fn examon_ingest(&self) -> ExamonIngest {
-        ExamonIngest::new(self.clone())
+    /// A decoder for MQTT messages (EXAMON or line protocol) that counts what it rejects.
+    pub fn mqtt_ingest(&self) -> MqttIngest {
+        MqttIngest::new(self.clone())
     }
 
     /// A fresh DataFusion session over the `samples` table as of now, for one query: at most

@@ -24,6 +24,7 @@ pub(crate) struct KindLabel {
 pub(crate) struct StoreMetrics {
     pub(crate) samples_written: Counter,
     pub(crate) samples_refused: Counter,
+    pub(crate) samples_shed: Counter,
     pub(crate) messages_dropped: Family<ReasonLabel, Counter>,
     pub(crate) messages_ignored: Family<KindLabel, Counter>,
     pub(crate) wal_bytes_written: Counter,
@@ -43,7 +44,8 @@ pub(crate) struct StoreMetrics {
 impl StoreMetrics {
     pub(crate) fn new(registry: &mut Registry) -> Self {
         let m = Self::default();
-        for reason in exawatch_protocol::examon::DecodeError::REASONS {
+        let reasons = exawatch_protocol::examon::DecodeError::REASONS;
+        for reason in reasons.into_iter().chain(["line_protocol"]) {
             let _ = m.messages_dropped.get_or_create(&ReasonLabel { reason });
         }
         let r = registry.sub_registry_with_prefix("exawatch");
@@ -56,6 +58,11 @@ impl StoreMetrics {
             "samples_refused",
             "Samples refused because the WAL write failed",
             m.samples_refused.clone(),
+        );
+        r.register(
+            "samples_shed",
+            "MQTT samples dropped because memory was at store.max_buffer_rows",
+            m.samples_shed.clone(),
         );
         r.register(
             "messages_dropped",

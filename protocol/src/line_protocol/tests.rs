@@ -1,0 +1,128 @@
+use super::*;
+
+fn parse(body: &str) -> (Vec<Sample>, Vec<LineError>) {
+    let mut out = Vec::new();
+    let errors = parse_lines(body, Precision::Nanoseconds, 42, &mut out);
+    (out, errors)
+}
+
+fn tags(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn a_telegraf_cpu_line() {
+    let (samples, errors) = parse(
+        "cpu,cpu=cpu0,host=n01 usage_user=12.5,usage_system=3i,online=true 1700000000000000000",
+    );
+    assert!(errors.is_empty());
+    let metrics: Vec<&str> = samples.iter().map(|s| s.metric.as_str()).collect();
+    assert_eq!(
+        metrics,
+        ["cpu_usage_user", "cpu_usage_system", "cpu_online"]
+    );
+    assert_eq!(samples[0].tags, tags(&[("cpu", "cpu0"), ("host", "n01")]));
+    assert_eq!(samples[0].time_ns, 1_700_000_000_000_000_000);
+    let values: Vec<&Value> = samples.iter().map(|s| &s.value).collect();
+    assert_eq!(
+        values,
+        [&Value::Float(12.5), &Value::Float(3.0), &Value::Float(1.0)]
+    );
+}
+
+#[test]
+fn value_kinds() {
+    let cases: &[(&str, Value)] = &[
+        ("m v=1", Value::Float(1.0)),
+        ("m v=-1.5e3", Value::Float(-1500.0)),
+        (
+            "m v=18446744073709551615u",
+            Value::Float(18446744073709551615.0),
+        ),
+        ("m v=-9i", Value::Float(-9.0)),
+        ("m v=F", Value::Float(0.0)),
+        (
+            "m v=\"hello, \\\"world\\\" a=b\"",
+            Value::Text("hello, \"world\" a=b".into()),
+        ),
+        ("m v=\"back\\\\slash\"", Value::Text("back\\slash".into())),
+    ];
+    for (line, value) in cases {
+        let (samples, errors) = parse(line);
+        assert!(errors.is_empty(), "{line}: {errors:?}");
+        assert_eq!(&samples[0].value, value, "{line}");
+        assert_eq!(samples[0].time_ns, 42, "no timestamp: the default");
+    }
+}
+
+#[test]
+fn escapes_in_names() {
+    let (samples, errors) = parse(r"disk\ io,path=/var/lib\,x,label\=k=a\ b read\ bytes=1 5");
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(samples[0].metric, "disk io_read bytes");
+    assert_eq!(
+        samples[0].tags,
+        tags(&[("label=k", "a b"), ("path", "/var/lib,x")])
+    );
+    assert_eq!(samples[0].time_ns, 5);
+}
+
+#[test]
+fn precision_scales_timestamps() {
+    for (precision, ns) in [
+        (Precision::Seconds, 1_700_000_000_000_000_000),
+        (Precision::Milliseconds, 1_700_000_000_000_000),
+        (Precision::Hours, 0),
+    ] {
+        let mut out = Vec::new();
+        let errors = parse_lines("m v=1 1700000000", precision, 0, &mut out);
+        if ns == 0 {
+            assert!(
+                errors[0].message.contains("in range"),
+                "hours overflow: {errors:?}"
+            );
+        } else {
+            assert_eq!(out[0].time_ns, ns, "{precision:?}");
+        }
+    }
+    assert_eq!(Precision::parse("ms"), Some(Precision::Milliseconds));
+    assert_eq!(Precision::parse("n"), Some(Precision::Nanoseconds));
+    assert_eq!(Precision::parse("week"), None);
+}
+
+#[test]
+fn bad_lines_are_reported_and_good_ones_kept() {
+    let body = "# a comment\n\
+                good v=1 1\n\
+                nofields\n\
+                m,host v=1\n\
+                m v=abc\n\
+                m v=\"open\n\
+                m,time=x v=1\n\
+                m,a=1,a=2 v=1\n\
+                m v=1 12:00\n\
+                m v=1,w= 3\n\
+                \n\
+                also,ok=yes v=2,w=3 2\n";
+    let (samples, errors) = parse(body);
+    assert_eq!(samples.len(), 3, "{samples:?}");
+    let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
+    assert_eq!(lines, [3, 4, 5, 6, 7, 8, 9, 10]);
+    assert!(errors[4].message.contains("reserved"), "{}", errors[4]);
+    assert_eq!(
+        errors[0].to_string(),
+        "line 3: expected a space and the fields after the tags"
+    );
+}
+
+#[test]
+fn never_panics_on_odd_input() {
+    for line in [
+        "\\", "m\\", "m v=1\\", "m,=x v=1", ",", "=", " v=1", "m v=\"\\", "m v=1 -", "m v=1i1",
+    ] {
+        let _ = parse(line);
+    }
+}

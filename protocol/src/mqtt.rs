@@ -1,0 +1,136 @@
+//! What an MQTT message to exawatch may carry: EXAMON (`value;timestamp` with the tags in the
+//! topic, examon-common `json`/`bulk`) or Influx line protocol (as Telegraf's MQTT output
+//! publishes it, on any topic).
+//!
+//! The rule: a payload with a space and a `=` but no `;` that is not JSON is line protocol;
+//! anything else is EXAMON, except that an EXAMON payload whose timestamp does not parse is
+//! tried as line protocol (a string field may contain `;`).
+
+use crate::Sample;
+use crate::examon::{self, DecodeError, Decoded};
+use crate::line_protocol::{self, Precision};
+
+/// Why a message was dropped.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MessageError {
+    /// A malformed EXAMON message.
+    Examon(DecodeError),
+    /// Line protocol with bad lines (the good lines of the message were kept).
+    LineProtocol(Vec<line_protocol::LineError>),
+}
+
+impl MessageError {
+    /// The label the drop is counted under.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Examon(e) => e.reason(),
+            Self::LineProtocol(_) => "line_protocol",
+        }
+    }
+}
+
+impl std::fmt::Display for MessageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Examon(e) => e.fmt(f),
+            Self::LineProtocol(errors) => match errors.first() {
+                Some(first) => write!(f, "line protocol: {first} ({} bad lines)", errors.len()),
+                None => f.write_str("line protocol"),
+            },
+        }
+    }
+}
+
+/// Decodes one MQTT message into `out`; line-protocol lines without a timestamp get
+/// `now_ns`. On an EXAMON error nothing is appended; with line protocol the good lines are.
+pub fn decode(
+    topic: &[u8],
+    payload: &[u8],
+    now_ns: i64,
+    out: &mut Vec<Sample>,
+) -> Result<Decoded, MessageError> {
+    let start = payload.trim_ascii_start();
+    let is_line_protocol = !payload.contains(&b';')
+        && payload.contains(&b' ')
+        && payload.contains(&b'=')
+        && !start.starts_with(b"{")
+        && !start.starts_with(b"[");
+    if !is_line_protocol {
+        return match examon::decode(topic, payload, out) {
+            Err(error @ DecodeError::BadTimestamp { .. }) => {
+                line_protocol_only(payload, now_ns, out).ok_or(MessageError::Examon(error))
+            }
+            result => result.map_err(MessageError::Examon),
+        };
+    }
+    let Ok(text) = std::str::from_utf8(payload) else {
+        return Err(MessageError::Examon(DecodeError::PayloadNotUtf8));
+    };
+    let before = out.len();
+    let errors = line_protocol::parse_lines(text, Precision::Nanoseconds, now_ns, out);
+    if errors.is_empty() {
+        Ok(Decoded::Samples(out.len() - before))
+    } else {
+        Err(MessageError::LineProtocol(errors))
+    }
+}
+
+/// The payload as line protocol, if every line of it parses.
+fn line_protocol_only(payload: &[u8], now_ns: i64, out: &mut Vec<Sample>) -> Option<Decoded> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let mut samples = Vec::new();
+    let errors = line_protocol::parse_lines(text, Precision::Nanoseconds, now_ns, &mut samples);
+    if !errors.is_empty() || samples.is_empty() {
+        return None;
+    }
+    let n = samples.len();
+    out.extend(samples);
+    Some(Decoded::Samples(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Value;
+
+    fn run(topic: &str, payload: &str) -> (Result<Decoded, MessageError>, Vec<Sample>) {
+        let mut out = Vec::new();
+        let result = decode(topic.as_bytes(), payload.as_bytes(), 7, &mut out);
+        (result, out)
+    }
+
+    #[test]
+    fn examon_and_line_protocol_side_by_side() {
+        let (result, out) = run("node/n1/temp", "40;1700000000");
+        assert_eq!(result, Ok(Decoded::Samples(1)));
+        assert_eq!(out[0].metric, "temp");
+
+        // Telegraf's MQTT output: any topic, line protocol payload (several lines).
+        let (result, out) = run(
+            "telegraf/n1/cpu",
+            "cpu,host=n1 usage=3.5 1000\ncpu,host=n2 usage=4 1000",
+        );
+        assert_eq!(result, Ok(Decoded::Samples(2)));
+        assert_eq!(out[1].metric, "cpu_usage");
+        assert_eq!(out[1].tag("host"), Some("n2"));
+
+        // A string field with ';' is still line protocol.
+        let (result, out) = run("t", "nagios,host=n1 state=\"OK; all fine\"");
+        assert_eq!(result, Ok(Decoded::Samples(1)));
+        assert_eq!(out[0].value, Value::Text("OK; all fine".into()));
+        assert_eq!(out[0].time_ns, 7);
+    }
+
+    #[test]
+    fn failures_keep_their_reasons() {
+        let (result, out) = run("node/n1/temp", "40;yesterday");
+        assert_eq!(result.unwrap_err().reason(), "bad_timestamp");
+        assert!(out.is_empty());
+        let (result, out) = run("t", "good v=1 1\nbad line");
+        assert_eq!(result.unwrap_err().reason(), "line_protocol");
+        assert_eq!(out.len(), 1, "the good line is kept");
+        // No timestamp and nothing like line protocol: EXAMON's reason.
+        let (result, _) = run("node/n1/temp", "42");
+        assert_eq!(result.unwrap_err().reason(), "missing_timestamp");
+    }
+}

@@ -1,0 +1,175 @@
+//! Every way data gets in, end to end into the same `samples` table: Influx line protocol over
+//! HTTP (as Telegraf sends it) and over MQTT, Prometheus remote write; and what happens when
+//! the store is behind (HTTP 503 with Retry-After, MQTT samples shed and counted).
+
+mod support {
+    pub mod server;
+}
+
+use exawatch_protocol::remote_write;
+use exawatch_protocol::{Sample, Value};
+use serde_json::{Value as Json, json};
+use support::server::{Server, gzip, mqtt_client, publish};
+
+#[test]
+fn line_protocol_over_http_and_mqtt() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+
+    // InfluxDB 2 style, nanoseconds.
+    let body = "cpu,host=n01,cpu=cpu0 usage_user=12.5,usage_system=3i 1700000000000000000\n\
+                cpu,host=n02,cpu=cpu0 usage_user=7.25 1700000000000000000\n";
+    let (status, text, _) = server.post(
+        "/api/v2/write?org=o&bucket=b&precision=ns",
+        &[],
+        body.as_bytes(),
+    );
+    assert_eq!((status, text.as_str()), (204, ""));
+    // InfluxDB 1 style, seconds, gzipped as Telegraf does with content_encoding = "gzip".
+    let body = gzip(b"mem,host=n01 used=1024i,status=\"ok\" 1700000001\n");
+    let (status, text, _) = server.post(
+        "/write?db=telegraf&precision=s",
+        &[("Content-Encoding", "gzip")],
+        &body,
+    );
+    assert_eq!((status, text.as_str()), (204, ""));
+    // Telegraf's MQTT output: line protocol on any topic.
+    let client = mqtt_client(server.mqtt, "telegraf");
+    publish(
+        &client,
+        "telegraf/n03/disk",
+        "disk,host=n03,device=sda free=5e9 1700000002000000000",
+    );
+
+    server.wait_for_count("", 6);
+    let rows = server.sql(
+        "SELECT time, metric, host, cpu, device, value, text FROM samples ORDER BY time, metric, host",
+    );
+    assert_eq!(
+        Json::Array(rows),
+        json!([
+            {"time": "2023-11-14T22:13:20Z", "metric": "cpu_usage_system", "host": "n01", "cpu": "cpu0", "device": null, "value": 3.0, "text": null},
+            {"time": "2023-11-14T22:13:20Z", "metric": "cpu_usage_user", "host": "n01", "cpu": "cpu0", "device": null, "value": 12.5, "text": null},
+            {"time": "2023-11-14T22:13:20Z", "metric": "cpu_usage_user", "host": "n02", "cpu": "cpu0", "device": null, "value": 7.25, "text": null},
+            {"time": "2023-11-14T22:13:21Z", "metric": "mem_status", "host": "n01", "cpu": null, "device": null, "value": null, "text": "ok"},
+            {"time": "2023-11-14T22:13:21Z", "metric": "mem_used", "host": "n01", "cpu": null, "device": null, "value": 1024.0, "text": null},
+            {"time": "2023-11-14T22:13:22Z", "metric": "disk_free", "host": "n03", "cpu": null, "device": "sda", "value": 5e9, "text": null},
+        ])
+    );
+
+    // A bad line: 400 with the line number; the good lines of the body are stored.
+    let (status, text, _) = server.post(
+        "/api/v2/write",
+        &[],
+        b"ok v=1 1700000003000000000\nbroken\n",
+    );
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("line 2"), "{text}");
+    server.wait_for_count("WHERE metric = 'ok_v'", 1);
+    let (status, text, _) = server.post("/api/v2/write?precision=fortnight", &[], b"x v=1");
+    assert_eq!(status, 400);
+    assert!(text.contains("precision"), "{text}");
+    let (status, _, _) = server.post("/write", &[("Content-Encoding", "gzip")], b"not gzip");
+    assert_eq!(status, 400);
+    // MQTT: a bad line-protocol message is counted.
+    publish(&client, "telegraf/n03/x", "no fields=");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while server.metric("exawatch_messages_dropped_total{reason=\"line_protocol\"}") < 1.0 {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn prometheus_remote_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let tags = vec![
+        ("instance".to_owned(), "n01:9100".to_owned()),
+        ("job".to_owned(), "node".to_owned()),
+    ];
+    let samples: Vec<Sample> = (0..100)
+        .map(|i| {
+            Sample::new(
+                "node_load1",
+                tags.clone(),
+                1_700_000_000_000_000_000 + i * 15_000_000_000,
+                Value::Float(i as f64 / 4.0),
+            )
+        })
+        .collect();
+    let headers = [
+        ("Content-Encoding", "snappy"),
+        ("Content-Type", "application/x-protobuf"),
+        ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+    ];
+    let (status, text, _) = server.post("/api/v1/write", &headers, &remote_write::encode(&samples));
+    assert_eq!((status, text.as_str()), (204, ""));
+    let rows = server.sql(
+        "SELECT count(*) AS n, sum(value) AS s, min(time) AS first, max(instance) AS i, max(job) AS j \
+         FROM samples WHERE metric = 'node_load1'",
+    );
+    assert_eq!(
+        rows[0],
+        json!({"n": 100, "s": 1237.5, "first": "2023-11-14T22:13:20Z", "i": "n01:9100", "j": "node"})
+    );
+    let (status, text, _) = server.post("/api/v1/write", &headers, b"garbage");
+    assert_eq!(status, 400, "{text}");
+}
+
+#[test]
+fn a_full_store_refuses_http_writes_and_sheds_mqtt_visibly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &[
+            "--set",
+            "store.max_buffer_rows=1000",
+            "--set",
+            "store.flush_interval_secs=3600",
+        ],
+    );
+    let lines: String = (0..1000)
+        .map(|i| format!("m,n=a v={i} {}\n", 1_700_000_000_000_000_000i64 + i))
+        .collect();
+    let (status, _, _) = server.post("/api/v2/write", &[], lines.as_bytes());
+    assert_eq!(status, 204);
+    // The buffer is at its limit: refused with Retry-After, nothing of it stored…
+    let (status, text, retry) = server.post("/api/v2/write", &[], b"m,n=b v=1 1");
+    assert_eq!((status, retry.as_deref()), (503, Some("1")), "{text}");
+    assert!(text.contains("max_buffer_rows"), "{text}");
+    assert_eq!(server.count("WHERE n = 'b'"), 0);
+    // …and the refusal asked for a flush, after which writes are taken again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, _, _) = server.post("/api/v2/write", &[], b"m,n=c v=1 1");
+        if status == 204 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "writes never accepted again"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        server.count("WHERE n = 'a'"),
+        1000,
+        "acknowledged rows all there"
+    );
+    assert!(server.metric("exawatch_flushes_total") >= 1.0);
+
+    // MQTT cannot be refused: at the limit, samples are shed and counted.
+    let lines: String = (0..1000)
+        .map(|i| format!("m,n=d v={i} {}\n", 1_700_000_000_000_000_000i64 + i))
+        .collect();
+    let (status, _, _) = server.post("/api/v2/write", &[], lines.as_bytes());
+    assert_eq!(status, 204);
+    let client = mqtt_client(server.mqtt, "shed");
+    publish(&client, "node/x/m", "1;1700000000");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while server.metric("exawatch_samples_shed_total") < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "no shedding counted");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

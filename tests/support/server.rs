@@ -1,0 +1,257 @@
+//! Shared harness of the end-to-end tests: the real `exawatch` binary on free loopback ports,
+//! real MQTT clients, HTTP over `ureq`.
+
+#![allow(dead_code, unreachable_pub)] // Each test file uses a different part of it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const EXAWATCH: &str = env!("CARGO_BIN_EXE_exawatch");
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `exawatch up`.
+pub struct Server {
+    child: Child,
+    pub http: u16,
+    pub mqtt: u16,
+    log: PathBuf,
+    pub agent: ureq::Agent,
+}
+
+impl Server {
+    /// Starts `exawatch up` on `data_dir` (no local collector) and waits for `/health`.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let (http, mqtt) = (free_port(), free_port());
+        let log = data_dir.with_extension(format!("{http}.log"));
+        let child = Command::new(EXAWATCH)
+            .args(["up", "--no-collector", "--data-dir"])
+            .arg(data_dir)
+            .args([
+                "--set",
+                "api.listen=127.0.0.1:0",
+                "--set",
+                "broker.listen=127.0.0.1:0",
+            ])
+            .args([
+                "--http-port",
+                &http.to_string(),
+                "--mqtt-port",
+                &mqtt.to_string(),
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("exawatch starts");
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let mut server = Self {
+            child,
+            http,
+            mqtt,
+            log,
+            agent,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(mut r) = server.agent.get(&server.url("/health")).call()
+                && r.status() == 200
+            {
+                let _ = r.body_mut().read_to_string();
+                break;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("exawatch exited with {status}:\n{}", server.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no /health within 60 s:\n{}",
+                server.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// POSTs SQL; returns the status and body.
+    pub fn post_sql(&self, query: &str, format: &str) -> (u16, String) {
+        let mut response = self
+            .agent
+            .post(&self.url(&format!("/api/v1/sql?format={format}")))
+            .header("Content-Type", "text/plain")
+            .send(query)
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap())
+    }
+
+    /// POSTs `body` to `path` with `headers`; returns the status, the body and `Retry-After`.
+    pub fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, String, Option<String>) {
+        let mut request = self.agent.post(&self.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let mut response = request.send(body).unwrap();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let status = response.status().as_u16();
+        (
+            status,
+            response.body_mut().read_to_string().unwrap(),
+            retry_after,
+        )
+    }
+
+    /// The rows of a query that must succeed.
+    pub fn sql(&self, query: &str) -> Vec<Value> {
+        let (status, body) = self.post_sql(query, "json");
+        assert_eq!(status, 200, "{query}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    pub fn count(&self, filter: &str) -> u64 {
+        self.sql(&format!("SELECT count(*) AS n FROM samples {filter}"))[0]["n"]
+            .as_u64()
+            .unwrap()
+    }
+
+    /// Waits until `count(filter) == n`.
+    pub fn wait_for_count(&self, filter: &str, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = self.count(filter);
+            if got == n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "count {filter} stuck at {got}, want {n}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn metrics(&self) -> String {
+        self.agent
+            .get(&self.url("/metrics"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    }
+
+    /// The value of one line of `/metrics`, e.g. `exawatch_messages_dropped_total{reason="topic_shape"}`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = self.metrics();
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(mut self) -> ExitStatus {
+        self.signal("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no exit 60 s after SIGTERM:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: the process dies at once, without flushing anything.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An MQTT 3.1.1 client whose event loop runs on its own thread.
+pub fn mqtt_client(port: u16, id: &str) -> rumqttc::Client {
+    let mut options = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(10));
+    let (client, mut connection) = rumqttc::Client::new(options, 1000);
+    std::thread::spawn(move || for _ in connection.iter() {});
+    client
+}
+
+pub fn publish(client: &rumqttc::Client, topic: &str, payload: impl Into<Vec<u8>>) {
+    client
+        .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+        .unwrap();
+}
+
+pub fn mosquitto_pub(port: u16, version: &str, topic: &str, payload: &str) {
+    let output = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-V",
+            version,
+            "-q",
+            "1",
+        ])
+        .args(["-t", topic, "-m", payload])
+        .output()
+        .expect("mosquitto_pub (Debian package mosquitto-clients) is installed");
+    assert!(output.status.success(), "mosquitto_pub: {output:?}");
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
