@@ -388,16 +388,24 @@ impl Buffer {
     }
 }
 
-/// Sorts the rows of `chunks` by series key, then time, into one record batch (for a file).
-/// `keys` holds the key of every series in `chunks` ([`SeriesTable::keys_of`]).
+/// Sorts the rows of `chunks` into one record batch for a file, in the table's sort order:
+/// `metric`, then each tag column in `tag_columns` order (a missing tag sorts first), then
+/// `time` — the order [`sort_order`] declares. Of rows with the same series and time only the
+/// last written is kept. `keys` holds the key of every series in `chunks`
+/// ([`SeriesTable::keys_of`]).
 pub fn sorted_batch(
     chunks: &[Arc<Chunk>],
     keys: &HashMap<u32, Arc<SeriesKey>>,
     tag_columns: &[String],
 ) -> Result<RecordBatch, ArrowError> {
-    // Rank the distinct series by key.
+    // Rank the distinct series column by column.
+    let columns_of = |id: &u32| -> (&str, Vec<Option<&str>>) {
+        let key = &keys[id];
+        let tags = tag_columns.iter().map(|c| key.tag(c)).collect();
+        (key.metric.as_str(), tags)
+    };
     let mut ids: Vec<u32> = keys.keys().copied().collect();
-    ids.sort_unstable_by(|a, b| keys[a].cmp(&keys[b]));
+    ids.sort_by_cached_key(columns_of);
     let rank: HashMap<u32, u32> = ids
         .iter()
         .enumerate()
@@ -418,7 +426,15 @@ pub fn sorted_batch(
             rows.push((rank[&series], *time, c as u32, row as u32));
         }
     }
+    // Arrival order (chunk, row) breaks ties, so the last of a duplicate comes last.
     rows.sort_unstable();
+    rows.dedup_by(|later, earlier| {
+        let duplicate = later.0 == earlier.0 && later.1 == earlier.1;
+        if duplicate {
+            *earlier = *later;
+        }
+        duplicate
+    });
     let indices: Vec<(usize, usize)> = rows.iter().map(|r| (r.2 as usize, r.3 as usize)).collect();
     let gather = |column: usize| -> Result<ArrayRef, ArrowError> {
         let arrays: Vec<&dyn Array> = chunks
@@ -437,4 +453,13 @@ pub fn sorted_batch(
         gather(3)?,
         tag_columns,
     )
+}
+
+/// The sort order of every file: `metric`, the tag columns (nulls first), `time`, all
+/// ascending. Appending a tag column keeps older files sorted (the column is null there).
+pub fn sort_order(tag_columns: &[String]) -> Vec<String> {
+    std::iter::once("metric".to_owned())
+        .chain(tag_columns.iter().cloned())
+        .chain(std::iter::once("time".to_owned()))
+        .collect()
 }

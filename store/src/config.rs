@@ -37,6 +37,15 @@ pub struct StoreConfig {
     pub max_buffer_rows: usize,
     /// ZSTD level of Parquet files.
     pub zstd_level: i32,
+    /// Compaction merges small files of one day into files of up to this many rows.
+    pub compaction_target_rows: usize,
+    /// Compaction waits until at least this many small files of one day can be merged.
+    pub compaction_min_files: usize,
+    /// Files whose newest sample is older than this many days are dropped (0: keep all).
+    pub retention_days: f64,
+    /// Files replaced by compaction or dropped by retention are deleted after this delay, so
+    /// that queries already reading them finish.
+    pub delete_delay_secs: f64,
 }
 
 impl Default for StoreConfig {
@@ -50,6 +59,10 @@ impl Default for StoreConfig {
             write_queue: 256,
             max_buffer_rows: 12_000_000,
             zstd_level: 3,
+            compaction_target_rows: 20_000_000,
+            compaction_min_files: 4,
+            retention_days: 0.0,
+            delete_delay_secs: 120.0,
         }
     }
 }

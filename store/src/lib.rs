@@ -13,6 +13,7 @@ pub mod buffer;
 pub mod catalog;
 mod config;
 mod ingest;
+mod maintenance;
 mod metrics;
 mod persist;
 mod table;
@@ -87,6 +88,17 @@ pub enum Error {
     QueueFull,
 }
 
+/// Compactions per flusher round, so one round never runs for long.
+const MAX_COMPACTIONS_PER_ROUND: usize = 4;
+
+/// Wall-clock time in nanoseconds.
+fn now_ns() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_nanos()).unwrap_or(i64::MAX)
+}
+
 /// How long an acknowledged write may wait for room in the WAL queue.
 const QUEUE_WAIT: Duration = Duration::from_secs(2);
 
@@ -132,8 +144,10 @@ struct Inner {
     object_store: Arc<dyn ObjectStore>,
     metrics: StoreMetrics,
     flush_wanted: Notify,
-    /// Serializes flushes (timer, size trigger and shutdown).
+    /// Serializes catalog changes: flushes, compaction, retention.
     flushing: tokio::sync::Mutex<()>,
+    /// Files out of the catalog, deleted when due.
+    pending_deletes: Mutex<Vec<(Instant, object_store::path::Path)>>,
 }
 
 /// The store. Cheap to clone.
@@ -161,6 +175,7 @@ impl Store {
             Arc::new(LocalFileSystem::new_with_prefix(&objects_dir).context(ObjectStoreSnafu)?);
         let metrics = StoreMetrics::new(registry);
         let catalog = persist::load_catalog(object_store.as_ref()).await?;
+        maintenance::delete_orphans(object_store.as_ref(), &catalog).await?;
         let mut state = State {
             table: SeriesTable::with_tag_columns(catalog.tag_columns.clone()),
             buffer: Buffer::default(),
@@ -179,6 +194,7 @@ impl Store {
             metrics,
             flush_wanted: Notify::new(),
             flushing: tokio::sync::Mutex::new(()),
+            pending_deletes: Mutex::new(Vec::new()),
         });
         let (commands, receiver) = mpsc::channel(inner.config.write_queue.max(1));
         let thread_inner = Arc::clone(&inner);
@@ -332,7 +348,24 @@ impl Store {
                 self.inner.metrics.flush_errors.inc();
                 tracing::warn!(%error, "Flush failed; the data stays in the WAL and will be retried.");
             }
+            if let Err(error) = self.maintain(now_ns()).await {
+                tracing::warn!(%error, "Compaction or retention failed; retried on the next round.");
+            }
         }
+    }
+
+    /// Compacts small files (a few groups per call), applies retention as of `now_ns`, and
+    /// deletes files whose delay has passed.
+    pub async fn maintain(&self, now_ns: i64) -> Result<()> {
+        let _flushing = self.inner.flushing.lock().await;
+        for _ in 0..MAX_COMPACTIONS_PER_ROUND {
+            if !maintenance::compact_once(&self.inner).await? {
+                break;
+            }
+        }
+        maintenance::apply_retention(&self.inner, now_ns).await?;
+        maintenance::delete_due(&self.inner, false).await;
+        Ok(())
     }
 
     /// Flushes everything, then stops the WAL thread: writes after this fail with
@@ -343,6 +376,7 @@ impl Store {
         if self.send(Command::Stop { ack }).await.is_ok() {
             let _ = stopped.await;
         }
+        maintenance::delete_due(&self.inner, true).await;
         let handle = self.wal_thread.lock().take();
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;

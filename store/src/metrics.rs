@@ -34,6 +34,8 @@ pub(crate) struct StoreMetrics {
     pub(crate) flushes: Counter,
     pub(crate) flush_errors: Counter,
     pub(crate) flushed_rows: Counter,
+    pub(crate) compactions: Counter,
+    pub(crate) expired_rows: Counter,
     pub(crate) buffered_rows: Gauge,
     pub(crate) series: Gauge,
     pub(crate) files: Gauge,
@@ -108,6 +110,16 @@ impl StoreMetrics {
             "flushed_rows",
             "Rows written to Parquet files",
             m.flushed_rows.clone(),
+        );
+        r.register(
+            "compactions",
+            "Groups of files merged into one",
+            m.compactions.clone(),
+        );
+        r.register(
+            "expired_rows",
+            "Rows dropped by retention",
+            m.expired_rows.clone(),
         );
         r.register(
             "buffered_rows",

@@ -98,6 +98,7 @@ pub(crate) async fn persist_frozen(inner: &Arc<Inner>) -> Result<()> {
             .await
             .context(ObjectStoreSnafu)?;
         {
+            // One lock: queries see the frozen rows or the file, never both or neither.
             let mut state = inner.state.write();
             state.catalog = catalog;
             state.frozen.pop_front();
@@ -130,7 +131,7 @@ fn delete_segments_through(inner: &Inner, last: u64) {
     }
 }
 
-fn time_range(batch: &arrow::record_batch::RecordBatch) -> (i64, i64) {
+pub(crate) fn time_range(batch: &arrow::record_batch::RecordBatch) -> (i64, i64) {
     let times = batch
         .column(0)
         .as_any()
@@ -142,8 +143,21 @@ fn time_range(batch: &arrow::record_batch::RecordBatch) -> (i64, i64) {
     (min, max)
 }
 
-/// Encodes a sorted batch as a Parquet file: ZSTD, dictionary-encoded tags and metric,
-/// delta-encoded timestamps.
+/// How every Parquet file is written: ZSTD, dictionary-encoded tags and metric,
+/// delta-encoded timestamps, row groups of up to a million rows.
+pub(crate) fn writer_properties(zstd_level: i32) -> Result<WriterProperties> {
+    let level = ZstdLevel::try_new(zstd_level).map_err(|e| Error::Encode {
+        message: e.to_string(),
+    })?;
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_column_dictionary_enabled(ColumnPath::from("time"), false)
+        .set_column_encoding(ColumnPath::from("time"), Encoding::DELTA_BINARY_PACKED)
+        .set_max_row_group_row_count(Some(1 << 20))
+        .build())
+}
+
+/// Encodes a sorted batch as a Parquet file.
 pub(crate) fn encode_parquet(
     batch: &arrow::record_batch::RecordBatch,
     zstd_level: i32,
@@ -151,14 +165,7 @@ pub(crate) fn encode_parquet(
     let encode_error = |e: parquet::errors::ParquetError| Error::Encode {
         message: e.to_string(),
     };
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(zstd_level).map_err(encode_error)?,
-        ))
-        .set_column_dictionary_enabled(ColumnPath::from("time"), false)
-        .set_column_encoding(ColumnPath::from("time"), Encoding::DELTA_BINARY_PACKED)
-        .set_max_row_group_row_count(Some(1 << 20))
-        .build();
+    let props = writer_properties(zstd_level)?;
     let mut out = Vec::new();
     let mut writer =
         ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).map_err(encode_error)?;

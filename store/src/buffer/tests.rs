@@ -113,3 +113,35 @@ fn sorted_batch_orders_by_series_then_time() {
         ["load", "temp", "temp", "temp"]
     );
 }
+
+#[test]
+fn sorted_batch_sorts_column_by_column_and_keeps_the_last_duplicate() {
+    let mut table = SeriesTable::default();
+    let mut buffer = Buffer::default();
+    buffer
+        .insert(
+            vec![
+                sample("m", &[("node", "b"), ("core", "1")], 5, 1.0),
+                sample("m", &[("node", "a")], 5, 2.0),
+                sample("m", &[("node", "b")], 5, 3.0),
+                sample("m", &[("node", "b"), ("core", "0")], 5, 4.0),
+                // Written again for the same series and time: the later value wins.
+                sample("m", &[("node", "a")], 5, 5.0),
+            ],
+            &mut table,
+        )
+        .unwrap();
+    let chunks = buffer.take(&table).unwrap();
+    let batch = sorted_batch(&chunks, &table.keys_of(&chunks), table.tag_columns()).unwrap();
+    let values = batch
+        .column(2)
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .unwrap();
+    // (node, core): (a, -), (b, -), (b, 0), (b, 1) — a missing tag sorts first.
+    assert_eq!(values.values(), &[5.0, 3.0, 4.0, 1.0]);
+    assert_eq!(
+        sort_order(table.tag_columns()),
+        ["metric", "node", "core", "time"]
+    );
+}
