@@ -3,6 +3,7 @@
 
 mod config;
 mod query;
+mod stats;
 mod up;
 
 use std::path::PathBuf;
@@ -28,6 +29,28 @@ enum Command {
     Collect(CollectArgs),
     /// Run SQL against a running server.
     Query(QueryArgs),
+    /// Inspect the store.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Files, rows, bytes, bytes per sample and time range, in all and per metric. Reads the
+    /// files only (safe while a server runs on the same directory).
+    Stats(StatsArgs),
+}
+
+#[derive(Debug, Args)]
+struct StatsArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Data directory [data_dir].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: stats::Format,
 }
 
 /// Configuration shared by commands that read `exawatch.toml`.
@@ -168,6 +191,10 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Query(args) => query::run(&args.url, args.format, &args.sql),
+        Command::Store(StoreCommand::Stats(args)) => {
+            let data_dir = args.data_dir.unwrap_or(args.config.load()?.data_dir);
+            runtime()?.block_on(stats::run(&data_dir, args.format))
+        }
     }
 }
 

@@ -173,3 +173,44 @@ fn a_full_store_refuses_http_writes_and_sheds_mqtt_visibly() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+#[test]
+fn store_stats_reports_files_rows_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]);
+    let lines: String = (0..300)
+        .map(|i| format!("cpu,host=n{} usage={i} {}\n", i % 3, 1_700_000_000_000_000_000i64 + i * 1_000_000_000))
+        .chain((0..100).map(|i| format!("mem,host=n0 used={i} {}\n", 1_700_000_000_000_000_000i64 + i * 1_000_000_000)))
+        .collect();
+    assert_eq!(server.post("/api/v2/write", &[], lines.as_bytes()).0, 204);
+    assert!(server.terminate().success(), "SIGTERM flushes");
+
+    let output = std::process::Command::new(support::server::EXAWATCH)
+        .args(["store", "stats", "--format", "json", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stats: Json = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(stats["files"], 1);
+    assert_eq!(stats["total"]["rows"], 400);
+    assert_eq!(stats["total"]["series"], 4);
+    assert_eq!(stats["total"]["min_time"], 1_700_000_000_000_000_000i64);
+    assert_eq!(stats["total"]["max_time"], 1_700_000_299_000_000_000i64);
+    assert!(stats["total"]["bytes_per_sample"].as_f64().unwrap() > 0.0);
+    assert_eq!(stats["metrics"][0][0], "cpu_usage");
+    assert_eq!(stats["metrics"][0][1]["rows"], 300);
+    assert_eq!(stats["metrics"][0][1]["series"], 3);
+    assert_eq!(stats["metrics"][1][0], "mem_used");
+    assert_eq!(stats["metrics"][1][1]["series"], 1);
+
+    let table = std::process::Command::new(support::server::EXAWATCH)
+        .args(["store", "stats", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(text.starts_with("1 files, 400 rows, 4 series"), "{text}");
+    assert!(text.contains("cpu_usage  300   3"), "{text}");
+}

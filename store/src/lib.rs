@@ -16,6 +16,7 @@ mod ingest;
 mod maintenance;
 mod metrics;
 mod persist;
+mod stats;
 mod table;
 pub mod wal;
 
@@ -43,6 +44,7 @@ use crate::wal::SegmentWriter;
 
 pub use config::{FsyncPolicy, StoreConfig};
 pub use ingest::MqttIngest;
+pub use stats::{Figures, StoreStats};
 pub use table::SamplesTable;
 
 /// Store errors.
@@ -167,35 +169,16 @@ impl Store {
         registry: &mut Registry,
     ) -> Result<Self> {
         let wal_dir = data_dir.join("wal");
-        let objects_dir = data_dir.join("store");
-        for dir in [&wal_dir, &objects_dir] {
-            std::fs::create_dir_all(dir).context(DataDirSnafu { path: dir })?;
-        }
-        let object_store: Arc<dyn ObjectStore> =
-            Arc::new(LocalFileSystem::new_with_prefix(&objects_dir).context(ObjectStoreSnafu)?);
-        let metrics = StoreMetrics::new(registry);
-        let catalog = persist::load_catalog(object_store.as_ref()).await?;
+        std::fs::create_dir_all(&wal_dir).context(DataDirSnafu { path: &wal_dir })?;
+        let (object_store, catalog) = open_objects(data_dir, true).await?;
         maintenance::delete_orphans(object_store.as_ref(), &catalog).await?;
-        let mut state = State {
-            table: SeriesTable::with_tag_columns(catalog.tag_columns.clone()),
-            buffer: Buffer::default(),
-            frozen: VecDeque::new(),
-            catalog,
-        };
+        let metrics = StoreMetrics::new(registry);
+        let mut state = State::new(catalog);
         let next_segment = replay(&wal_dir, &mut state, &metrics)?;
         metrics.set_state(&state);
         let writer = SegmentWriter::create(&wal_dir, next_segment).context(WalSnafu)?;
 
-        let inner = Arc::new(Inner {
-            config,
-            wal_dir,
-            state: RwLock::new(state),
-            object_store,
-            metrics,
-            flush_wanted: Notify::new(),
-            flushing: tokio::sync::Mutex::new(()),
-            pending_deletes: Mutex::new(Vec::new()),
-        });
+        let inner = Arc::new(Inner::new(config, wal_dir, state, object_store, metrics));
         let (commands, receiver) = mpsc::channel(inner.config.write_queue.max(1));
         let thread_inner = Arc::clone(&inner);
         let handle = std::thread::Builder::new()
@@ -206,6 +189,29 @@ impl Store {
             inner,
             commands,
             wal_thread: Arc::new(Mutex::new(Some(handle))),
+        })
+    }
+
+    /// Opens the files of the store under `data_dir` for reading only: no WAL replay, no
+    /// writes (they fail with [`Error::Closed`]), nothing changed on disk, so it is safe while
+    /// a server runs on the same directory. Queries see the flushed files.
+    pub async fn open_read_only(data_dir: &Path) -> Result<Self> {
+        let (object_store, catalog) = open_objects(data_dir, false).await?;
+        let metrics = StoreMetrics::new(&mut Registry::default());
+        let state = State::new(catalog);
+        metrics.set_state(&state);
+        let inner = Inner::new(
+            StoreConfig::default(),
+            data_dir.join("wal"),
+            state,
+            object_store,
+            metrics,
+        );
+        let (commands, _) = mpsc::channel(1);
+        Ok(Self {
+            inner: Arc::new(inner),
+            commands,
+            wal_thread: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -382,6 +388,50 @@ impl Store {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
         flushed
+    }
+}
+
+/// The object store under `data_dir/store` and its catalog.
+async fn open_objects(data_dir: &Path, create: bool) -> Result<(Arc<dyn ObjectStore>, Catalog)> {
+    let objects_dir = data_dir.join("store");
+    if create {
+        std::fs::create_dir_all(&objects_dir).context(DataDirSnafu { path: &objects_dir })?;
+    }
+    let object_store: Arc<dyn ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(&objects_dir).context(ObjectStoreSnafu)?);
+    let catalog = persist::load_catalog(object_store.as_ref()).await?;
+    Ok((object_store, catalog))
+}
+
+impl State {
+    fn new(catalog: Catalog) -> Self {
+        Self {
+            table: SeriesTable::with_tag_columns(catalog.tag_columns.clone()),
+            buffer: Buffer::default(),
+            frozen: VecDeque::new(),
+            catalog,
+        }
+    }
+}
+
+impl Inner {
+    fn new(
+        config: StoreConfig,
+        wal_dir: PathBuf,
+        state: State,
+        object_store: Arc<dyn ObjectStore>,
+        metrics: StoreMetrics,
+    ) -> Self {
+        Self {
+            config,
+            wal_dir,
+            state: RwLock::new(state),
+            object_store,
+            metrics,
+            flush_wanted: Notify::new(),
+            flushing: tokio::sync::Mutex::new(()),
+            pending_deletes: Mutex::new(Vec::new()),
+        }
     }
 }
 

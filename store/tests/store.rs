@@ -132,7 +132,9 @@ async fn a_reopened_store_replays_what_was_not_flushed() {
 }
 
 async fn open_with(dir: &std::path::Path, config: StoreConfig) -> Store {
-    Store::open(dir, config, &mut Registry::default()).await.unwrap()
+    Store::open(dir, config, &mut Registry::default())
+        .await
+        .unwrap()
 }
 
 /// Files in the store's `files/` directory.
@@ -160,7 +162,12 @@ async fn compaction_merges_small_files_into_one_sorted_file() {
                 }
                 let secs = 1_000 + round * 10;
                 let value = (round * 100 + secs) as f64;
-                samples.push(Sample::new(metric, tags, secs * 1_000_000_000, Value::Float(value)));
+                samples.push(Sample::new(
+                    metric,
+                    tags,
+                    secs * 1_000_000_000,
+                    Value::Float(value),
+                ));
             }
         }
         store.write(samples).await.unwrap();
@@ -174,17 +181,33 @@ async fn compaction_merges_small_files_into_one_sorted_file() {
     let catalog = store.catalog();
     assert_eq!(catalog.files.len(), 1, "{catalog:?}");
     assert_eq!(catalog.files[0].rows, 30);
-    assert_eq!(catalog.files[0].series, 8, "2 metrics × (3 nodes + n1 with a rack)");
-    assert_eq!((catalog.files[0].min_time, catalog.files[0].max_time), (1_000_000_000_000, 1_040_000_000_000));
-    assert_eq!(sql(&store, query).await, before, "same answers from the merged file");
-    assert_eq!(files_on_disk(dir.path()), 1, "inputs deleted once their delay passed");
+    assert_eq!(
+        catalog.files[0].series, 8,
+        "2 metrics × (3 nodes + n1 with a rack)"
+    );
+    assert_eq!(
+        (catalog.files[0].min_time, catalog.files[0].max_time),
+        (1_000_000_000_000, 1_040_000_000_000)
+    );
+    assert_eq!(
+        sql(&store, query).await,
+        before,
+        "same answers from the merged file"
+    );
+    assert_eq!(
+        files_on_disk(dir.path()),
+        1,
+        "inputs deleted once their delay passed"
+    );
 
     // The merged file is in the table's sort order: metric, node, rack (nulls first), time.
     let path = dir.path().join("store").join(&catalog.files[0].path);
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
-        .unwrap()
-        .build()
-        .unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(path).unwrap(),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
     let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
     let text = pretty_format_batches(&batches).unwrap().to_string();
     let ctx = SessionContext::new();
@@ -212,11 +235,30 @@ async fn retention_drops_old_files_and_only_them() {
     let store = open_with(dir.path(), config).await;
     let day = 86_400i64;
     let now = 100 * day;
-    store.write(vec![sample("m", "old", now - 3 * day, Value::Float(1.0))]).await.unwrap();
+    store
+        .write(vec![sample("m", "old", now - 3 * day, Value::Float(1.0))])
+        .await
+        .unwrap();
     store.flush().await.unwrap();
-    store.write(vec![sample("m", "recent", now - day / 2, Value::Float(2.0))]).await.unwrap();
+    store
+        .write(vec![sample(
+            "m",
+            "recent",
+            now - day / 2,
+            Value::Float(2.0),
+        )])
+        .await
+        .unwrap();
     store.flush().await.unwrap();
-    store.write(vec![sample("m", "buffered", now - 5 * day, Value::Float(3.0))]).await.unwrap();
+    store
+        .write(vec![sample(
+            "m",
+            "buffered",
+            now - 5 * day,
+            Value::Float(3.0),
+        )])
+        .await
+        .unwrap();
 
     store.maintain(now * 1_000_000_000).await.unwrap();
     assert_eq!(
@@ -233,13 +275,23 @@ async fn retention_drops_old_files_and_only_them() {
 async fn files_left_by_an_interrupted_compaction_are_removed_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
-    store.write(vec![sample("m", "n", 1, Value::Float(1.0))]).await.unwrap();
+    store
+        .write(vec![sample("m", "n", 1, Value::Float(1.0))])
+        .await
+        .unwrap();
     store.shutdown().await.unwrap();
     // A merged file written, then a crash before the catalog named it.
-    std::fs::write(dir.path().join("store/files/00000000000000000099.parquet"), b"partial").unwrap();
+    std::fs::write(
+        dir.path().join("store/files/00000000000000000099.parquet"),
+        b"partial",
+    )
+    .unwrap();
     assert_eq!(files_on_disk(dir.path()), 2);
     let store = open(dir.path()).await;
     assert_eq!(files_on_disk(dir.path()), 1);
-    assert_eq!(sql(&store, "SELECT count(*) AS n FROM samples").await, "+---+\n| n |\n+---+\n| 1 |\n+---+");
+    assert_eq!(
+        sql(&store, "SELECT count(*) AS n FROM samples").await,
+        "+---+\n| n |\n+---+\n| 1 |\n+---+"
+    );
     store.shutdown().await.unwrap();
 }
