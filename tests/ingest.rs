@@ -180,8 +180,19 @@ fn store_stats_reports_files_rows_and_metrics() {
     let data = dir.path().join("data");
     let server = Server::start(&data, &[]);
     let lines: String = (0..300)
-        .map(|i| format!("cpu,host=n{} usage={i} {}\n", i % 3, 1_700_000_000_000_000_000i64 + i * 1_000_000_000))
-        .chain((0..100).map(|i| format!("mem,host=n0 used={i} {}\n", 1_700_000_000_000_000_000i64 + i * 1_000_000_000)))
+        .map(|i| {
+            format!(
+                "cpu,host=n{} usage={i} {}\n",
+                i % 3,
+                1_700_000_000_000_000_000i64 + i * 1_000_000_000
+            )
+        })
+        .chain((0..100).map(|i| {
+            format!(
+                "mem,host=n0 used={i} {}\n",
+                1_700_000_000_000_000_000i64 + i * 1_000_000_000
+            )
+        }))
         .collect();
     assert_eq!(server.post("/api/v2/write", &[], lines.as_bytes()).0, 204);
     assert!(server.terminate().success(), "SIGTERM flushes");
@@ -191,7 +202,11 @@ fn store_stats_reports_files_rows_and_metrics() {
         .arg(&data)
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stats: Json = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(stats["files"], 1);
     assert_eq!(stats["total"]["rows"], 400);
@@ -213,4 +228,17 @@ fn store_stats_reports_files_rows_and_metrics() {
     let text = String::from_utf8(table.stdout).unwrap();
     assert!(text.starts_with("1 files, 400 rows, 4 series"), "{text}");
     assert!(text.contains("cpu_usage  300   3"), "{text}");
+}
+
+#[test]
+fn cardinality_limits_refuse_new_series_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--set", "store.max_series_per_metric=2"]);
+    let body = "m,node=a v=1 1\nm,node=b v=1 1\nm,node=c v=1 1\nm,node=a v=2 2\n";
+    let (status, text, _) = server.post("/api/v2/write", &[], body.as_bytes());
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("1 samples refused by a cardinality limit"), "{text}");
+    assert!(text.contains("store.max_series_per_metric"), "{text}");
+    assert_eq!(server.count(""), 3);
+    assert_eq!(server.metric("exawatch_samples_rejected_total{limit=\"series_per_metric\"}"), 1.0);
 }

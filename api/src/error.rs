@@ -92,6 +92,7 @@ impl From<exawatch_store::Error> for ApiError {
         let message = error.to_string();
         match error {
             E::QueueFull => Self::TooManyRequests(message),
+            E::LimitExceeded { .. } => Self::BadRequest(message),
             E::Overloaded { .. } | E::Closed => Self::Unavailable(message),
             _ => Self::Internal(message),
         }

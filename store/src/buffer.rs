@@ -46,6 +46,59 @@ impl SeriesKey {
     }
 }
 
+/// Cardinality limits: what a new series may not exceed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Series of one metric (counted since the process started).
+    pub max_series_per_metric: usize,
+    /// Tag keys, i.e. tag columns of the table.
+    pub max_tag_keys: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_series_per_metric: usize::MAX,
+            max_tag_keys: usize::MAX,
+        }
+    }
+}
+
+/// A sample refused because its new series would pass a limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitExceeded {
+    /// Which limit: `series_per_metric` or `tag_keys`.
+    pub limit: &'static str,
+    /// What happened, for the client.
+    pub message: String,
+}
+
+/// Samples refused by [`Buffer::insert`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rejections {
+    /// Refused for `max_series_per_metric`.
+    pub series_per_metric: u64,
+    /// Refused for `max_tag_keys`.
+    pub tag_keys: u64,
+    /// The first refusal's message.
+    pub first: Option<String>,
+}
+
+impl Rejections {
+    /// Samples refused in all.
+    pub fn total(&self) -> u64 {
+        self.series_per_metric + self.tag_keys
+    }
+
+    fn add(&mut self, refusal: LimitExceeded) {
+        match refusal.limit {
+            "series_per_metric" => self.series_per_metric += 1,
+            _ => self.tag_keys += 1,
+        }
+        self.first.get_or_insert(refusal.message);
+    }
+}
+
 /// Every series seen, by dense id, and the tag keys (columns) in order of first appearance
 /// (EXAMON's own tags in topic order).
 #[derive(Debug, Default)]
@@ -53,21 +106,39 @@ pub struct SeriesTable {
     ids: HashMap<Arc<SeriesKey>, u32>,
     keys: Vec<Arc<SeriesKey>>,
     tag_columns: Vec<String>,
+    series_per_metric: HashMap<String, usize>,
+    limits: Limits,
 }
 
 impl SeriesTable {
     /// A table that already knows these tag columns (from the catalog), in this order.
-    pub fn with_tag_columns(tag_columns: Vec<String>) -> Self {
+    pub fn new(tag_columns: Vec<String>, limits: Limits) -> Self {
         Self {
             tag_columns,
+            limits,
             ..Self::default()
         }
     }
 
-    /// The id of the series, registering it (and any new tag column) if it is new.
-    pub fn intern(&mut self, key: SeriesKey) -> u32 {
+    /// The id of the series, registering it (and any new tag column) if it is new and within
+    /// the limits.
+    pub fn intern(&mut self, key: SeriesKey) -> Result<u32, LimitExceeded> {
         if let Some(&id) = self.ids.get(&key) {
-            return id;
+            return Ok(id);
+        }
+        let series = self
+            .series_per_metric
+            .get(&key.metric)
+            .copied()
+            .unwrap_or(0);
+        if series >= self.limits.max_series_per_metric {
+            return Err(LimitExceeded {
+                limit: "series_per_metric",
+                message: format!(
+                    "metric {:?} has {series} series, its limit (store.max_series_per_metric)",
+                    key.metric
+                ),
+            });
         }
         let mut new: Vec<&String> = key
             .tags
@@ -75,16 +146,29 @@ impl SeriesTable {
             .map(|(tag, _)| tag)
             .filter(|tag| !self.tag_columns.contains(tag))
             .collect();
+        if self.tag_columns.len() + new.len() > self.limits.max_tag_keys {
+            return Err(LimitExceeded {
+                limit: "tag_keys",
+                message: format!(
+                    "tag key {:?} would pass the limit of {} tag keys (store.max_tag_keys)",
+                    new[0], self.limits.max_tag_keys
+                ),
+            });
+        }
         new.sort_by_key(|tag| {
             let rank = EXAMON_TAG_ORDER.iter().position(|t| t == tag);
             (rank.unwrap_or(usize::MAX), tag.as_str())
         });
         self.tag_columns.extend(new.into_iter().cloned());
+        *self
+            .series_per_metric
+            .entry(key.metric.clone())
+            .or_insert(0) += 1;
         let id = self.keys.len() as u32;
         let key = Arc::new(key);
         self.keys.push(Arc::clone(&key));
         self.ids.insert(key, id);
-        id
+        Ok(id)
     }
 
     /// The key of series `id`.
@@ -346,12 +430,20 @@ impl Buffer {
         &mut self,
         samples: Vec<Sample>,
         table: &mut SeriesTable,
-    ) -> Result<(), ArrowError> {
+    ) -> Result<Rejections, ArrowError> {
+        let mut rejections = Rejections::default();
         for sample in samples {
-            let id = table.intern(SeriesKey {
+            let key = SeriesKey {
                 metric: sample.metric,
                 tags: sample.tags,
-            });
+            };
+            let id = match table.intern(key) {
+                Ok(id) => id,
+                Err(refusal) => {
+                    rejections.add(refusal);
+                    continue;
+                }
+            };
             self.active.push(id, sample.time_ns, &sample.value);
             self.rows += 1;
             if self.active.len() >= CHUNK_ROWS {
@@ -359,7 +451,7 @@ impl Buffer {
                 self.sealed.push(Arc::new(full.seal(table)?));
             }
         }
-        Ok(())
+        Ok(rejections)
     }
 
     /// Rows buffered.

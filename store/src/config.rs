@@ -37,6 +37,11 @@ pub struct StoreConfig {
     pub max_buffer_rows: usize,
     /// ZSTD level of Parquet files.
     pub zstd_level: i32,
+    /// A metric may have at most this many series (counted since start); samples of new
+    /// series beyond it are refused and counted.
+    pub max_series_per_metric: usize,
+    /// The table may have at most this many tag keys (columns).
+    pub max_tag_keys: usize,
     /// Compaction merges small files of one day into files of up to this many rows.
     pub compaction_target_rows: usize,
     /// Compaction waits until at least this many small files of one day can be merged.
@@ -59,6 +64,8 @@ impl Default for StoreConfig {
             write_queue: 256,
             max_buffer_rows: 12_000_000,
             zstd_level: 3,
+            max_series_per_metric: 1_000_000,
+            max_tag_keys: 1000,
             compaction_target_rows: 20_000_000,
             compaction_min_files: 4,
             retention_days: 0.0,
@@ -68,6 +75,14 @@ impl Default for StoreConfig {
 }
 
 impl StoreConfig {
+    /// The cardinality limits.
+    pub fn limits(&self) -> crate::buffer::Limits {
+        crate::buffer::Limits {
+            max_series_per_metric: self.max_series_per_metric,
+            max_tag_keys: self.max_tag_keys,
+        }
+    }
+
     /// Settings for tests: small, fast, no periodic flush surprises.
     pub fn test_config() -> Self {
         Self {

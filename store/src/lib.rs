@@ -37,7 +37,7 @@ use prometheus_client::registry::Registry;
 use snafu::{ResultExt, Snafu};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::buffer::{Buffer, Chunk, SeriesTable};
+use crate::buffer::{Buffer, Chunk, Limits, Rejections, SeriesTable};
 use crate::catalog::Catalog;
 use crate::metrics::StoreMetrics;
 use crate::wal::SegmentWriter;
@@ -85,6 +85,9 @@ pub enum Error {
         "the store holds {rows} rows in memory, its limit (store.max_buffer_rows); retry later"
     ))]
     Overloaded { rows: usize },
+    /// Some samples were refused by a cardinality limit (the others were stored).
+    #[snafu(display("{rejected} samples refused by a cardinality limit: {message}"))]
+    LimitExceeded { rejected: u64, message: String },
     /// The WAL queue stayed full; retry later.
     #[snafu(display("the write queue is full (store.write_queue); retry later"))]
     QueueFull,
@@ -128,7 +131,7 @@ enum Command {
     Write {
         body: Vec<u8>,
         samples: Vec<Sample>,
-        ack: Option<oneshot::Sender<Result<(), String>>>,
+        ack: Option<oneshot::Sender<Result<Rejections, String>>>,
     },
     Freeze {
         ack: oneshot::Sender<()>,
@@ -173,7 +176,7 @@ impl Store {
         let (object_store, catalog) = open_objects(data_dir, true).await?;
         maintenance::delete_orphans(object_store.as_ref(), &catalog).await?;
         let metrics = StoreMetrics::new(registry);
-        let mut state = State::new(catalog);
+        let mut state = State::new(catalog, config.limits());
         let next_segment = replay(&wal_dir, &mut state, &metrics)?;
         metrics.set_state(&state);
         let writer = SegmentWriter::create(&wal_dir, next_segment).context(WalSnafu)?;
@@ -198,7 +201,7 @@ impl Store {
     pub async fn open_read_only(data_dir: &Path) -> Result<Self> {
         let (object_store, catalog) = open_objects(data_dir, false).await?;
         let metrics = StoreMetrics::new(&mut Registry::default());
-        let state = State::new(catalog);
+        let state = State::new(catalog, Limits::default());
         metrics.set_state(&state);
         let inner = Inner::new(
             StoreConfig::default(),
@@ -234,7 +237,12 @@ impl Store {
             .map_err(|_| Error::QueueFull)?
             .map_err(|_| Error::Closed)?;
         match done.await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(rejections)) if rejections.total() > 0 => LimitExceededSnafu {
+                rejected: rejections.total(),
+                message: rejections.first.unwrap_or_default(),
+            }
+            .fail(),
+            Ok(Ok(_)) => Ok(()),
             Ok(Err(message)) => WriteFailedSnafu { message }.fail(),
             Err(_) => ClosedSnafu.fail(),
         }
@@ -404,9 +412,9 @@ async fn open_objects(data_dir: &Path, create: bool) -> Result<(Arc<dyn ObjectSt
 }
 
 impl State {
-    fn new(catalog: Catalog) -> Self {
+    fn new(catalog: Catalog, limits: Limits) -> Self {
         Self {
-            table: SeriesTable::with_tag_columns(catalog.tag_columns.clone()),
+            table: SeriesTable::new(catalog.tag_columns.clone(), limits),
             buffer: Buffer::default(),
             frozen: VecDeque::new(),
             catalog,
@@ -464,12 +472,14 @@ fn replay(wal_dir: &Path, state: &mut State, metrics: &StoreMetrics) -> Result<u
         }
         for batch in contents.batches {
             replayed += batch.len() as u64;
-            state
-                .buffer
-                .insert(batch, &mut state.table)
-                .map_err(|e| Error::Encode {
-                    message: e.to_string(),
-                })?;
+            let rejections =
+                state
+                    .buffer
+                    .insert(batch, &mut state.table)
+                    .map_err(|e| Error::Encode {
+                        message: e.to_string(),
+                    })?;
+            metrics.count_rejections(&rejections);
         }
     }
     if replayed > 0 || !segments.is_empty() {
@@ -534,7 +544,7 @@ struct WalState {
 type Write = (
     Vec<u8>,
     Vec<Sample>,
-    Option<oneshot::Sender<Result<(), String>>>,
+    Option<oneshot::Sender<Result<Rejections, String>>>,
 );
 
 /// Appends a group of writes to the WAL, then makes them visible, then acknowledges.
@@ -558,17 +568,25 @@ fn commit(inner: &Inner, writer: &mut SegmentWriter, wal: &mut WalState, writes:
     let State { table, buffer, .. } = &mut *state;
     for (_, samples, ack) in writes {
         written += samples.len() as u64;
-        if let Err(e) = buffer.insert(samples, table) {
-            tracing::error!(error = %e, "Buffer insert failed.");
-        }
-        acks.push(ack);
+        let rejections = match buffer.insert(samples, table) {
+            Ok(rejections) => rejections,
+            Err(e) => {
+                tracing::error!(error = %e, "Buffer insert failed.");
+                Rejections::default()
+            }
+        };
+        written -= rejections.total();
+        inner.metrics.count_rejections(&rejections);
+        acks.push((ack, rejections));
     }
     let rows = buffer.rows();
     inner.metrics.set_state(&state);
     drop(state);
     inner.metrics.samples_written.inc_by(written);
-    for ack in acks.into_iter().flatten() {
-        let _ = ack.send(Ok(()));
+    for (ack, rejections) in acks {
+        if let Some(ack) = ack {
+            let _ = ack.send(Ok(rejections));
+        }
     }
     if rows >= inner.config.flush_max_rows {
         inner.flush_wanted.notify_one();

@@ -14,6 +14,12 @@ pub(crate) struct ReasonLabel {
     pub(crate) reason: &'static str,
 }
 
+/// Label of samples refused by a cardinality limit.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct LimitLabel {
+    pub(crate) limit: &'static str,
+}
+
 /// Label of messages that carry no samples.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct KindLabel {
@@ -25,6 +31,7 @@ pub(crate) struct StoreMetrics {
     pub(crate) samples_written: Counter,
     pub(crate) samples_refused: Counter,
     pub(crate) samples_shed: Counter,
+    pub(crate) samples_rejected: Family<LimitLabel, Counter>,
     pub(crate) messages_dropped: Family<ReasonLabel, Counter>,
     pub(crate) messages_ignored: Family<KindLabel, Counter>,
     pub(crate) wal_bytes_written: Counter,
@@ -60,6 +67,11 @@ impl StoreMetrics {
             "samples_refused",
             "Samples refused because the WAL write failed",
             m.samples_refused.clone(),
+        );
+        r.register(
+            "samples_rejected",
+            "Samples refused by a cardinality limit (store.max_series_per_metric, store.max_tag_keys)",
+            m.samples_rejected.clone(),
         );
         r.register(
             "samples_shed",
@@ -139,6 +151,20 @@ impl StoreMetrics {
             m.file_rows.clone(),
         );
         m
+    }
+
+    /// Counts samples refused by cardinality limits.
+    pub(crate) fn count_rejections(&self, rejections: &crate::buffer::Rejections) {
+        for (limit, n) in [
+            ("series_per_metric", rejections.series_per_metric),
+            ("tag_keys", rejections.tag_keys),
+        ] {
+            if n > 0 {
+                self.samples_rejected
+                    .get_or_create(&LimitLabel { limit })
+                    .inc_by(n);
+            }
+        }
     }
 
     /// Refreshes the gauges from the state.
