@@ -192,8 +192,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Query(args) => query::run(&args.url, args.format, &args.sql),
         Command::Store(StoreCommand::Stats(args)) => {
-            let data_dir = args.data_dir.unwrap_or(args.config.load()?.data_dir);
-            runtime()?.block_on(stats::run(&data_dir, args.format))
+            let config = args.config.load()?;
+            let data_dir = args.data_dir.unwrap_or(config.data_dir);
+            runtime()?.block_on(stats::run(&data_dir, &config.store, args.format))
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use exawatch_store::{Figures, Store};
+use exawatch_store::{Figures, Store, StoreConfig};
 
 /// Output formats of `exawatch store stats`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -15,8 +15,8 @@ pub(crate) enum Format {
 }
 
 /// Prints the statistics of the store under `data_dir`.
-pub(crate) async fn run(data_dir: &Path, format: Format) -> Result<()> {
-    let store = Store::open_read_only(data_dir)
+pub(crate) async fn run(data_dir: &Path, config: &StoreConfig, format: Format) -> Result<()> {
+    let store = Store::open_read_only(data_dir, config)
         .await
         .with_context(|| format!("no readable store in {}", data_dir.display()))?;
     let stats = store.stats().await?;

@@ -233,12 +233,21 @@ fn store_stats_reports_files_rows_and_metrics() {
 #[test]
 fn cardinality_limits_refuse_new_series_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &["--set", "store.max_series_per_metric=2"]);
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--set", "store.max_series_per_metric=2"],
+    );
     let body = "m,node=a v=1 1\nm,node=b v=1 1\nm,node=c v=1 1\nm,node=a v=2 2\n";
     let (status, text, _) = server.post("/api/v2/write", &[], body.as_bytes());
     assert_eq!(status, 400, "{text}");
-    assert!(text.contains("1 samples refused by a cardinality limit"), "{text}");
+    assert!(
+        text.contains("1 samples refused by a cardinality limit"),
+        "{text}"
+    );
     assert!(text.contains("store.max_series_per_metric"), "{text}");
     assert_eq!(server.count(""), 3);
-    assert_eq!(server.metric("exawatch_samples_rejected_total{limit=\"series_per_metric\"}"), 1.0);
+    assert_eq!(
+        server.metric("exawatch_samples_rejected_total{limit=\"series_per_metric\"}"),
+        1.0
+    );
 }

@@ -37,6 +37,19 @@ pub struct StoreConfig {
     pub max_buffer_rows: usize,
     /// ZSTD level of Parquet files.
     pub zstd_level: i32,
+    /// Where the Parquet files and the catalog live: empty for `<data_dir>/store`, or
+    /// `s3://bucket/prefix` for an S3-compatible object store (the WAL stays local).
+    pub object_store_url: String,
+    /// S3 endpoint for S3-compatible servers (MinIO, Ceph, …); empty for AWS.
+    pub s3_endpoint: String,
+    /// S3 region.
+    pub s3_region: String,
+    /// S3 credentials; empty to take them from the environment (`AWS_ACCESS_KEY_ID`, …).
+    pub s3_access_key_id: String,
+    /// S3 secret; empty to take it from the environment (`AWS_SECRET_ACCESS_KEY`).
+    pub s3_secret_access_key: String,
+    /// Allow plain HTTP to the S3 endpoint.
+    pub s3_allow_http: bool,
     /// A metric may have at most this many series (counted since start); samples of new
     /// series beyond it are refused and counted.
     pub max_series_per_metric: usize,
@@ -64,6 +77,12 @@ impl Default for StoreConfig {
             write_queue: 256,
             max_buffer_rows: 12_000_000,
             zstd_level: 3,
+            object_store_url: String::new(),
+            s3_endpoint: String::new(),
+            s3_region: "us-east-1".into(),
+            s3_access_key_id: String::new(),
+            s3_secret_access_key: String::new(),
+            s3_allow_http: false,
             max_series_per_metric: 1_000_000,
             max_tag_keys: 1000,
             compaction_target_rows: 20_000_000,

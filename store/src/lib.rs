@@ -63,6 +63,11 @@ pub enum Error {
     /// The object store failed.
     #[snafu(display("object store: {source}"))]
     ObjectStore { source: object_store::Error },
+    /// The object store URL is neither empty nor `s3://…`.
+    #[snafu(display(
+        "store.object_store_url {url:?}: expected empty (local) or s3://bucket/prefix"
+    ))]
+    ObjectStoreUrl { url: String },
     /// The catalog is unreadable.
     #[snafu(display("catalog: {message}"))]
     CatalogFormat { message: String },
@@ -173,7 +178,7 @@ impl Store {
     ) -> Result<Self> {
         let wal_dir = data_dir.join("wal");
         std::fs::create_dir_all(&wal_dir).context(DataDirSnafu { path: &wal_dir })?;
-        let (object_store, catalog) = open_objects(data_dir, true).await?;
+        let (object_store, catalog) = open_objects(data_dir, &config, true).await?;
         maintenance::delete_orphans(object_store.as_ref(), &catalog).await?;
         let metrics = StoreMetrics::new(registry);
         let mut state = State::new(catalog, config.limits());
@@ -198,13 +203,13 @@ impl Store {
     /// Opens the files of the store under `data_dir` for reading only: no WAL replay, no
     /// writes (they fail with [`Error::Closed`]), nothing changed on disk, so it is safe while
     /// a server runs on the same directory. Queries see the flushed files.
-    pub async fn open_read_only(data_dir: &Path) -> Result<Self> {
-        let (object_store, catalog) = open_objects(data_dir, false).await?;
+    pub async fn open_read_only(data_dir: &Path, config: &StoreConfig) -> Result<Self> {
+        let (object_store, catalog) = open_objects(data_dir, config, false).await?;
         let metrics = StoreMetrics::new(&mut Registry::default());
         let state = State::new(catalog, Limits::default());
         metrics.set_state(&state);
         let inner = Inner::new(
-            StoreConfig::default(),
+            config.clone(),
             data_dir.join("wal"),
             state,
             object_store,
@@ -399,16 +404,53 @@ impl Store {
     }
 }
 
-/// The object store under `data_dir/store` and its catalog.
-async fn open_objects(data_dir: &Path, create: bool) -> Result<(Arc<dyn ObjectStore>, Catalog)> {
-    let objects_dir = data_dir.join("store");
-    if create {
-        std::fs::create_dir_all(&objects_dir).context(DataDirSnafu { path: &objects_dir })?;
-    }
-    let object_store: Arc<dyn ObjectStore> =
-        Arc::new(LocalFileSystem::new_with_prefix(&objects_dir).context(ObjectStoreSnafu)?);
+/// The object store (`data_dir/store`, or S3 as configured) and its catalog.
+async fn open_objects(
+    data_dir: &Path,
+    config: &StoreConfig,
+    create: bool,
+) -> Result<(Arc<dyn ObjectStore>, Catalog)> {
+    let object_store: Arc<dyn ObjectStore> = match config.object_store_url.as_str() {
+        "" => {
+            let objects_dir = data_dir.join("store");
+            if create {
+                std::fs::create_dir_all(&objects_dir)
+                    .context(DataDirSnafu { path: &objects_dir })?;
+            }
+            Arc::new(LocalFileSystem::new_with_prefix(&objects_dir).context(ObjectStoreSnafu)?)
+        }
+        url => s3_store(url, config)?,
+    };
     let catalog = persist::load_catalog(object_store.as_ref()).await?;
     Ok((object_store, catalog))
+}
+
+/// An S3-compatible store at `s3://bucket/prefix`.
+fn s3_store(url: &str, config: &StoreConfig) -> Result<Arc<dyn ObjectStore>> {
+    let Some(rest) = url.strip_prefix("s3://") else {
+        return ObjectStoreUrlSnafu { url }.fail();
+    };
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut builder = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_region(&config.s3_region)
+        .with_allow_http(config.s3_allow_http);
+    if !config.s3_endpoint.is_empty() {
+        builder = builder.with_endpoint(&config.s3_endpoint);
+    }
+    if !config.s3_access_key_id.is_empty() {
+        builder = builder.with_access_key_id(&config.s3_access_key_id);
+    }
+    if !config.s3_secret_access_key.is_empty() {
+        builder = builder.with_secret_access_key(&config.s3_secret_access_key);
+    }
+    let s3 = builder.build().context(ObjectStoreSnafu)?;
+    let prefix = prefix.trim_matches('/');
+    Ok(if prefix.is_empty() {
+        Arc::new(s3)
+    } else {
+        Arc::new(object_store::prefix::PrefixStore::new(s3, prefix))
+    })
 }
 
 impl State {

@@ -163,7 +163,12 @@ fn cardinality_limits_refuse_new_series_only() {
                 // Known series are still taken.
                 sample("m", &[("node", "a")], 2, 1.0),
                 sample("other", &[("node", "c"), ("rack", "r")], 1, 1.0),
-                sample("other", &[("node", "c"), ("rack", "r"), ("pdu", "p")], 1, 1.0),
+                sample(
+                    "other",
+                    &[("node", "c"), ("rack", "r"), ("pdu", "p")],
+                    1,
+                    1.0,
+                ),
             ],
             &mut table,
         )
@@ -172,7 +177,11 @@ fn cardinality_limits_refuse_new_series_only() {
     assert_eq!(rejections.series_per_metric, 1);
     assert_eq!(rejections.tag_keys, 1);
     assert!(
-        rejections.first.as_deref().unwrap().contains("\"m\" has 2 series"),
+        rejections
+            .first
+            .as_deref()
+            .unwrap()
+            .contains("\"m\" has 2 series"),
         "{rejections:?}"
     );
     assert_eq!(table.tag_columns(), ["node", "rack"]);
