@@ -41,8 +41,14 @@ fn parquet_files_and_catalog_round_trip_through_s3() {
     let port = free_port();
     let _s3 = start_s3(port);
     let endpoint = format!("http://127.0.0.1:{port}");
-    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
-    let created = agent.put(&format!("{endpoint}/telemetry")).send_empty().unwrap();
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let created = agent
+        .put(&format!("{endpoint}/telemetry"))
+        .send_empty()
+        .unwrap();
     assert_eq!(created.status(), 200);
 
     let settings = [
@@ -60,7 +66,13 @@ fn parquet_files_and_catalog_round_trip_through_s3() {
     let data = dir.path().join("data");
     let server = Server::start(&data, &args);
     let lines: String = (0..500)
-        .map(|i| format!("power,node=n{} watts={i} {}\n", i % 5, 1_700_000_000_000_000_000i64 + i * 1_000_000_000))
+        .map(|i| {
+            format!(
+                "power,node=n{} watts={i} {}\n",
+                i % 5,
+                1_700_000_000_000_000_000i64 + i * 1_000_000_000
+            )
+        })
         .collect();
     assert_eq!(server.post("/api/v2/write", &[], lines.as_bytes()).0, 204);
     assert!(server.terminate().success());
@@ -74,21 +86,31 @@ fn parquet_files_and_catalog_round_trip_through_s3() {
         .read_to_string()
         .unwrap();
     assert!(listing.contains("site-a/catalog.json"), "{listing}");
-    assert!(listing.contains("site-a/files/00000000000000000001.parquet"), "{listing}");
+    assert!(
+        listing.contains("site-a/files/00000000000000000001.parquet"),
+        "{listing}"
+    );
     assert!(!data.join("store").exists());
 
     let server = Server::start(&data, &args);
-    let rows = server.sql("SELECT count(*) AS n, sum(value) AS s, count(DISTINCT node) AS nodes FROM samples");
+    let rows = server
+        .sql("SELECT count(*) AS n, sum(value) AS s, count(DISTINCT node) AS nodes FROM samples");
     assert_eq!(rows[0], json!({"n": 500, "s": 124750.0, "nodes": 5}));
     drop(server);
 
     let mut stats = Command::new(EXAWATCH);
-    stats.args(["store", "stats", "--format", "json", "--data-dir"]).arg(&data);
+    stats
+        .args(["store", "stats", "--format", "json", "--data-dir"])
+        .arg(&data);
     for setting in &settings {
         stats.args(["--set", setting]);
     }
     let output = stats.output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stats: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(stats["total"]["rows"], 500);
     assert_eq!(stats["total"]["series"], 5);
