@@ -347,8 +347,7 @@ fn build_chunk(
         &keyed,
         &keys,
         Arc::new(time),
-        Arc::new(value),
-        Arc::new(text),
+        value_columns(Arc::new(value), Arc::new(text)),
         table.tag_columns(),
     )?;
     Ok(Chunk {
@@ -360,17 +359,24 @@ fn build_chunk(
     })
 }
 
-/// Builds a record batch from rows that reference `series` by index (`keys`): the metric
-/// and each tag column present among `series` become dictionaries over the series list.
+/// The `value` and `text` columns of the `samples` table.
+fn value_columns(value: ArrayRef, text: ArrayRef) -> Vec<(Field, ArrayRef)> {
+    let fields = base_fields();
+    vec![(fields[2].clone(), value), (fields[3].clone(), text)]
+}
+
+/// Builds a record batch from rows that reference `series` by index (`keys`): `time`,
+/// `metric`, then `values`, then each tag column present among `series`; metric and tags are
+/// dictionaries over the series list.
 pub fn series_batch(
     series: &[&SeriesKey],
     keys: &Int32Array,
     time: ArrayRef,
-    value: ArrayRef,
-    text: ArrayRef,
+    values: Vec<(Field, ArrayRef)>,
     tag_columns: &[String],
 ) -> Result<RecordBatch, ArrowError> {
-    let mut fields = base_fields();
+    let base = base_fields();
+    let mut fields = vec![base[0].clone(), base[1].clone()];
     let metrics = StringArray::from_iter_values(series.iter().map(|s| s.metric.as_str()));
     let mut columns: Vec<ArrayRef> = vec![
         time,
@@ -378,9 +384,11 @@ pub fn series_batch(
             keys.clone(),
             Arc::new(metrics),
         )?),
-        value,
-        text,
     ];
+    for (field, column) in values {
+        fields.push(field);
+        columns.push(column);
+    }
     for column in tag_columns {
         let values: Vec<Option<&str>> = series.iter().map(|s| s.tag(column)).collect();
         if values.iter().all(Option::is_none) {
@@ -489,7 +497,7 @@ pub fn sorted_batch(
     chunks: &[Arc<Chunk>],
     keys: &HashMap<u32, Arc<SeriesKey>>,
     tag_columns: &[String],
-) -> Result<RecordBatch, ArrowError> {
+) -> Result<SortedRows, ArrowError> {
     // Rank the distinct series column by column.
     let columns_of = |id: &u32| -> (&str, Vec<Option<&str>>) {
         let key = &keys[id];
@@ -536,15 +544,31 @@ pub fn sorted_batch(
         arrow::compute::interleave(&arrays, &indices)
     };
     let row_keys = Int32Array::from_iter_values(rows.iter().map(|r| r.0 as i32));
-    let series: Vec<&SeriesKey> = ids.iter().map(|id| keys[id].as_ref()).collect();
-    series_batch(
-        &series,
+    let series: Vec<Arc<SeriesKey>> = ids.iter().map(|id| Arc::clone(&keys[id])).collect();
+    let keyed: Vec<&SeriesKey> = series.iter().map(AsRef::as_ref).collect();
+    let batch = series_batch(
+        &keyed,
         &row_keys,
         gather(0)?,
-        gather(2)?,
-        gather(3)?,
+        value_columns(gather(2)?, gather(3)?),
         tag_columns,
-    )
+    )?;
+    Ok(SortedRows {
+        batch,
+        keys: row_keys,
+        series,
+    })
+}
+
+/// Rows in file order, with the series of each row.
+#[derive(Debug)]
+pub struct SortedRows {
+    /// The rows (`samples` columns with the tag columns present).
+    pub batch: RecordBatch,
+    /// Index into `series` of each row; ascending.
+    pub keys: Int32Array,
+    /// The series, in sort order.
+    pub series: Vec<Arc<SeriesKey>>,
 }
 
 /// The sort order of every file: `metric`, the tag columns (nulls first), `time`, all

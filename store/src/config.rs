@@ -61,6 +61,9 @@ pub struct StoreConfig {
     pub compaction_min_files: usize,
     /// Files whose newest sample is older than this many days are dropped (0: keep all).
     pub retention_days: f64,
+    /// Rollup files (`samples_1m`, `samples_1h`) whose newest bucket is older than this many
+    /// days are dropped (0: keep all). Usually longer than `retention_days`.
+    pub rollup_retention_days: f64,
     /// Files replaced by compaction or dropped by retention are deleted after this delay, so
     /// that queries already reading them finish.
     pub delete_delay_secs: f64,
@@ -88,6 +91,7 @@ impl Default for StoreConfig {
             compaction_target_rows: 20_000_000,
             compaction_min_files: 4,
             retention_days: 0.0,
+            rollup_retention_days: 0.0,
             delete_delay_secs: 120.0,
         }
     }

@@ -16,6 +16,7 @@ mod ingest;
 mod maintenance;
 mod metrics;
 mod persist;
+pub mod rollup;
 mod stats;
 mod table;
 pub mod wal;
@@ -40,6 +41,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::buffer::{Buffer, Chunk, Limits, Rejections, SeriesTable};
 use crate::catalog::Catalog;
 use crate::metrics::StoreMetrics;
+use crate::rollup::Resolution;
 use crate::wal::SegmentWriter;
 
 pub use config::{FsyncPolicy, StoreConfig};
@@ -306,8 +308,15 @@ impl Store {
         Ok(ctx)
     }
 
-    /// Registers the `samples` table (as of now) and the store's object store in `ctx`.
+    /// Registers the `samples` table (as of now), the rollup views `samples_1m` and
+    /// `samples_1h`, and the store's object store in `ctx`.
     pub fn register(&self, ctx: &SessionContext) -> Result<()> {
+        for resolution in Resolution::ALL {
+            let partial = Arc::new(SamplesTable::rollup(Arc::clone(&self.inner), resolution));
+            let view = rollup::view(ctx, partial).context(RegisterSnafu)?;
+            ctx.register_table(resolution.table(), view)
+                .context(RegisterSnafu)?;
+        }
         ctx.register_object_store(
             table::object_store_url().as_ref(),
             Arc::clone(&self.inner.object_store),

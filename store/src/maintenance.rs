@@ -27,32 +27,81 @@ use snafu::ResultExt;
 use crate::buffer::sort_order;
 use crate::catalog::{CATALOG_PATH, Catalog, FileMeta};
 use crate::persist::writer_properties;
+use crate::rollup::{self, Resolution};
 use crate::{Error, Inner, ObjectStoreSnafu, Result, table};
 
 /// Nanoseconds in a day: compaction never merges files across UTC days, so retention can
 /// drop whole days.
 const DAY_NS: i64 = 86_400_000_000_000;
 
-/// Merges one group of small files of the same day, if there is one; returns whether it did.
+/// A list of files in the catalog: the raw table's, or one rollup resolution's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileSet {
+    Raw,
+    Rollup(Resolution),
+}
+
+impl FileSet {
+    const ALL: [Self; 3] = [
+        Self::Raw,
+        Self::Rollup(Resolution::Minute),
+        Self::Rollup(Resolution::Hour),
+    ];
+
+    fn files(self, catalog: &Catalog) -> &[FileMeta] {
+        match self {
+            Self::Raw => &catalog.files,
+            Self::Rollup(r) => catalog.rollups.get(r.name()).map_or(&[], Vec::as_slice),
+        }
+    }
+
+    fn files_mut(self, catalog: &mut Catalog) -> &mut Vec<FileMeta> {
+        match self {
+            Self::Raw => &mut catalog.files,
+            Self::Rollup(r) => catalog.rollups.entry(r.name().to_owned()).or_default(),
+        }
+    }
+
+    fn path(self, id: u64) -> ObjectPath {
+        match self {
+            Self::Raw => Catalog::file_path(id),
+            Self::Rollup(r) => r.file_path(id),
+        }
+    }
+
+    fn schema(self, state: &crate::State) -> SchemaRef {
+        match self {
+            Self::Raw => state.table.schema(),
+            Self::Rollup(_) => rollup::schema(state.table.tag_columns()),
+        }
+    }
+}
+
+/// Merges one group of small files of the same day, raw or rollup, if there is one; returns
+/// whether it did.
 pub(crate) async fn compact_once(inner: &Arc<Inner>) -> Result<bool> {
-    let (group, schema, tag_columns) = {
+    let picked = {
         let state = inner.state.read();
-        let Some(group) = pick_group(&state.catalog.files, &inner.config) else {
-            return Ok(false);
-        };
-        (
-            group,
-            state.table.schema(),
-            state.table.tag_columns().to_vec(),
-        )
+        FileSet::ALL.into_iter().find_map(|set| {
+            let group = pick_group(set.files(&state.catalog), &inner.config)?;
+            Some((
+                set,
+                group,
+                set.schema(&state),
+                state.table.tag_columns().to_vec(),
+            ))
+        })
+    };
+    let Some((set, group, schema, tag_columns)) = picked else {
+        return Ok(false);
     };
     let started = Instant::now();
-    let (bytes, rows, series) = merge(inner, &group, &schema, &tag_columns).await?;
+    let (bytes, rows, series) = merge(inner, set, &group, &schema, &tag_columns).await?;
     let (min_time, max_time) = group.iter().fold((i64::MAX, i64::MIN), |(lo, hi), f| {
         (lo.min(f.min_time), hi.max(f.max_time))
     });
     let mut catalog = inner.state.read().catalog.clone();
-    let path = Catalog::file_path(catalog.next_file_id);
+    let path = set.path(catalog.next_file_id);
     let meta = FileMeta {
         path: path.to_string(),
         min_time,
@@ -67,17 +116,13 @@ pub(crate) async fn compact_once(inner: &Arc<Inner>) -> Result<bool> {
         .await
         .context(ObjectStoreSnafu)?;
     // The merged file takes the place of the first of its inputs, keeping the files in age order.
-    let first = catalog
-        .files
+    let files = set.files_mut(&mut catalog);
+    let first = files
         .iter()
         .position(|f| f.path == group[0].path)
         .expect("input in catalog");
-    catalog
-        .files
-        .retain(|f| !group.iter().any(|g| g.path == f.path));
-    catalog
-        .files
-        .insert(first.min(catalog.files.len()), meta.clone());
+    files.retain(|f| !group.iter().any(|g| g.path == f.path));
+    files.insert(first.min(files.len()), meta.clone());
     catalog.next_file_id += 1;
     replace_catalog(inner, catalog).await?;
     schedule_deletes(inner, &group);
@@ -87,7 +132,7 @@ pub(crate) async fn compact_once(inner: &Arc<Inner>) -> Result<bool> {
         file = %meta.path,
         rows = meta.rows,
         bytes = meta.bytes,
-        bytes_per_sample = format!("{:.2}", meta.bytes as f64 / meta.rows.max(1) as f64),
+        bytes_per_row = format!("{:.2}", meta.bytes as f64 / meta.rows.max(1) as f64),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "Compacted files."
     );
@@ -130,6 +175,7 @@ fn pick_group(files: &[FileMeta], config: &crate::StoreConfig) -> Option<Vec<Fil
 /// bytes, rows and series.
 async fn merge(
     inner: &Arc<Inner>,
+    set: FileSet,
     files: &[FileMeta],
     schema: &SchemaRef,
     tag_columns: &[String],
@@ -179,13 +225,35 @@ async fn merge(
         Some(writer_properties(inner.config.zstd_level)?),
     )
     .map_err(encode_error)?;
-    let mut counter = SeriesCounter::new(schema, &keys[..keys.len() - 1])?;
+    let series_columns = &keys[..keys.len() - 1];
+    let mut counter = SeriesCounter::new(schema, series_columns)?;
     let mut rows = 0u64;
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(plan_error)?;
+    let mut write = |batch: &RecordBatch| -> Result<()> {
         rows += batch.num_rows() as u64;
-        counter.count(&batch)?;
-        writer.write(&batch).map_err(encode_error)?;
+        counter.count(batch)?;
+        writer.write(batch).map_err(encode_error)
+    };
+    match set {
+        FileSet::Raw => {
+            while let Some(batch) = stream.next().await {
+                write(&batch.map_err(plan_error)?)?;
+            }
+        }
+        // Partial rows of a bucket sit next to each other once merged: combine them. Rollups
+        // are small (a row per series per minute at most), so this works on the whole group.
+        FileSet::Rollup(_) => {
+            let batches: Vec<RecordBatch> = stream
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<datafusion::error::Result<_>>()
+                .map_err(plan_error)?;
+            let arrow_error = |e: arrow::error::ArrowError| Error::Encode {
+                message: e.to_string(),
+            };
+            let all = arrow::compute::concat_batches(schema, &batches).map_err(arrow_error)?;
+            write(&rollup::combine_sorted(&all, series_columns).map_err(arrow_error)?)?;
+        }
     }
     writer.close().map_err(encode_error)?;
     Ok((out, rows, counter.series))
@@ -243,28 +311,39 @@ impl SeriesCounter {
     }
 }
 
-/// Drops the files whose newest sample is older than `retention_days`; returns how many.
+/// Drops the files whose newest sample is older than `retention_days` (rollup files:
+/// `rollup_retention_days`); returns how many.
 pub(crate) async fn apply_retention(inner: &Arc<Inner>, now_ns: i64) -> Result<usize> {
-    let days = inner.config.retention_days;
-    if days <= 0.0 {
-        return Ok(0);
-    }
-    let cutoff = now_ns.saturating_sub((days * DAY_NS as f64) as i64);
+    let cutoff =
+        |days: f64| (days > 0.0).then(|| now_ns.saturating_sub((days * DAY_NS as f64) as i64));
     let mut catalog = inner.state.read().catalog.clone();
-    let (expired, kept): (Vec<FileMeta>, Vec<FileMeta>) =
-        catalog.files.into_iter().partition(|f| f.max_time < cutoff);
+    let mut expired = Vec::new();
+    let mut expired_raw_rows = 0;
+    for set in FileSet::ALL {
+        let days = match set {
+            FileSet::Raw => inner.config.retention_days,
+            FileSet::Rollup(_) => inner.config.rollup_retention_days,
+        };
+        let Some(cutoff) = cutoff(days) else { continue };
+        let files = set.files_mut(&mut catalog);
+        let (old, kept): (Vec<FileMeta>, Vec<FileMeta>) = std::mem::take(files)
+            .into_iter()
+            .partition(|f| f.max_time < cutoff);
+        *files = kept;
+        if set == FileSet::Raw {
+            expired_raw_rows = old.iter().map(|f| f.rows).sum();
+        }
+        expired.extend(old);
+    }
     if expired.is_empty() {
         return Ok(0);
     }
-    catalog.files = kept;
     replace_catalog(inner, catalog).await?;
     schedule_deletes(inner, &expired);
-    let rows: u64 = expired.iter().map(|f| f.rows).sum();
-    inner.metrics.expired_rows.inc_by(rows);
+    inner.metrics.expired_rows.inc_by(expired_raw_rows);
     tracing::info!(
         files = expired.len(),
-        rows,
-        retention_days = days,
+        rows = expired_raw_rows,
         "Dropped files past retention."
     );
     Ok(expired.len())
@@ -313,17 +392,25 @@ pub(crate) async fn delete_due(inner: &Inner, all: bool) {
 /// Deletes files under `files/` that the catalog does not list: leftovers of a compaction or
 /// flush interrupted before its catalog update. Only safe before any query runs.
 pub(crate) async fn delete_orphans(store: &dyn ObjectStore, catalog: &Catalog) -> Result<usize> {
-    let listed: Vec<_> = store
-        .list(Some(&ObjectPath::from("files")))
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<_, _>>()
-        .context(ObjectStoreSnafu)?;
+    let mut listed = Vec::new();
+    for prefix in ["files", "rollups"] {
+        let objects: Vec<_> = store
+            .list(Some(&ObjectPath::from(prefix)))
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .context(ObjectStoreSnafu)?;
+        listed.extend(objects);
+    }
+    let known = |path: &str| {
+        FileSet::ALL
+            .iter()
+            .any(|set| set.files(catalog).iter().any(|f| f.path == path))
+    };
     let mut deleted = 0;
     for object in listed {
-        let path = object.location.to_string();
-        if !catalog.files.iter().any(|f| f.path == path) {
+        if !known(object.location.as_ref()) {
             store
                 .delete(&object.location)
                 .await

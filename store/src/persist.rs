@@ -13,8 +13,13 @@ use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 use snafu::ResultExt;
 
-use crate::buffer::sorted_batch;
+use std::collections::HashMap;
+
+use arrow::record_batch::RecordBatch;
+
+use crate::buffer::{Chunk, SeriesKey, sorted_batch};
 use crate::catalog::{CATALOG_PATH, CATALOG_VERSION, Catalog, FileMeta};
+use crate::rollup::{self, Resolution};
 use crate::{Error, Inner, ObjectStoreSnafu, Result, wal};
 
 /// Reads the catalog, or starts an empty one if there is none.
@@ -60,37 +65,48 @@ pub(crate) async fn persist_frozen(inner: &Arc<Inner>) -> Result<()> {
         let zstd_level = inner.config.zstd_level;
         let series = keys.len() as u64;
         let encoded = tokio::task::spawn_blocking(move || {
-            let batch = sorted_batch(&chunks, &keys, &tag_columns).map_err(|e| Error::Encode {
-                message: e.to_string(),
-            })?;
-            encode_parquet(&batch, zstd_level).map(|bytes| (bytes, batch, tag_columns))
+            encode_flush(&chunks, &keys, &tag_columns, zstd_level)
         })
         .await
         .map_err(|e| Error::Encode {
             message: e.to_string(),
         })??;
-        let (bytes, batch, tag_columns) = encoded;
-        let (min_time, max_time) = time_range(&batch);
-        let path = Catalog::file_path(file_id);
-        let meta = FileMeta {
-            path: path.to_string(),
-            min_time,
-            max_time,
-            rows: batch.num_rows() as u64,
-            series,
-            bytes: bytes.len() as u64,
-        };
-        inner
-            .object_store
-            .put(&path, Bytes::from(bytes).into())
-            .await
-            .context(ObjectStoreSnafu)?;
-
         let mut catalog = inner.state.read().catalog.clone();
-        catalog.files.push(meta.clone());
+        let mut meta = None;
+        for (kind, file) in encoded.files {
+            let path = match kind {
+                None => Catalog::file_path(file_id),
+                Some(resolution) => resolution.file_path(file_id),
+            };
+            let file_meta = FileMeta {
+                path: path.to_string(),
+                min_time: file.min_time,
+                max_time: file.max_time,
+                rows: file.rows,
+                series,
+                bytes: file.bytes.len() as u64,
+            };
+            inner
+                .object_store
+                .put(&path, Bytes::from(file.bytes).into())
+                .await
+                .context(ObjectStoreSnafu)?;
+            match kind {
+                None => {
+                    catalog.files.push(file_meta.clone());
+                    meta = Some(file_meta);
+                }
+                Some(resolution) => catalog
+                    .rollups
+                    .entry(resolution.name().to_owned())
+                    .or_default()
+                    .push(file_meta),
+            }
+        }
+        let meta = meta.expect("a flush writes a raw file");
         catalog.persisted_segment = last_segment;
         catalog.next_file_id = file_id + 1;
-        catalog.tag_columns = tag_columns;
+        catalog.tag_columns = encoded.tag_columns;
         let json = serde_json::to_vec_pretty(&catalog).expect("catalog serializes");
         inner
             .object_store
@@ -117,6 +133,54 @@ pub(crate) async fn persist_frozen(inner: &Arc<Inner>) -> Result<()> {
             "Flushed buffer to Parquet."
         );
     }
+}
+
+/// One encoded Parquet file.
+struct EncodedFile {
+    bytes: Vec<u8>,
+    rows: u64,
+    min_time: i64,
+    max_time: i64,
+}
+
+/// The raw file of a flush (kind `None`) and its rollups.
+struct EncodedFlush {
+    files: Vec<(Option<Resolution>, EncodedFile)>,
+    tag_columns: Vec<String>,
+}
+
+/// Sorts frozen chunks into a raw file and rolls them up; CPU work, run off the runtime.
+fn encode_flush(
+    chunks: &[Arc<Chunk>],
+    keys: &HashMap<u32, Arc<SeriesKey>>,
+    tag_columns: &[String],
+    zstd_level: i32,
+) -> Result<EncodedFlush> {
+    let arrow_error = |e: arrow::error::ArrowError| Error::Encode {
+        message: e.to_string(),
+    };
+    let sorted = sorted_batch(chunks, keys, tag_columns).map_err(arrow_error)?;
+    let mut files = vec![(None, encode_file(&sorted.batch, zstd_level)?)];
+    for resolution in Resolution::ALL {
+        let rolled = rollup::from_sorted(&sorted, resolution, tag_columns).map_err(arrow_error)?;
+        if rolled.num_rows() > 0 {
+            files.push((Some(resolution), encode_file(&rolled, zstd_level)?));
+        }
+    }
+    Ok(EncodedFlush {
+        files,
+        tag_columns: tag_columns.to_vec(),
+    })
+}
+
+fn encode_file(batch: &RecordBatch, zstd_level: i32) -> Result<EncodedFile> {
+    let (min_time, max_time) = time_range(batch);
+    Ok(EncodedFile {
+        bytes: encode_parquet(batch, zstd_level)?,
+        rows: batch.num_rows() as u64,
+        min_time,
+        max_time,
+    })
 }
 
 fn delete_segments_through(inner: &Inner, last: u64) {

@@ -96,7 +96,9 @@ fn sorted_batch_orders_by_series_then_time() {
         )
         .unwrap();
     let chunks = buffer.take(&table).unwrap();
-    let batch = sorted_batch(&chunks, &table.keys_of(&chunks), table.tag_columns()).unwrap();
+    let batch = sorted_batch(&chunks, &table.keys_of(&chunks), table.tag_columns())
+        .unwrap()
+        .batch;
     let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
     let values = batch
         .column(2)
@@ -132,7 +134,9 @@ fn sorted_batch_sorts_column_by_column_and_keeps_the_last_duplicate() {
         )
         .unwrap();
     let chunks = buffer.take(&table).unwrap();
-    let batch = sorted_batch(&chunks, &table.keys_of(&chunks), table.tag_columns()).unwrap();
+    let batch = sorted_batch(&chunks, &table.keys_of(&chunks), table.tag_columns())
+        .unwrap()
+        .batch;
     let values = batch
         .column(2)
         .as_any()
