@@ -34,6 +34,8 @@ pub mod slurm;
 mod sysfs;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod testutil;
 pub mod thermal;
 
 use std::future::Future;
