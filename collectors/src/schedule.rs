@@ -243,3 +243,155 @@ pub(crate) async fn dispatch(
 pub(crate) fn command_channel() -> (mpsc::Sender<Command>, mpsc::Receiver<Command>) {
     mpsc::channel(COMMAND_QUEUE)
 }
+
+#[cfg(test)]
+mod tests {
+    use exawatch_protocol::Value;
+
+    use super::*;
+
+    #[test]
+    fn commands_as_examon_sends_them() {
+        assert_eq!(
+            parse_command(b"-s 2"),
+            Ok(Command::Period(Duration::from_secs(2)))
+        );
+        assert_eq!(
+            parse_command(b" -s 0.5\n"),
+            Ok(Command::Period(Duration::from_millis(500)))
+        );
+        assert_eq!(parse_command(b"on"), Ok(Command::Enable(true)));
+        assert_eq!(parse_command(b"off\n"), Ok(Command::Enable(false)));
+        for bad in [
+            &b"-s"[..],
+            b"-s x",
+            b"-s 0",
+            b"-s -1",
+            b"reboot",
+            b"",
+            b"\xff",
+        ] {
+            assert!(parse_command(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn command_topics_of_this_node() {
+        let tags = NodeTags {
+            org: "acme".into(),
+            cluster: "c 1".into(),
+            node: "n1".into(),
+        };
+        let filter = command_filter(&tags);
+        assert_eq!(filter, "org/acme/cluster/c%201/node/n1/plugin/+/chnl/cmd");
+        assert_eq!(
+            command_family(
+                &filter,
+                "org/acme/cluster/c%201/node/n1/plugin/rapl/chnl/cmd"
+            ),
+            Some("rapl")
+        );
+        assert_eq!(
+            command_family(
+                &filter,
+                "org/acme/cluster/c%201/node/n2/plugin/rapl/chnl/cmd"
+            ),
+            None
+        );
+        assert_eq!(
+            command_family(
+                &filter,
+                "org/acme/cluster/c%201/node/n1/plugin/rapl/chnl/data"
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn job_tag_keeps_tags_sorted() {
+        let mut sample = Sample::new(
+            "load1",
+            vec![
+                ("node".into(), "n1".into()),
+                ("plugin".into(), "linux".into()),
+                ("chnl".into(), "data".into()),
+            ],
+            1,
+            Value::Float(1.0),
+        );
+        tag_job(&mut sample, "4242,4243");
+        let keys: Vec<&str> = sample.tags.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["chnl", "job", "node", "plugin"]);
+        assert_eq!(sample.tag("job"), Some("4242,4243"));
+        // A sample that has its own job tag (slurm's) keeps it.
+        tag_job(&mut sample, "other");
+        assert_eq!(sample.tag("job"), Some("4242,4243"));
+    }
+
+    /// A family task samples on its period, follows `-s` and `off`/`on`, and stops.
+    #[tokio::test(start_paused = true)]
+    async fn commands_change_a_running_family() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+
+        #[derive(Debug)]
+        struct Counting(Arc<AtomicU32>);
+        impl Collector for Counting {
+            fn name(&self) -> &'static str {
+                "counting"
+            }
+            fn collect(&mut self, _now_ns: i64, _out: &mut Vec<Sample>) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+
+        let count = Arc::new(AtomicU32::new(0));
+        let counter = Arc::clone(&count);
+        let task = FamilyTask {
+            name: "counting",
+            enabled: true,
+            period: Duration::from_secs(10),
+            build: Box::new(move || {
+                Ok(Box::new(Counting(Arc::clone(&counter))) as Box<dyn Collector>)
+            }),
+            tag_jobs: false,
+        };
+        let publisher = Arc::new(
+            Publisher::start(crate::publisher::PublisherConfig {
+                broker: "127.0.0.1:9".into(),
+                client_id: "t".into(),
+                qos: 0,
+                offline_buffer_messages: 10,
+            })
+            .expect("publisher"),
+        );
+        let (tx, rx) = command_channel();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let handle = tokio::spawn(drive(task, publisher, SharedJobs::default(), rx, stop_rx));
+        let settle = || async {
+            for _ in 0..20 {
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        settle().await;
+        assert_eq!(count.load(Ordering::SeqCst), 1, "samples at once");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        settle().await;
+        assert_eq!(count.load(Ordering::SeqCst), 2, "then every 10 s");
+        tx.send(Command::Period(Duration::from_secs(1)))
+            .await
+            .expect("send");
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        settle().await;
+        assert_eq!(count.load(Ordering::SeqCst), 5, "-s 1: every second");
+        tx.send(Command::Enable(false)).await.expect("send");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        settle().await;
+        assert_eq!(count.load(Ordering::SeqCst), 5, "off: no samples");
+        tx.send(Command::Enable(true)).await.expect("send");
+        settle().await;
+        assert_eq!(count.load(Ordering::SeqCst), 6, "on: samples again at once");
+        stop_tx.send_replace(true);
+        handle.await.expect("task ends");
+    }
+}

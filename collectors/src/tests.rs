@@ -196,3 +196,15 @@ fn run_and_simulate_futures_are_send() {
     let simulate = simulate(SimulateConfig::default(), std::future::ready(()));
     assert_send(&simulate);
 }
+
+/// The `[collector]` sections of the repository's `exawatch.example.toml` are the defaults
+/// (the binary's test checks the whole file; this one runs without building it).
+#[test]
+fn example_config_sections_are_the_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../exawatch.example.toml");
+    let text = std::fs::read_to_string(path).expect("example config");
+    let mut file: toml::Table = toml::from_str(&text).expect("valid TOML");
+    let section = file.remove("collector").expect("[collector]");
+    let config: CollectorConfig = section.try_into().expect("a collector config");
+    assert_eq!(config, CollectorConfig::default());
+}

@@ -37,9 +37,15 @@ fn parses_squeue_and_scontrol() {
             },
         ]
     );
-    let text = std::fs::read_to_string(fixture("slurm/binfservas07.scontrol.txt")).expect("fixture");
+    let text =
+        std::fs::read_to_string(fixture("slurm/binfservas07.scontrol.txt")).expect("fixture");
     let pairs = parse_scontrol_node(&text);
-    let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    let get = |key: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
     assert_eq!(get("NodeName"), Some("binfservas07"));
     assert_eq!(get("CPULoad"), Some("16.15"));
     assert_eq!(get("OS"), Some("Linux"));
@@ -74,13 +80,20 @@ fn jobs_and_node_from_fake_commands() {
         ..SlurmConfig::default()
     };
     assert!(status(&config).available);
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // Multi-threaded, as in `exawatch collect`: a current-thread runtime's handle cannot
+    // drive I/O from another thread.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .expect("runtime");
     let jobs = SharedJobs::default();
-    let mut collector =
-        SlurmCollector::new(&config, &tags(), runtime.handle().clone(), std::sync::Arc::clone(&jobs));
+    let mut collector = SlurmCollector::new(
+        &config,
+        &tags(),
+        runtime.handle().clone(),
+        std::sync::Arc::clone(&jobs),
+    );
     let mut out = Vec::new();
     collector.collect(1_700_000_000_000_000_000, &mut out);
 
@@ -96,12 +109,20 @@ fn jobs_and_node_from_fake_commands() {
     assert_close(value(&out, "mem_alloc_bytes", &[]), 120_424.0 * 1_048_576.0);
     assert_close(value(&out, "mem_free_bytes", &[]), 103_877.0 * 1_048_576.0);
     let state = out.iter().find(|s| s.metric == "state").expect("state");
-    assert_eq!(state.value, exawatch_protocol::Value::Text("ALLOCATED".into()));
+    assert_eq!(
+        state.value,
+        exawatch_protocol::Value::Text("ALLOCATED".into())
+    );
     assert_eq!(jobs.read().expect("lock").as_deref(), Some("4242,4243"));
     let topic = crate::publisher::sample_topic(
-        out.iter().find(|s| s.metric == "job_cpus" && s.tag("job") == Some("4242")).expect("job"),
+        out.iter()
+            .find(|s| s.metric == "job_cpus" && s.tag("job") == Some("4242"))
+            .expect("job"),
     );
-    assert_eq!(topic, "org/acme/cluster/c1/node/n1/plugin/slurm/chnl/data/job/4242/partition/pall/user/alice/job_cpus");
+    assert_eq!(
+        topic,
+        "org/acme/cluster/c1/node/n1/plugin/slurm/chnl/data/job/4242/partition/pall/user/alice/job_cpus"
+    );
 
     // The jobs end: the tag goes away.
     std::fs::write(&jobs_file, "").expect("jobs");
@@ -119,5 +140,8 @@ fn no_slurm_here() {
     };
     let status = status(&config);
     assert!(!status.available);
-    assert_eq!(status.reason, "/nonexistent/squeue not found (no Slurm client here)");
+    assert_eq!(
+        status.reason,
+        "/nonexistent/squeue not found (no Slurm client here)"
+    );
 }
