@@ -145,6 +145,8 @@ pub(crate) struct FsStats {
 pub(crate) type StatFn = fn(&Path) -> io::Result<FsStats>;
 
 /// `statvfs(3)` through libc.
+// The field types are 32-bit on some targets: the conversions are not useless there.
+#[allow(clippy::useless_conversion)]
 pub(crate) fn statvfs(path: &Path) -> io::Result<FsStats> {
     use std::os::unix::ffi::OsStrExt;
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
