@@ -116,10 +116,36 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, agg: &AggregateExpr, grid: &Grid) -> 
             }
             Ok(Value::Vector(out.finish()))
         }
-        "limit_ratio" => BadQuerySnafu {
-            message: "limit_ratio is not supported",
+        "limit_ratio" => {
+            let param = agg.param.as_ref().ok_or_else(|| missing(&op))?;
+            let ratios = ev.eval_scalar(param, grid)?;
+            let mut out = Builder::default();
+            let offsets: Vec<f64> = input.iter().map(|s| ratio_offset(&s.labels)).collect();
+            for (step, samples) in steps.iter().enumerate() {
+                let mut ratio = ratios[step];
+                if ratio.is_nan() {
+                    return Err(Error::Execution {
+                        message: "Ratio value is NaN".into(),
+                    });
+                }
+                if !(-1.0..=1.0).contains(&ratio) {
+                    let capped = ratio.clamp(-1.0, 1.0);
+                    ev.annotations.warn(format!(
+                        "ratio value should be between -1 and 1, got {}, capping to {}",
+                        format_value(ratio),
+                        format_value(capped)
+                    ));
+                    ratio = capped;
+                }
+                for &(i, v) in samples {
+                    let offset = offsets[i];
+                    if (ratio >= 0.0 && offset < ratio) || (ratio < 0.0 && offset >= 1.0 + ratio) {
+                        out.push(input[i].labels.clone(), input[i].drop_name, grid.ts(step), v)?;
+                    }
+                }
+            }
+            Ok(Value::Vector(out.finish()))
         }
-        .fail(),
         "sum" | "avg" | "count" | "min" | "max" | "group" | "stddev" | "stdvar" => {
             let mut out = Builder::default();
             let mut accs: Vec<Option<Acc>> = vec![None; groups.len()];
@@ -233,14 +259,14 @@ fn select_k(
     let mut out = Builder::default();
     let mut chosen: Vec<Vec<(usize, f64)>> = vec![Vec::new(); groups];
     for (step, samples) in steps.iter().enumerate() {
-        if samples.is_empty() {
-            continue;
-        }
         let k = k[step];
         if k.is_nan() {
             return Err(Error::Execution {
                 message: "Parameter value is NaN".into(),
             });
+        }
+        if samples.is_empty() {
+            continue;
         }
         if k < 1.0 {
             continue;
@@ -288,4 +314,17 @@ fn order_asc_nan_last(a: f64, b: f64) -> std::cmp::Ordering {
         (false, true) => std::cmp::Ordering::Less,
         _ => a.partial_cmp(&b).expect("not NaN"),
     }
+}
+
+/// Where a series falls in `[0, 1)` for `limit_ratio`: a stable hash of its labels (FNV-1a;
+/// Prometheus uses xxHash, so the selected series differ, the proportions do not).
+fn ratio_offset(labels: &Labels) -> f64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for (name, value) in labels.iter() {
+        for byte in name.bytes().chain([0xff]).chain(value.bytes()).chain([0xff]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash as f64 / u64::MAX as f64
 }

@@ -298,10 +298,12 @@ fn vector_vector(
             if let Some(&(j, _)) = one_by_sig.get(&one_sig[i]) {
                 let side = if one_to_many { "left" } else { "right" };
                 let group = matching.signature(&one[i].labels);
+                let mut pair = [one[i].labels.to_string(), one[j].labels.to_string()];
+                pair.sort();
                 return Err(Error::Execution {
                     message: format!(
                         "found duplicate series for the match group {group} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
-                        one[i].labels, one[j].labels
+                        pair[0], pair[1]
                     ),
                 });
             }
@@ -313,17 +315,11 @@ fn vector_vector(
             let Some(&(j, ov)) = one_by_sig.get(&sig) else {
                 continue;
             };
-            let (lv, rv) = if one_to_many { (ov, mv) } else { (mv, ov) };
-            let (mut v, keep) = op.apply(lv, rv);
-            if return_bool {
-                v = f64::from(u8::from(keep));
-            } else if !keep {
-                continue;
-            }
             let labels = metrics
                 .entry((i, j))
                 .or_insert_with(|| result_metric(&many[i].labels, &one[j].labels, matching))
                 .clone();
+            // Matching errors count even for samples a comparison then filters out.
             let seen = matched.entry(sig).or_default();
             if one_to_one {
                 if !seen.is_empty() {
@@ -337,6 +333,13 @@ fn vector_vector(
                     message: "multiple matches for labels: grouping labels must ensure unique matches"
                         .into(),
                 });
+            }
+            let (lv, rv) = if one_to_many { (ov, mv) } else { (mv, ov) };
+            let (mut v, keep) = op.apply(lv, rv);
+            if return_bool {
+                v = f64::from(u8::from(keep));
+            } else if !keep {
+                continue;
             }
             let drop_name = op.drops_name() || return_bool || many[i].drop_name;
             out.push(labels, drop_name, t, v)?;

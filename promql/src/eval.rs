@@ -450,25 +450,36 @@ pub(crate) fn type_name(value: &Value) -> &'static str {
     }
 }
 
-/// Applies delayed `__name__` removal and checks that no two series share a label set.
+/// Applies delayed `__name__` removal, merging series that end up with the same labels;
+/// refuses two samples with the same labels at one time.
 pub(crate) fn finish(series: Vec<ESeries>) -> Result<Vec<Series>> {
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::with_capacity(series.len());
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut out: Vec<Series> = Vec::with_capacity(series.len());
     for s in series {
         let labels = if s.drop_name {
             s.labels.without_name()
         } else {
             s.labels
         };
-        if !seen.insert(labels.clone()) {
-            return Err(Error::Execution {
-                message: "vector cannot contain metrics with the same labelset".into(),
-            });
+        match index.get(&labels) {
+            None => {
+                index.insert(labels.clone(), out.len());
+                out.push(Series {
+                    labels,
+                    points: s.points,
+                });
+            }
+            Some(&i) => {
+                let merged = &mut out[i].points;
+                merged.extend(s.points);
+                merged.sort_by_key(|p| p.t);
+                if merged.windows(2).any(|w| w[0].t == w[1].t) {
+                    return Err(Error::Execution {
+                        message: "vector cannot contain metrics with the same labelset".into(),
+                    });
+                }
+            }
         }
-        out.push(Series {
-            labels,
-            points: s.points,
-        });
     }
     Ok(out)
 }

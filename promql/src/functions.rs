@@ -62,6 +62,18 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: &Grid) -> Result<V
                 / 1000.0;
             n
         ]),
+        "start" => Value::Scalar(vec![ev.settings.query_start as f64 / 1000.0; n]),
+        "end" => Value::Scalar(vec![ev.settings.query_end as f64 / 1000.0; n]),
+        "min_of" | "max_of" => {
+            let a = ev.eval_scalar(args[0], grid)?;
+            let b = ev.eval_scalar(args[1], grid)?;
+            let f = if name == "min_of" {
+                crate::stats::go_min
+            } else {
+                crate::stats::go_max
+            };
+            Value::Scalar(a.iter().zip(&b).map(|(&a, &b)| f(a, b)).collect())
+        }
         "vector" => {
             let values = ev.eval_scalar(args[0], grid)?;
             Value::Vector(vec![ESeries {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use exawatch_protocol::{Sample, Value as SampleValue};
 use exawatch_store::{Store, StoreConfig};
+use promql_parser::parser::{Expr, VectorSelector};
 
 use crate::value::{Labels, METRIC_NAME, QueryValue};
 use crate::{Engine, EngineOptions, QueryResult, StoreSource, almost_equal};
@@ -86,8 +87,8 @@ pub async fn run_script(text: &str) -> FileReport {
             return report;
         }
     };
-    // Metric names that had native histogram samples in the current data.
-    let mut histogram_metrics: Vec<String> = Vec::new();
+    // Series that have native histogram samples in the current data.
+    let mut histogram_series: Vec<Labels> = Vec::new();
     for command in commands {
         match command {
             Command::Clear => {
@@ -98,9 +99,13 @@ pub async fn run_script(text: &str) -> FileReport {
                         return report;
                     }
                 }
-                histogram_metrics.clear();
+                histogram_series.clear();
             }
-            Command::Load { interval, series } => {
+            Command::Load {
+                interval,
+                series,
+                nhcb,
+            } => {
                 let mut samples = Vec::new();
                 for s in &series {
                     let metric = s.labels.get_or_empty(METRIC_NAME).to_owned();
@@ -119,11 +124,28 @@ pub async fn run_script(text: &str) -> FileReport {
                                 SampleValue::Float(*v),
                             )),
                             Item::Histogram => {
-                                if !histogram_metrics.contains(&metric) {
-                                    histogram_metrics.push(metric.clone());
+                                if !histogram_series.contains(&s.labels) {
+                                    histogram_series.push(s.labels.clone());
                                 }
                             }
                             Item::Omitted => {}
+                        }
+                    }
+                }
+                if nhcb {
+                    // The native histogram made of `x_bucket`, `x_count` and `x_sum` is `x`.
+                    for s in &series {
+                        let name = s.labels.get_or_empty(METRIC_NAME);
+                        if let Some(base) = ["_bucket", "_count", "_sum"]
+                            .iter()
+                            .find_map(|suffix| name.strip_suffix(suffix))
+                        {
+                            let mut labels = s.labels.clone();
+                            labels.set(METRIC_NAME, base);
+                            labels.remove("le");
+                            if !histogram_series.contains(&labels) {
+                                histogram_series.push(labels);
+                            }
                         }
                     }
                 }
@@ -158,7 +180,7 @@ pub async fn run_script(text: &str) -> FileReport {
                 match outcome {
                     Ok(()) => report.passed += 1,
                     Err(reason) => {
-                        let native = uses_native_histograms(&text, &histogram_metrics);
+                        let native = uses_native_histograms(&expr, &text, &histogram_series);
                         if native {
                             report.unsupported += 1;
                         } else {
@@ -177,8 +199,8 @@ pub async fn run_script(text: &str) -> FileReport {
 }
 
 /// True if an eval involves native histograms: in its expected output, in the functions it
-/// calls, or through a metric that had native histogram samples.
-fn uses_native_histograms(text: &str, histogram_metrics: &[String]) -> bool {
+/// calls, or through a selector that matches a series with native histogram samples.
+fn uses_native_histograms(expr: &str, text: &str, histogram_series: &[Labels]) -> bool {
     const NATIVE_FUNCTIONS: [&str; 6] = [
         "histogram_count",
         "histogram_sum",
@@ -187,17 +209,48 @@ fn uses_native_histograms(text: &str, histogram_metrics: &[String]) -> bool {
         "histogram_stdvar",
         "histogram_fraction",
     ];
-    text.contains("{{")
+    if text.contains("{{")
         || text.contains("native histogram")
         || NATIVE_FUNCTIONS.iter().any(|f| text.contains(f))
-        || histogram_metrics.iter().any(|m| {
-            text.match_indices(m.as_str()).any(|(i, _)| {
-                let before = text[..i].chars().next_back();
-                let after = text[i + m.len()..].chars().next();
-                let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
-                !word(before) && !word(after)
+    {
+        return true;
+    }
+    let Ok(expr) = crate::parse(expr) else {
+        return false;
+    };
+    let mut selectors = Vec::new();
+    collect_selectors(&expr, &mut selectors);
+    selectors.iter().any(|vs| {
+        crate::matcher_sets(vs).iter().any(|matchers| {
+            histogram_series.iter().any(|labels| {
+                matchers
+                    .iter()
+                    .all(|m| m.is_match(labels.get_or_empty(&m.name)))
             })
         })
+    })
+}
+
+fn collect_selectors<'e>(expr: &'e Expr, out: &mut Vec<&'e VectorSelector>) {
+    match expr {
+        Expr::VectorSelector(vs) => out.push(vs),
+        Expr::MatrixSelector(ms) => out.push(&ms.vs),
+        Expr::Subquery(sq) => collect_selectors(&sq.expr, out),
+        Expr::Paren(p) => collect_selectors(&p.expr, out),
+        Expr::Unary(u) => collect_selectors(&u.expr, out),
+        Expr::Binary(b) => {
+            collect_selectors(&b.lhs, out);
+            collect_selectors(&b.rhs, out);
+        }
+        Expr::Aggregate(a) => {
+            collect_selectors(&a.expr, out);
+            if let Some(p) = &a.param {
+                collect_selectors(p, out);
+            }
+        }
+        Expr::Call(c) => c.args.args.iter().for_each(|a| collect_selectors(a, out)),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+    }
 }
 
 /// Strips a trailing position like ` (1:21)`: exawatch's parser does not report positions.

@@ -4,7 +4,11 @@
 use std::path::PathBuf;
 
 /// Evals that pass today; raise it when more pass, never lower it.
-const MIN_PASSED: usize = 0;
+const MIN_PASSED: usize = 848;
+
+/// Evals outside native histograms that fail today, each listed with its reason in
+/// `promql/README.md`; lower it when one is fixed, never raise it.
+const MAX_FAILED: usize = 5;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_test_files_pass() {
@@ -25,5 +29,10 @@ async fn prometheus_test_files_pass() {
         totals.passed >= MIN_PASSED,
         "{} evals passed, fewer than the recorded {MIN_PASSED}",
         totals.passed
+    );
+    assert!(
+        totals.failed <= MAX_FAILED,
+        "{} evals failed, more than the known {MAX_FAILED}",
+        totals.failed
     );
 }

@@ -9,7 +9,8 @@ use std::collections::HashMap;
 
 use promql_parser::parser::Expr;
 
-use crate::Result;
+use crate::{BadQuerySnafu, Result};
+use crate::eval::ESeries;
 use crate::eval::{Builder, Evaluator, Grid, Value, by_step};
 use crate::stats::almost_equal;
 use crate::value::{Labels, format_value};
@@ -28,70 +29,26 @@ pub(super) fn call(
         "histogram_quantile" => {
             let q = ev.eval_scalar(args[0], grid)?;
             let series = ev.eval_vector(args[1], grid)?;
-            let steps = by_step(&series, grid);
-            // Bucket upper bounds and group of each series, once.
-            let mut group_ids: HashMap<Labels, usize> = HashMap::new();
-            let mut groups: Vec<Labels> = Vec::new();
-            let mut buckets_of: Vec<Option<(f64, usize)>> = Vec::with_capacity(series.len());
-            for s in &series {
-                let le = s.labels.get_or_empty("le");
-                let Ok(upper) = parse_go_float(le) else {
-                    ev.annotations.warn(format!(
-                        "bucket label \"le\" is missing or has a malformed value of {le:?} for metric name {:?}",
-                        s.labels.get_or_empty("__name__")
-                    ));
-                    buckets_of.push(None);
-                    continue;
-                };
-                let mut key = s.labels.clone();
-                key.remove("le");
-                let next = groups.len();
-                let g = *group_ids.entry(key.clone()).or_insert_with(|| {
-                    groups.push(key);
-                    next
-                });
-                buckets_of.push(Some((upper, g)));
+            Ok(Some(Value::Vector(quantiles(ev, &series, &[(q, None)], grid)?)))
+        }
+        "histogram_quantiles" => {
+            let series = ev.eval_vector(args[0], grid)?;
+            let label = ev.eval_string(args[1], grid)?;
+            if label.is_empty() || series.iter().any(|s| s.labels.get(&label).is_some()) {
+                return BadQuerySnafu {
+                    message: format!(
+                        "histogram_quantiles: label {label:?} is empty or already present in the input"
+                    ),
+                }
+                .fail();
             }
-            let mut out = Builder::default();
-            let mut buckets: Vec<Vec<(f64, f64)>> = vec![Vec::new(); groups.len()];
-            let mut warned_q = None;
-            for (step, samples) in steps.iter().enumerate() {
-                if samples.is_empty() {
-                    continue;
-                }
-                let q = q[step];
-                for b in &mut buckets {
-                    b.clear();
-                }
-                for &(i, v) in samples {
-                    if let Some((upper, g)) = buckets_of[i] {
-                        buckets[g].push((upper, v));
-                    }
-                }
-                for (g, b) in buckets.iter_mut().enumerate() {
-                    if b.is_empty() {
-                        continue;
-                    }
-                    if !(0.0..=1.0).contains(&q) {
-                        warned_q = Some(q);
-                    }
-                    let (value, forced) = bucket_quantile(q, b);
-                    if forced {
-                        ev.annotations.info(format!(
-                            "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}",
-                            groups[g].get_or_empty("__name__")
-                        ));
-                    }
-                    out.push(groups[g].clone(), true, grid.ts(step), value)?;
-                }
+            let mut qs = Vec::new();
+            for arg in &args[2..] {
+                let q = ev.eval_scalar(arg, grid)?;
+                let name = quantile_label(q[0]);
+                qs.push((q, Some((label.clone(), name))));
             }
-            if let Some(q) = warned_q {
-                ev.annotations.warn(format!(
-                    "quantile value should be between 0 and 1, got {}",
-                    format_value(q)
-                ));
-            }
-            Ok(Some(Value::Vector(out.finish())))
+            Ok(Some(Value::Vector(quantiles(ev, &series, &qs, grid)?)))
         }
         "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
         | "histogram_stdvar" => {
@@ -104,6 +61,93 @@ pub(super) fn call(
         }
         _ => Ok(None),
     }
+}
+
+/// A quantile as `histogram_quantiles` labels it: shortest form, with a `.0` on integers.
+fn quantile_label(q: f64) -> String {
+    let text = format_value(q);
+    if text.contains(['.', 'e', 'I', 'N']) {
+        text
+    } else {
+        format!("{text}.0")
+    }
+}
+
+/// Quantiles of the classic histograms in `series` (grouped by labels without `le`), one
+/// output per quantile given; a quantile may add a label `(name, value)` to its outputs.
+fn quantiles(
+    ev: &mut Evaluator<'_>,
+    series: &[ESeries],
+    qs: &[(Vec<f64>, Option<(String, String)>)],
+    grid: &Grid,
+) -> Result<Vec<ESeries>> {
+    let steps = by_step(series, grid);
+    // Bucket upper bounds and group of each series, once.
+    let mut group_ids: HashMap<Labels, usize> = HashMap::new();
+    let mut groups: Vec<Labels> = Vec::new();
+    let mut buckets_of: Vec<Option<(f64, usize)>> = Vec::with_capacity(series.len());
+    for s in series {
+        let le = s.labels.get_or_empty("le");
+        let Ok(upper) = parse_go_float(le) else {
+            ev.annotations.warn(format!(
+                "bucket label \"le\" is missing or has a malformed value of {le:?} for metric name {:?}",
+                s.labels.get_or_empty("__name__")
+            ));
+            buckets_of.push(None);
+            continue;
+        };
+        let mut key = s.labels.clone();
+        key.remove("le");
+        let next = groups.len();
+        let g = *group_ids.entry(key.clone()).or_insert_with(|| {
+            groups.push(key);
+            next
+        });
+        buckets_of.push(Some((upper, g)));
+    }
+    for (q, _) in qs {
+        if let Some(bad) = q.iter().find(|q| !(0.0..=1.0).contains(*q)) {
+            ev.annotations.warn(format!(
+                "quantile value should be between 0 and 1, got {}",
+                format_value(*bad)
+            ));
+        }
+    }
+    let mut out = Builder::default();
+    let mut buckets: Vec<Vec<(f64, f64)>> = vec![Vec::new(); groups.len()];
+    for (step, samples) in steps.iter().enumerate() {
+        if samples.is_empty() {
+            continue;
+        }
+        for (q, label) in qs {
+            for b in &mut buckets {
+                b.clear();
+            }
+            for &(i, v) in samples {
+                if let Some((upper, g)) = buckets_of[i] {
+                    buckets[g].push((upper, v));
+                }
+            }
+            for (g, b) in buckets.iter_mut().enumerate() {
+                if b.is_empty() {
+                    continue;
+                }
+                let (value, forced) = bucket_quantile(q[step], b);
+                if forced {
+                    ev.annotations.info(format!(
+                        "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}",
+                        groups[g].get_or_empty("__name__")
+                    ));
+                }
+                let mut labels = groups[g].clone();
+                if let Some((name, value)) = label {
+                    labels.set(name, value);
+                }
+                out.push(labels, true, grid.ts(step), value)?;
+            }
+        }
+    }
+    Ok(out.finish())
 }
 
 /// Parses a float the way Go's `strconv.ParseFloat` accepts it (close enough for `le`).

@@ -122,6 +122,7 @@ fn aggregate(name: &str, w: &[Point]) -> f64 {
         "last_over_time" => w[w.len() - 1].v,
         "first_over_time" => w[0].v,
         "present_over_time" => 1.0,
+        "mad_over_time" if w.iter().any(|p| p.v.is_nan()) => f64::NAN,
         "mad_over_time" => {
             let mut values: Vec<f64> = w.iter().map(|p| p.v).collect();
             let median = quantile(0.5, &mut values);

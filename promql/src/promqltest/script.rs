@@ -60,6 +60,8 @@ pub(crate) enum Command {
     Load {
         interval: i64,
         series: Vec<SeriesLine>,
+        /// `load_with_nhcb`: classic histograms are also loaded as native ones.
+        nhcb: bool,
     },
     Clear,
     Eval {
@@ -107,7 +109,11 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Command>, String> {
                 for (n, l) in block {
                     series.push(parse_series_line(l).map_err(|e| format!("line {n}: {e}"))?);
                 }
-                commands.push(Command::Load { interval, series });
+                commands.push(Command::Load {
+                    interval,
+                    series,
+                    nhcb: word == "load_with_nhcb",
+                });
             }
             w if w.starts_with("eval") => {
                 let line_no = i - block.len();
