@@ -7,6 +7,7 @@
 mod error;
 mod metrics;
 pub mod paths;
+mod prometheus;
 mod sql;
 
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub struct ApiConfig {
     pub max_result_rows: usize,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Samples one PromQL query may hold in memory (Prometheus' `query.max-samples`).
+    pub promql_max_samples: usize,
 }
 
 impl Default for ApiConfig {
@@ -48,6 +51,7 @@ impl Default for ApiConfig {
             query_memory_bytes: 1 << 30,
             max_result_rows: 1_000_000,
             max_body_bytes: 16 << 20,
+            promql_max_samples: 50_000_000,
         }
     }
 }
@@ -85,6 +89,7 @@ pub fn router(state: ApiState) -> Router {
         .route(paths::SQL, post(sql::handle))
         .route(paths::METRICS, get(metrics_text))
         .route(paths::HEALTH, get(health))
+        .merge(prometheus::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

@@ -140,7 +140,12 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, agg: &AggregateExpr, grid: &Grid) -> 
                 for &(i, v) in samples {
                     let offset = offsets[i];
                     if (ratio >= 0.0 && offset < ratio) || (ratio < 0.0 && offset >= 1.0 + ratio) {
-                        out.push(input[i].labels.clone(), input[i].drop_name, grid.ts(step), v)?;
+                        out.push(
+                            input[i].labels.clone(),
+                            input[i].drop_name,
+                            grid.ts(step),
+                            v,
+                        )?;
                     }
                 }
             }
@@ -160,7 +165,12 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, agg: &AggregateExpr, grid: &Grid) -> 
                 }
                 for (g, acc) in accs.iter().enumerate() {
                     if let Some(acc) = acc {
-                        out.push(groups[g].clone(), acc.drop_name, grid.ts(step), result(&op, acc))?;
+                        out.push(
+                            groups[g].clone(),
+                            acc.drop_name,
+                            grid.ts(step),
+                            result(&op, acc),
+                        )?;
                     }
                 }
             }
@@ -291,7 +301,12 @@ fn select_k(
             }
             group.truncate(k);
             for &(i, v) in group.iter() {
-                out.push(input[i].labels.clone(), input[i].drop_name, grid.ts(step), v)?;
+                out.push(
+                    input[i].labels.clone(),
+                    input[i].drop_name,
+                    grid.ts(step),
+                    v,
+                )?;
             }
         }
     }
@@ -321,7 +336,12 @@ fn order_asc_nan_last(a: f64, b: f64) -> std::cmp::Ordering {
 fn ratio_offset(labels: &Labels) -> f64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for (name, value) in labels.iter() {
-        for byte in name.bytes().chain([0xff]).chain(value.bytes()).chain([0xff]) {
+        for byte in name
+            .bytes()
+            .chain([0xff])
+            .chain(value.bytes())
+            .chain([0xff])
+        {
             hash ^= u64::from(byte);
             hash = hash.wrapping_mul(0x0100_0000_01b3);
         }

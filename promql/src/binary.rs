@@ -143,12 +143,22 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, expr: &BinaryExpr, grid: &Grid) -> Re
                 })
                 .collect(),
         )),
-        (Value::Vector(v), Value::Scalar(s)) => {
-            Ok(Value::Vector(vector_scalar(op, v, &s, false, return_bool, grid)))
-        }
-        (Value::Scalar(s), Value::Vector(v)) => {
-            Ok(Value::Vector(vector_scalar(op, v, &s, true, return_bool, grid)))
-        }
+        (Value::Vector(v), Value::Scalar(s)) => Ok(Value::Vector(vector_scalar(
+            op,
+            v,
+            &s,
+            false,
+            return_bool,
+            grid,
+        ))),
+        (Value::Scalar(s), Value::Vector(v)) => Ok(Value::Vector(vector_scalar(
+            op,
+            v,
+            &s,
+            true,
+            return_bool,
+            grid,
+        ))),
         (Value::Vector(l), Value::Vector(r)) => {
             let modifier = expr.modifier.as_ref();
             let (on, labels) = match modifier.and_then(|m| m.matching.as_ref()) {
@@ -330,8 +340,9 @@ fn vector_vector(
                 seen.insert(Labels::default());
             } else if !seen.insert(labels.clone()) {
                 return Err(Error::Execution {
-                    message: "multiple matches for labels: grouping labels must ensure unique matches"
-                        .into(),
+                    message:
+                        "multiple matches for labels: grouping labels must ensure unique matches"
+                            .into(),
                 });
             }
             let (lv, rv) = if one_to_many { (ov, mv) } else { (mv, ov) };

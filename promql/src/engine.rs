@@ -86,7 +86,10 @@ impl Engine {
         };
         let (value, annotations) = self.evaluate(&expr, grid, 0).await?;
         let value = match value {
-            Value::Scalar(v) => QueryValue::Scalar { t: time_ms, v: v[0] },
+            Value::Scalar(v) => QueryValue::Scalar {
+                t: time_ms,
+                v: v[0],
+            },
             Value::String(v) => QueryValue::String { t: time_ms, v },
             Value::Vector(series) => QueryValue::Vector(finish(series)?),
             Value::Matrix(series) => QueryValue::Matrix(finish(series)?),

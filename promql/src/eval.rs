@@ -396,7 +396,12 @@ impl<'a> Evaluator<'a> {
                     .map(|s| ESeries {
                         labels: s.labels.clone(),
                         drop_name: false,
-                        points: s.points.iter().copied().filter(|p| !is_stale(p.v)).collect(),
+                        points: s
+                            .points
+                            .iter()
+                            .copied()
+                            .filter(|p| !is_stale(p.v))
+                            .collect(),
                     })
                     .collect();
                 Ok(RangeArg {

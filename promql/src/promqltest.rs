@@ -275,13 +275,20 @@ fn matches_message(matcher: &Matcher, message: &str) -> bool {
     }
 }
 
-fn check_annotations(
-    expect: &Expectations,
-    result: &QueryResult,
-) -> Result<(), String> {
+fn check_annotations(expect: &Expectations, result: &QueryResult) -> Result<(), String> {
     let pairs = [
-        (&expect.warn, expect.no_warn, &result.annotations.warnings, "warning"),
-        (&expect.info, expect.no_info, &result.annotations.infos, "info"),
+        (
+            &expect.warn,
+            expect.no_warn,
+            &result.annotations.warnings,
+            "warning",
+        ),
+        (
+            &expect.info,
+            expect.no_info,
+            &result.annotations.infos,
+            "info",
+        ),
     ];
     for (wanted, none, got, kind) in pairs {
         if none && !got.is_empty() {
@@ -294,7 +301,9 @@ fn check_annotations(
                 _ => matches_message(&matcher, m),
             });
             if !found {
-                return Err(format!("expected a {kind} matching {matcher:?}, got {got:?}"));
+                return Err(format!(
+                    "expected a {kind} matching {matcher:?}, got {got:?}"
+                ));
             }
         }
     }
@@ -312,7 +321,10 @@ fn check(
             return if matches_message(matcher, &e.to_string()) {
                 Ok(())
             } else {
-                Err(format!("failed with {:?}, expected {matcher:?}", e.to_string()))
+                Err(format!(
+                    "failed with {:?}, expected {matcher:?}",
+                    e.to_string()
+                ))
             };
         }
         (Ok(_), Some(_)) => return Err("expected the query to fail, it succeeded".into()),
@@ -335,7 +347,12 @@ fn check(
         (QueryValue::Vector(series), _) => {
             let got: Vec<(Labels, Vec<Option<f64>>)> = series
                 .iter()
-                .map(|s| (s.labels.clone(), s.points.iter().map(|p| Some(p.v)).collect()))
+                .map(|s| {
+                    (
+                        s.labels.clone(),
+                        s.points.iter().map(|p| Some(p.v)).collect(),
+                    )
+                })
                 .collect();
             compare(&got, expected, expect.ordered)
         }
@@ -356,7 +373,12 @@ fn check(
         (QueryValue::Matrix(series), EvalKind::Instant { .. }) => {
             let got: Vec<(Labels, Vec<Option<f64>>)> = series
                 .iter()
-                .map(|s| (s.labels.clone(), s.points.iter().map(|p| Some(p.v)).collect()))
+                .map(|s| {
+                    (
+                        s.labels.clone(),
+                        s.points.iter().map(|p| Some(p.v)).collect(),
+                    )
+                })
                 .collect();
             compare(&got, expected, false)
         }
@@ -407,11 +429,14 @@ fn compare(
         expected_values.resize(values.len().max(expected_values.len()), None);
         let mut values = values.clone();
         values.resize(expected_values.len(), None);
-        let same = expected_values.iter().zip(&values).all(|(e, g)| match (e, g) {
-            (None, None) => true,
-            (Some(e), Some(g)) => almost_equal(*e, *g, EPSILON),
-            _ => false,
-        });
+        let same = expected_values
+            .iter()
+            .zip(&values)
+            .all(|(e, g)| match (e, g) {
+                (None, None) => true,
+                (Some(e), Some(g)) => almost_equal(*e, *g, EPSILON),
+                _ => false,
+            });
         if !same {
             return Err(format!(
                 "series {}: expected {expected_values:?}, got {values:?}",

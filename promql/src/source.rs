@@ -35,4 +35,25 @@ pub trait SeriesSource: Send + Sync + std::fmt::Debug {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<Labels>, SourceError>;
+
+    /// The values of label `name` (`__name__` for metric names) over the series that match
+    /// all `matchers` and have a sample in `[start_ms, end_ms]`, sorted, unique, without
+    /// the empty value. The default derives them from [`SeriesSource::series`].
+    async fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<String>, SourceError> {
+        let mut values: Vec<String> = self
+            .series(matchers, start_ms, end_ms)
+            .await?
+            .iter()
+            .filter_map(|labels| labels.get(name).map(str::to_owned))
+            .collect();
+        values.sort();
+        values.dedup();
+        Ok(values)
+    }
 }

@@ -48,12 +48,20 @@ pub(crate) fn sort_nan_first(values: &mut [f64]) {
 
 /// Go's `math.Max`: NaN if either is NaN.
 pub(crate) fn go_max(a: f64, b: f64) -> f64 {
-    if a.is_nan() || b.is_nan() { f64::NAN } else { a.max(b) }
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
 }
 
 /// Go's `math.Min`: NaN if either is NaN.
 pub(crate) fn go_min(a: f64, b: f64) -> f64 {
-    if a.is_nan() || b.is_nan() { f64::NAN } else { a.min(b) }
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.min(b)
+    }
 }
 
 /// Relative comparison with NaN equal to NaN (Prometheus' `almost.Equal`).

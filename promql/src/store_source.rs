@@ -85,7 +85,10 @@ impl StoreSource {
 }
 
 fn time_literal(ns: i64) -> Expr {
-    lit(ScalarValue::TimestampNanosecond(Some(ns), Some("UTC".into())))
+    lit(ScalarValue::TimestampNanosecond(
+        Some(ns),
+        Some("UTC".into()),
+    ))
 }
 
 /// The SQL predicate of one matcher on `column`, with NULL as the empty string.
@@ -239,5 +242,45 @@ impl SeriesSource for StoreSource {
             }
         }
         Ok(out)
+    }
+
+    async fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<String>, SourceError> {
+        let Some((frame, tags)) = self.filtered(matchers, start_ms, end_ms).await? else {
+            return Ok(Vec::new());
+        };
+        let column = if name == METRIC_NAME {
+            "metric"
+        } else if let Some(tag) = tags.iter().find(|t| *t == name) {
+            tag.as_str()
+        } else {
+            return Ok(Vec::new());
+        };
+        let batches = frame
+            .filter(ident(column).is_not_null())?
+            .select(vec![ident(column)])?
+            .distinct()?
+            .collect()
+            .await?;
+        let mut values = Vec::new();
+        for batch in &batches {
+            let strings = cast(batch.column(0), &DataType::Utf8)?;
+            let strings: &StringArray = strings.as_string();
+            values.extend(
+                strings
+                    .iter()
+                    .flatten()
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_owned),
+            );
+        }
+        values.sort();
+        values.dedup();
+        Ok(values)
     }
 }

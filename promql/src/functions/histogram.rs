@@ -9,11 +9,11 @@ use std::collections::HashMap;
 
 use promql_parser::parser::Expr;
 
-use crate::{BadQuerySnafu, Result};
 use crate::eval::ESeries;
 use crate::eval::{Builder, Evaluator, Grid, Value, by_step};
 use crate::stats::almost_equal;
 use crate::value::{Labels, format_value};
+use crate::{BadQuerySnafu, Result};
 
 /// Counts this close (relatively) are treated as equal when checking monotonicity.
 const SMALL_DELTA_TOLERANCE: f64 = 1e-12;
@@ -29,7 +29,12 @@ pub(super) fn call(
         "histogram_quantile" => {
             let q = ev.eval_scalar(args[0], grid)?;
             let series = ev.eval_vector(args[1], grid)?;
-            Ok(Some(Value::Vector(quantiles(ev, &series, &[(q, None)], grid)?)))
+            Ok(Some(Value::Vector(quantiles(
+                ev,
+                &series,
+                &[(q, None)],
+                grid,
+            )?)))
         }
         "histogram_quantiles" => {
             let series = ev.eval_vector(args[0], grid)?;

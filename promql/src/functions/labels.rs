@@ -26,7 +26,9 @@ pub(super) fn call(
             let src = ev.eval_string(args[3], grid)?;
             let pattern = ev.eval_string(args[4], grid)?;
             let regex = Regex::new(&format!("^(?s:{pattern})$")).map_err(|e| {
-                bad_arg(format!("invalid regular expression in label_replace(): {e}"))
+                bad_arg(format!(
+                    "invalid regular expression in label_replace(): {e}"
+                ))
             })?;
             check_label_name(&dst, name)?;
             let series = ev.eval_vector(args[0], grid)?;

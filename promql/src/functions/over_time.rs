@@ -20,13 +20,26 @@ pub(super) fn call(
     grid: &Grid,
 ) -> Result<Option<Value>> {
     match name {
-        "avg_over_time" | "min_over_time" | "max_over_time" | "sum_over_time"
-        | "count_over_time" | "stddev_over_time" | "stdvar_over_time" | "last_over_time"
-        | "first_over_time" | "present_over_time" | "mad_over_time" | "ts_of_max_over_time"
-        | "ts_of_min_over_time" | "ts_of_last_over_time" | "ts_of_first_over_time" => {
+        "avg_over_time"
+        | "min_over_time"
+        | "max_over_time"
+        | "sum_over_time"
+        | "count_over_time"
+        | "stddev_over_time"
+        | "stdvar_over_time"
+        | "last_over_time"
+        | "first_over_time"
+        | "present_over_time"
+        | "mad_over_time"
+        | "ts_of_max_over_time"
+        | "ts_of_min_over_time"
+        | "ts_of_last_over_time"
+        | "ts_of_first_over_time" => {
             let arg = ev.range_arg(args[0], grid)?;
             let keep_name = matches!(name, "last_over_time" | "first_over_time");
-            let out = over_windows(&arg, grid, keep_name, |w, _, _| Ok(Some(aggregate(name, w))))?;
+            let out = over_windows(&arg, grid, keep_name, |w, _, _| {
+                Ok(Some(aggregate(name, w)))
+            })?;
             Ok(Some(Value::Vector(out)))
         }
         "quantile_over_time" => {
@@ -67,7 +80,9 @@ pub(super) fn call(
                 }
                 if !(tf > 0.0 && tf < 1.0) {
                     return BadQuerySnafu {
-                        message: format!("invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}"),
+                        message: format!(
+                            "invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}"
+                        ),
                     }
                     .fail();
                 }
@@ -80,8 +95,7 @@ pub(super) fn call(
             let mut present = vec![false; grid.len()];
             for s in &arg.series {
                 for (i, p) in present.iter_mut().enumerate() {
-                    if !*p && !window(&s.points, arg.window_end(grid.ts(i)), arg.range).is_empty()
-                    {
+                    if !*p && !window(&s.points, arg.window_end(grid.ts(i)), arg.range).is_empty() {
                         *p = true;
                     }
                 }
@@ -103,12 +117,22 @@ pub(super) fn call(
 fn aggregate(name: &str, w: &[Point]) -> f64 {
     match name {
         "avg_over_time" => avg(w),
-        "min_over_time" => w.iter().skip(1).fold(w[0].v, |min, p| {
-            if p.v < min || min.is_nan() { p.v } else { min }
-        }),
-        "max_over_time" => w.iter().skip(1).fold(w[0].v, |max, p| {
-            if p.v > max || max.is_nan() { p.v } else { max }
-        }),
+        "min_over_time" => {
+            w.iter().skip(1).fold(
+                w[0].v,
+                |min, p| {
+                    if p.v < min || min.is_nan() { p.v } else { min }
+                },
+            )
+        }
+        "max_over_time" => {
+            w.iter().skip(1).fold(
+                w[0].v,
+                |max, p| {
+                    if p.v > max || max.is_nan() { p.v } else { max }
+                },
+            )
+        }
         "sum_over_time" => {
             let (mut sum, mut c) = (0.0, 0.0);
             for p in w {

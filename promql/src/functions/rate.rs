@@ -64,9 +64,7 @@ pub(super) fn call(
                 let (slope, intercept) = linear_regression(w, step.ts);
                 slope * duration[step.index] + intercept
             }),
-            "resets" => Some(
-                w.windows(2).filter(|p| p[1].v < p[0].v).count() as f64,
-            ),
+            "resets" => Some(w.windows(2).filter(|p| p[1].v < p[0].v).count() as f64),
             // changes
             _ => Some(
                 w.windows(2)

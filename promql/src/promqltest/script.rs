@@ -89,10 +89,7 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Command>, String> {
         }
         // The block: following indented, non-empty lines.
         let mut block = Vec::new();
-        while i < lines.len()
-            && !lines[i].trim().is_empty()
-            && lines[i].starts_with([' ', '\t'])
-        {
+        while i < lines.len() && !lines[i].trim().is_empty() && lines[i].starts_with([' ', '\t']) {
             let l = lines[i].trim();
             if !l.starts_with('#') {
                 block.push((i + 1, l));
@@ -100,7 +97,9 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Command>, String> {
             i += 1;
         }
         let at = |e: String| format!("line {}: {e}", i);
-        let (word, rest) = trimmed.split_once(char::is_whitespace).unwrap_or((trimmed, ""));
+        let (word, rest) = trimmed
+            .split_once(char::is_whitespace)
+            .unwrap_or((trimmed, ""));
         match word {
             "clear" => commands.push(Command::Clear),
             "load" | "load_with_nhcb" => {
@@ -133,7 +132,8 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Command>, String> {
                     text.push('\n');
                     text.push_str(l);
                     if let Some(e) = l.strip_prefix("expect ") {
-                        parse_expect(e.trim(), &mut expect).map_err(|e| format!("line {n}: {e}"))?;
+                        parse_expect(e.trim(), &mut expect)
+                            .map_err(|e| format!("line {n}: {e}"))?;
                     } else if let Ok(v) = parse_number(l) {
                         expected.push(Expected::Scalar(v));
                     } else {
@@ -223,13 +223,19 @@ pub(crate) fn parse_duration(text: &str) -> Result<i64, String> {
         return Err("empty duration".into());
     }
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(format!("bad duration {text:?}"));
         }
-        let n: i64 = rest[..digits].parse().map_err(|_| format!("bad duration {text:?}"))?;
+        let n: i64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("bad duration {text:?}"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = match &rest[..unit_len] {
             "ms" => 1,
             "s" => 1000,
@@ -354,7 +360,9 @@ pub(crate) fn unquote(text: &str) -> Result<(String, usize), String> {
                         'u' => 4,
                         _ => 8,
                     };
-                    let hex: String = (0..n).filter_map(|_| chars.next().map(|(_, c)| c)).collect();
+                    let hex: String = (0..n)
+                        .filter_map(|_| chars.next().map(|(_, c)| c))
+                        .collect();
                     let code = u32::from_str_radix(&hex, 16).map_err(|_| "bad escape")?;
                     out.push(char::from_u32(code).ok_or("bad escape")?);
                 }
@@ -392,7 +400,9 @@ pub(crate) fn parse_items(text: &str) -> Result<Vec<Item>, String> {
                     break;
                 }
             }
-            end + rest[end..].find(char::is_whitespace).unwrap_or(rest.len() - end)
+            end + rest[end..]
+                .find(char::is_whitespace)
+                .unwrap_or(rest.len() - end)
         } else {
             rest.find(char::is_whitespace).unwrap_or(rest.len())
         };
@@ -411,7 +421,9 @@ fn parse_item(token: &str) -> Result<Vec<Item>, String> {
         return Ok(vec![Item::Histogram; repeat.map_or(1, |n| n + 1)]);
     }
     let (base, times) = match token.rsplit_once('x') {
-        Some((base, n)) if !base.is_empty() && n.chars().all(|c| c.is_ascii_digit()) && !n.is_empty() => {
+        Some((base, n))
+            if !base.is_empty() && n.chars().all(|c| c.is_ascii_digit()) && !n.is_empty() =>
+        {
             (base, Some(n.parse::<usize>().map_err(|_| "bad repeat")?))
         }
         _ => (token, None),
@@ -424,9 +436,8 @@ fn parse_item(token: &str) -> Result<Vec<Item>, String> {
     };
     // `a`, `a+b` or `a-b`: split at a sign that is not the leading one nor an exponent's.
     let bytes = base.as_bytes();
-    let split = (1..bytes.len()).find(|&i| {
-        matches!(bytes[i], b'+' | b'-') && !matches!(bytes[i - 1], b'e' | b'E')
-    });
+    let split = (1..bytes.len())
+        .find(|&i| matches!(bytes[i], b'+' | b'-') && !matches!(bytes[i - 1], b'e' | b'E'));
     let (start, increment) = match split {
         Some(i) => (parse_number(&base[..i])?, parse_number(&base[i..])?),
         None => (parse_number(base)?, 0.0),
