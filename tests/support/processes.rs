@@ -31,6 +31,8 @@ pub(crate) fn agent() -> ureq::Agent {
 pub(crate) struct Process {
     child: Child,
     pub(crate) port: u16,
+    /// The MQTT port, for `exawatch up` (0 otherwise).
+    pub(crate) mqtt: u16,
     log: PathBuf,
     pub(crate) agent: ureq::Agent,
 }
@@ -46,6 +48,7 @@ impl Process {
         let mut process = Self {
             child,
             port,
+            mqtt: 0,
             log,
             agent: agent(),
         };
@@ -85,12 +88,14 @@ impl Process {
             ])
             .args(["--http-port", &http.to_string()])
             .args(["--mqtt-port", &mqtt.to_string()]);
-        Self::start(
+        let mut process = Self::start(
             command,
             http,
             data_dir.with_extension(format!("{http}.log")),
             "/health",
-        )
+        );
+        process.mqtt = mqtt;
+        process
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
