@@ -67,8 +67,9 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, agg: &AggregateExpr, grid: &Grid) -> 
                     continue;
                 }
                 if !(0.0..=1.0).contains(&q) {
+                    let position = ev.position(param);
                     ev.annotations.warn(format!(
-                        "quantile value should be between 0 and 1, got {}",
+                        "quantile value should be between 0 and 1, got {}{position}",
                         format_value(q)
                     ));
                 }
@@ -130,8 +131,9 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, agg: &AggregateExpr, grid: &Grid) -> 
                 }
                 if !(-1.0..=1.0).contains(&ratio) {
                     let capped = ratio.clamp(-1.0, 1.0);
+                    let position = ev.position(param);
                     ev.annotations.warn(format!(
-                        "ratio value should be between -1 and 1, got {}, capping to {}",
+                        "ratio value should be between -1 and 1, got {}, capping to {}{position}",
                         format_value(ratio),
                         format_value(capped)
                     ));

@@ -84,7 +84,7 @@ impl Engine {
             end: time_ms,
             interval: 1,
         };
-        let (value, annotations) = self.evaluate(&expr, grid, 0).await?;
+        let (value, annotations) = self.evaluate(query, &expr, grid, 0).await?;
         let value = match value {
             Value::Scalar(v) => QueryValue::Scalar {
                 t: time_ms,
@@ -144,7 +144,7 @@ impl Engine {
             end: end_ms,
             interval: step_ms,
         };
-        let (value, annotations) = self.evaluate(&expr, grid, step_ms).await?;
+        let (value, annotations) = self.evaluate(query, &expr, grid, step_ms).await?;
         let mut series = match value {
             Value::Scalar(values) => vec![Series {
                 labels: Labels::default(),
@@ -171,6 +171,7 @@ impl Engine {
 
     async fn evaluate(
         &self,
+        query: &str,
         expr: &Expr,
         grid: Grid,
         step_ms: i64,
@@ -201,7 +202,7 @@ impl Engine {
             );
             data.insert(key, series);
         }
-        let mut evaluator = Evaluator::new(&data, settings);
+        let mut evaluator = Evaluator::new(&data, query, settings);
         let value = evaluator.eval(expr, &grid)?;
         Ok((value, evaluator.annotations))
     }

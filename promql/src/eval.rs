@@ -175,6 +175,8 @@ pub(crate) struct Settings {
 #[derive(Debug)]
 pub(crate) struct Evaluator<'a> {
     pub(crate) data: &'a HashMap<String, Vec<Series>>,
+    /// The query text, to point annotations at the expression they concern.
+    query: &'a str,
     pub(crate) settings: Settings,
     pub(crate) annotations: Annotations,
     samples: usize,
@@ -241,13 +243,36 @@ pub(crate) fn subquery_grid(sq: &SubqueryExpr, outer: &Grid, settings: &Settings
 }
 
 impl<'a> Evaluator<'a> {
-    pub(crate) fn new(data: &'a HashMap<String, Vec<Series>>, settings: Settings) -> Self {
+    pub(crate) fn new(
+        data: &'a HashMap<String, Vec<Series>>,
+        query: &'a str,
+        settings: Settings,
+    ) -> Self {
         Self {
             data,
+            query,
             settings,
             annotations: Annotations::default(),
             samples: 0,
         }
+    }
+
+    /// Where `expr` is in the query, as Prometheus appends it to annotations: ` (line:column)`.
+    /// The parser keeps no positions, so this finds the expression's text in the query (its
+    /// first occurrence); empty when the text was written differently.
+    pub(crate) fn position(&self, expr: &Expr) -> String {
+        let text = expr.to_string();
+        let Some(offset) = self.query.find(&text).or_else(|| {
+            self.query
+                .to_ascii_lowercase()
+                .find(&text.to_ascii_lowercase())
+        }) else {
+            return String::new();
+        };
+        let before = &self.query[..offset];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
+        format!(" ({line}:{column})")
     }
 
     /// Counts `n` more samples held in memory and refuses when past the limit.

@@ -296,10 +296,7 @@ fn check_annotations(expect: &Expectations, result: &QueryResult) -> Result<(), 
         }
         if let Some(matcher) = wanted {
             let matcher = matcher.clone().unwrap_or(Matcher::Any);
-            let found = got.iter().any(|m| match &matcher {
-                Matcher::Regex(_) => matches_message(&matcher, m),
-                _ => matches_message(&matcher, m),
-            });
+            let found = got.iter().any(|m| matches_message(&matcher, m));
             if !found {
                 return Err(format!(
                     "expected a {kind} matching {matcher:?}, got {got:?}"

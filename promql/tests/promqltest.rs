@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 
 /// Evals that pass today; raise it when more pass, never lower it.
-const MIN_PASSED: usize = 848;
+const MIN_PASSED: usize = 852;
 
 /// Evals outside native histograms that fail today, each listed with its reason in
 /// `promql/README.md`; lower it when one is fixed, never raise it.
-const MAX_FAILED: usize = 5;
+const MAX_FAILED: usize = 1;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_test_files_pass() {

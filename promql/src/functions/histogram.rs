@@ -29,10 +29,12 @@ pub(super) fn call(
         "histogram_quantile" => {
             let q = ev.eval_scalar(args[0], grid)?;
             let series = ev.eval_vector(args[1], grid)?;
+            let positions = (ev.position(args[0]), ev.position(args[1]));
             Ok(Some(Value::Vector(quantiles(
                 ev,
                 &series,
                 &[(q, None)],
+                &positions,
                 grid,
             )?)))
         }
@@ -47,13 +49,16 @@ pub(super) fn call(
                 }
                 .fail();
             }
+            let positions = (ev.position(args[2]), ev.position(args[0]));
             let mut qs = Vec::new();
             for arg in &args[2..] {
                 let q = ev.eval_scalar(arg, grid)?;
                 let name = quantile_label(q[0]);
                 qs.push((q, Some((label.clone(), name))));
             }
-            Ok(Some(Value::Vector(quantiles(ev, &series, &qs, grid)?)))
+            Ok(Some(Value::Vector(quantiles(
+                ev, &series, &qs, &positions, grid,
+            )?)))
         }
         "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
         | "histogram_stdvar" => {
@@ -78,12 +83,16 @@ fn quantile_label(q: f64) -> String {
     }
 }
 
+/// A quantile per step, and the label `(name, value)` its outputs get, if any.
+type QuantileSpec = (Vec<f64>, Option<(String, String)>);
+
 /// Quantiles of the classic histograms in `series` (grouped by labels without `le`), one
 /// output per quantile given; a quantile may add a label `(name, value)` to its outputs.
 fn quantiles(
     ev: &mut Evaluator<'_>,
     series: &[ESeries],
-    qs: &[(Vec<f64>, Option<(String, String)>)],
+    qs: &[QuantileSpec],
+    (q_position, vector_position): &(String, String),
     grid: &Grid,
 ) -> Result<Vec<ESeries>> {
     let steps = by_step(series, grid);
@@ -95,7 +104,7 @@ fn quantiles(
         let le = s.labels.get_or_empty("le");
         let Ok(upper) = parse_go_float(le) else {
             ev.annotations.warn(format!(
-                "bucket label \"le\" is missing or has a malformed value of {le:?} for metric name {:?}",
+                "bucket label \"le\" is missing or has a malformed value of {le:?} for metric name {:?}{vector_position}",
                 s.labels.get_or_empty("__name__")
             ));
             buckets_of.push(None);
@@ -113,7 +122,7 @@ fn quantiles(
     for (q, _) in qs {
         if let Some(bad) = q.iter().find(|q| !(0.0..=1.0).contains(*q)) {
             ev.annotations.warn(format!(
-                "quantile value should be between 0 and 1, got {}",
+                "quantile value should be between 0 and 1, got {}{q_position}",
                 format_value(*bad)
             ));
         }
@@ -140,7 +149,7 @@ fn quantiles(
                 let (value, forced) = bucket_quantile(q[step], b);
                 if forced {
                     ev.annotations.info(format!(
-                        "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}",
+                        "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}{vector_position}",
                         groups[g].get_or_empty("__name__")
                     ));
                 }
@@ -168,7 +177,7 @@ fn parse_go_float(s: &str) -> Result<f64, std::num::ParseFloatError> {
 
 /// The `q` quantile of cumulative buckets `(upper bound, count)`, and whether the counts had
 /// to be made monotonic.
-fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> (f64, bool) {
+fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> (f64, bool) {
     if q.is_nan() {
         return (f64::NAN, false);
     }

@@ -57,8 +57,9 @@ pub(super) fn call(
                 Ok(Some(quantile(q, &mut values)))
             })?;
             if let Some(q) = warned {
+                let position = ev.position(args[0]);
                 ev.annotations.warn(format!(
-                    "quantile value should be between 0 and 1, got {}",
+                    "quantile value should be between 0 and 1, got {}{position}",
                     format_value(q)
                 ));
             }

@@ -73,9 +73,10 @@ pub(super) fn call(
             ),
         })
     })?;
+    let position = ev.position(args[0]);
     for metric in non_counters {
         ev.annotations.info(format!(
-            "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}"
+            "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}{position}"
         ));
     }
     Ok(Some(Value::Vector(out)))

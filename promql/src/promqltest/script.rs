@@ -68,7 +68,7 @@ pub(crate) enum Command {
         line: usize,
         kind: EvalKind,
         expr: String,
-        expect: Expectations,
+        expect: Box<Expectations>,
         expected: Vec<Expected>,
         /// The raw text of the block, to spot native histograms.
         text: String,
@@ -146,7 +146,7 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Command>, String> {
                     line: line_no,
                     kind,
                     expr,
-                    expect,
+                    expect: Box::new(expect),
                     expected,
                     text,
                 });
