@@ -324,11 +324,11 @@ const QUERIES: &[&str] = &[
     "1 - avg by (node) (rate(node_cpu_seconds_total{mode=\"idle\"}[5m])) / 10",
 ];
 
-/// A result as comparable data: series → points.
-fn normalise(
-    query: &str,
-    body: &Value,
-) -> Result<(String, BTreeMap<String, Vec<(String, String)>>), String> {
+/// Series (labels printed) → points `(time, value)` as the API wrote them.
+type Points = BTreeMap<String, Vec<(String, String)>>;
+
+/// A result as comparable data: its type and its series.
+fn normalise(query: &str, body: &Value) -> Result<(String, Points), String> {
     if body["status"] != "success" {
         return Ok((format!("error:{}", body["errorType"]), BTreeMap::new()));
     }
