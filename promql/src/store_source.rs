@@ -91,13 +91,10 @@ fn time_literal(ns: i64) -> Expr {
     ))
 }
 
-/// The SQL predicate of one matcher on `column`, with NULL as the empty string.
+/// The SQL predicate of one matcher on `column`, with NULL as the empty string: when the
+/// matcher accepts `""`, rows without the label (NULL) match too.
 fn predicate(column: &str, matcher: &Matcher) -> Expr {
     let c = || ident(column);
-    let matches_empty = matcher.is_match("");
-    let value = matcher.value.as_str();
-    let absent_or_empty = || c().is_null().or(c().eq(lit("")));
-    let present = || c().is_not_null().and(c().not_eq(lit("")));
     let regex = |re: &regex::Regex, op: Operator| {
         Expr::BinaryExpr(BinaryExpr::new(
             Box::new(cast_expr(c(), DataType::Utf8)),
@@ -105,15 +102,18 @@ fn predicate(column: &str, matcher: &Matcher) -> Expr {
             Box::new(lit(re.as_str().to_owned())),
         ))
     };
-    match &matcher.op {
-        MatchOp::Equal if value.is_empty() => absent_or_empty(),
+    let value = matcher.value.as_str();
+    let compare = match &matcher.op {
         MatchOp::Equal => c().eq(lit(value)),
-        MatchOp::NotEqual if value.is_empty() => present(),
-        MatchOp::NotEqual => c().is_null().or(c().not_eq(lit(value))),
-        MatchOp::Re(re) if matches_empty => absent_or_empty().or(regex(re, Operator::RegexMatch)),
+        MatchOp::NotEqual => c().not_eq(lit(value)),
         MatchOp::Re(re) => regex(re, Operator::RegexMatch),
-        MatchOp::NotRe(re) if matches_empty => present().and(regex(re, Operator::RegexNotMatch)),
-        MatchOp::NotRe(re) => c().is_null().or(regex(re, Operator::RegexNotMatch)),
+        MatchOp::NotRe(re) => regex(re, Operator::RegexNotMatch),
+    };
+    if matcher.is_match("") {
+        c().is_null().or(compare)
+    } else {
+        // NULL compares as NULL, which the filter drops.
+        compare
     }
 }
 
@@ -284,3 +284,6 @@ impl SeriesSource for StoreSource {
         Ok(values)
     }
 }
+
+#[cfg(test)]
+mod tests;
