@@ -71,11 +71,6 @@ impl Engine {
         Self { source, options }
     }
 
-    /// The source this engine reads.
-    pub fn source(&self) -> &Arc<dyn SeriesSource> {
-        &self.source
-    }
-
     /// Evaluates `query` at `time_ms`.
     pub async fn instant(&self, query: &str, time_ms: i64) -> Result<QueryResult> {
         let expr = parse(query)?;

@@ -5,18 +5,18 @@
 //! every selector and the time range it needs (lookback, ranges, offsets, `@`, subqueries),
 //! read each selector once from the source (the store pushes the metric name, the label
 //! matchers and the time range down into one DataFusion scan), then evaluate the expression
-//! in memory over the grid of evaluation times ([`eval`]): selectors, [`binary`] operators,
-//! [`aggregate`]ions and [`functions`]. [`promqltest`] runs Prometheus' own test files
-//! against this engine over a real store.
+//! in memory over the grid of evaluation times (`eval`): selectors, `binary` operators,
+//! `aggregate`ions and `functions`. [`promqltest`] runs Prometheus' own test files against
+//! this engine over a real store.
 //!
 //! Semantics follow <https://prometheus.io/docs/prometheus/latest/querying/basics/>: 5 m
 //! lookback, staleness markers, left-open range windows, delayed `__name__` removal.
 
-pub mod aggregate;
-pub mod binary;
+mod aggregate;
+mod binary;
 mod engine;
-pub mod eval;
-pub mod functions;
+mod eval;
+mod functions;
 pub mod promqltest;
 mod source;
 mod stats;

@@ -75,6 +75,11 @@ impl Process {
 
     /// `exawatch up` on `data_dir`, no local collector, on free loopback ports.
     pub(crate) fn exawatch(data_dir: &Path) -> Self {
+        Self::exawatch_with(data_dir, &[])
+    }
+
+    /// `exawatch up` as [`Process::exawatch`], with `extra` arguments.
+    pub(crate) fn exawatch_with(data_dir: &Path, extra: &[&str]) -> Self {
         let (http, mqtt) = (free_port(), free_port());
         let mut command = Command::new(EXAWATCH);
         command
@@ -87,7 +92,8 @@ impl Process {
                 "broker.listen=127.0.0.1:0",
             ])
             .args(["--http-port", &http.to_string()])
-            .args(["--mqtt-port", &mqtt.to_string()]);
+            .args(["--mqtt-port", &mqtt.to_string()])
+            .args(extra);
         let mut process = Self::start(
             command,
             http,
