@@ -78,6 +78,7 @@ impl From<PromError> for PromApiError {
         let kind = match &error {
             PromError::Parse { .. } | PromError::BadQuery { .. } => "bad_data",
             PromError::Execution { .. } | PromError::Limit { .. } => "execution",
+            PromError::Timeout => "timeout",
             PromError::Source { .. } => "internal",
         };
         Self {
@@ -254,23 +255,20 @@ pub(crate) fn parse_duration(text: &str) -> Option<i64> {
     (!text.is_empty()).then_some(total)
 }
 
-fn engine(state: &ApiState) -> Engine {
+fn engine(state: &ApiState, params: &Params) -> ApiResult<Engine> {
     let source = StoreSource::new(state.store.clone(), state.config.query_memory_bytes);
-    Engine::new(
+    Ok(Engine::new(
         Arc::new(source),
         EngineOptions {
             max_samples: state.config.promql_max_samples,
+            timeout: Some(time_limit(state, params)?),
             ..EngineOptions::default()
         },
-    )
+    ))
 }
 
-/// Runs `work` within the query timeout (the request's `timeout`, capped by the server's).
-async fn bounded<T>(
-    state: &ApiState,
-    params: &Params,
-    work: impl std::future::Future<Output = ApiResult<T>>,
-) -> ApiResult<T> {
+/// The time a request may take: the request's `timeout`, capped by the server's.
+fn time_limit(state: &ApiState, params: &Params) -> ApiResult<Duration> {
     let mut limit = Duration::from_secs_f64(state.config.query_timeout_secs);
     if let Some(text) = params.get("timeout") {
         let ms = parse_duration(text).filter(|ms| *ms > 0).ok_or_else(|| {
@@ -278,15 +276,29 @@ async fn bounded<T>(
         })?;
         limit = limit.min(Duration::from_millis(ms as u64));
     }
+    Ok(limit)
+}
+
+/// Runs `work` within the request's time limit.
+async fn bounded<T>(
+    state: &ApiState,
+    params: &Params,
+    work: impl std::future::Future<Output = ApiResult<T>>,
+) -> ApiResult<T> {
+    let limit = time_limit(state, params)?;
     tokio::time::timeout(limit, work)
         .await
-        .map_err(|_| PromApiError {
-            kind: "timeout",
-            message: format!(
-                "query timed out in expression evaluation (after {:.3} s)",
-                limit.as_secs_f64()
-            ),
-        })?
+        .map_err(|_| timed_out(limit))?
+}
+
+fn timed_out(limit: Duration) -> PromApiError {
+    PromApiError {
+        kind: "timeout",
+        message: format!(
+            "query timed out in expression evaluation (after {:.3} s)",
+            limit.as_secs_f64()
+        ),
+    }
 }
 
 /// Records the outcome in the API meters and turns it into a response.
@@ -321,7 +333,7 @@ async fn query(
             .ok_or_else(|| PromApiError::bad_data("invalid parameter \"query\": missing"))?;
         let time = params.time("time")?.unwrap_or_else(now_ms);
         let result = bounded(&state, &params, async {
-            Ok(engine(&state).instant(query, time).await?)
+            Ok(engine(&state, &params)?.instant(query, time).await?)
         })
         .await?;
         Ok(encode_result(&result))
@@ -366,7 +378,9 @@ async fn query_range(
             ));
         }
         let result = bounded(&state, &params, async {
-            Ok(engine(&state).range(query, start, end, step).await?)
+            Ok(engine(&state, &params)?
+                .range(query, start, end, step)
+                .await?)
         })
         .await?;
         Ok(encode_result(&result))

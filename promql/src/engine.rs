@@ -28,6 +28,8 @@ pub struct EngineOptions {
     pub max_samples: usize,
     /// Points per series a range query may return (Prometheus: 11 000).
     pub max_points_per_series: i64,
+    /// How long a query may run (reading and evaluating); `None`: unbounded.
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl Default for EngineOptions {
@@ -37,6 +39,7 @@ impl Default for EngineOptions {
             subquery_step_ms: 60 * 1000,
             max_samples: 50_000_000,
             max_points_per_series: 11_000,
+            timeout: None,
         }
     }
 }
@@ -171,6 +174,7 @@ impl Engine {
         grid: Grid,
         step_ms: i64,
     ) -> Result<(Value, Annotations)> {
+        let deadline = self.options.timeout.map(|t| std::time::Instant::now() + t);
         let settings = Settings {
             query_start: grid.start,
             query_end: grid.end,
@@ -178,6 +182,7 @@ impl Engine {
             lookback: self.options.lookback_ms,
             subquery_step: self.options.subquery_step_ms,
             max_samples: self.options.max_samples,
+            deadline,
         };
         let mut needs = HashMap::new();
         plan(expr, grid.start, grid.end, &settings, &mut needs);
@@ -197,9 +202,17 @@ impl Engine {
             );
             data.insert(key, series);
         }
-        let mut evaluator = Evaluator::new(&data, query, settings);
-        let value = evaluator.eval(expr, &grid)?;
-        Ok((value, evaluator.annotations))
+        // Evaluation is CPU work: keep it off the async workers.
+        let (expr, query) = (expr.clone(), query.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let mut evaluator = Evaluator::new(&data, &query, settings);
+            let value = evaluator.eval(&expr, &grid)?;
+            Ok((value, evaluator.annotations))
+        })
+        .await
+        .map_err(|e| Error::Execution {
+            message: format!("evaluation failed: {e}"),
+        })?
     }
 
     /// Reads one selector's series (the union over its `or` groups), sorted by labels.

@@ -169,6 +169,8 @@ pub(crate) struct Settings {
     pub(crate) lookback: i64,
     pub(crate) subquery_step: i64,
     pub(crate) max_samples: usize,
+    /// Evaluation stops with [`Error::Timeout`] past this instant.
+    pub(crate) deadline: Option<std::time::Instant>,
 }
 
 /// Evaluates expressions against data fetched up front.
@@ -277,6 +279,7 @@ impl<'a> Evaluator<'a> {
 
     /// Counts `n` more samples held in memory and refuses when past the limit.
     pub(crate) fn account(&mut self, n: usize) -> Result<()> {
+        self.check_deadline()?;
         self.samples += n;
         ensure!(
             self.samples <= self.settings.max_samples,
@@ -290,8 +293,17 @@ impl<'a> Evaluator<'a> {
         Ok(())
     }
 
+    /// Fails once the query's deadline has passed.
+    pub(crate) fn check_deadline(&self) -> Result<()> {
+        match self.settings.deadline {
+            Some(deadline) if std::time::Instant::now() > deadline => crate::TimeoutSnafu.fail(),
+            _ => Ok(()),
+        }
+    }
+
     /// Evaluates `expr` over `grid`.
     pub(crate) fn eval(&mut self, expr: &Expr, grid: &Grid) -> Result<Value> {
+        self.check_deadline()?;
         let value = match expr {
             Expr::NumberLiteral(n) => Value::Scalar(vec![n.val; grid.len()]),
             Expr::StringLiteral(s) => Value::String(s.val.clone()),

@@ -242,15 +242,20 @@ fn timestamp(ev: &mut Evaluator<'_>, arg: &Expr, grid: &Grid) -> Result<Vec<ESer
 }
 
 /// Applies `f` to every window of a range argument: one output point per series and step
-/// where `f` gives a value. Keeps the metric name only if `keep_name`.
+/// where `f` gives a value. Keeps the metric name only if `keep_name`; stops past
+/// `deadline`.
 pub(crate) fn over_windows(
     arg: &RangeArg,
     grid: &Grid,
     keep_name: bool,
+    deadline: Option<std::time::Instant>,
     mut f: impl FnMut(&[Point], &Step, &ESeries) -> Result<Option<f64>>,
 ) -> Result<Vec<ESeries>> {
     let mut out = Vec::with_capacity(arg.series.len());
     for s in &arg.series {
+        if deadline.is_some_and(|d| std::time::Instant::now() > d) {
+            return crate::TimeoutSnafu.fail();
+        }
         let mut points = Vec::new();
         for i in 0..grid.len() {
             let ts = grid.ts(i);

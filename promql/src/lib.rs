@@ -63,6 +63,9 @@ pub enum Error {
         /// The source's error.
         message: String,
     },
+    /// The query ran past its time limit.
+    #[snafu(display("query timed out in expression evaluation"))]
+    Timeout,
     /// The query needs more than a limit allows.
     #[snafu(display("{message}"))]
     Limit {

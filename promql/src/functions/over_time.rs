@@ -37,7 +37,7 @@ pub(super) fn call(
         | "ts_of_first_over_time" => {
             let arg = ev.range_arg(args[0], grid)?;
             let keep_name = matches!(name, "last_over_time" | "first_over_time");
-            let out = over_windows(&arg, grid, keep_name, |w, _, _| {
+            let out = over_windows(&arg, grid, keep_name, ev.settings.deadline, |w, _, _| {
                 Ok(Some(aggregate(name, w)))
             })?;
             Ok(Some(Value::Vector(out)))
@@ -47,7 +47,7 @@ pub(super) fn call(
             let arg = ev.range_arg(args[1], grid)?;
             let mut warned = None;
             let mut values = Vec::new();
-            let out = over_windows(&arg, grid, false, |w, step, _| {
+            let out = over_windows(&arg, grid, false, ev.settings.deadline, |w, step, _| {
                 let q = q[step.index];
                 if !(0.0..=1.0).contains(&q) {
                     warned = Some(q);
@@ -69,7 +69,7 @@ pub(super) fn call(
             let arg = ev.range_arg(args[0], grid)?;
             let sf = ev.eval_scalar(args[1], grid)?;
             let tf = ev.eval_scalar(args[2], grid)?;
-            let out = over_windows(&arg, grid, false, |w, step, _| {
+            let out = over_windows(&arg, grid, false, ev.settings.deadline, |w, step, _| {
                 let (sf, tf) = (sf[step.index], tf[step.index]);
                 if !(sf > 0.0 && sf < 1.0) {
                     return BadQuerySnafu {

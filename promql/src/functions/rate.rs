@@ -42,37 +42,43 @@ pub(super) fn call(
     };
     let is_matrix_selector = arg.selector.is_some();
     let mut non_counters = Vec::new();
-    let out = over_windows(&arg, grid, false, |w, step, series| {
-        Ok(match name {
-            "rate" | "increase" => {
-                if is_matrix_selector
-                    && let Some(metric) = series.labels.metric_name()
-                    && !["_total", "_sum", "_count", "_bucket"]
-                        .iter()
-                        .any(|s| metric.ends_with(s))
-                    && !non_counters.iter().any(|m: &String| m == metric)
-                {
-                    non_counters.push(metric.to_owned());
+    let out = over_windows(
+        &arg,
+        grid,
+        false,
+        ev.settings.deadline,
+        |w, step, series| {
+            Ok(match name {
+                "rate" | "increase" => {
+                    if is_matrix_selector
+                        && let Some(metric) = series.labels.metric_name()
+                        && !["_total", "_sum", "_count", "_bucket"]
+                            .iter()
+                            .any(|s| metric.ends_with(s))
+                        && !non_counters.iter().any(|m: &String| m == metric)
+                    {
+                        non_counters.push(metric.to_owned());
+                    }
+                    extrapolated_rate(w, step, true, name == "rate")
                 }
-                extrapolated_rate(w, step, true, name == "rate")
-            }
-            "delta" => extrapolated_rate(w, step, false, false),
-            "irate" => instant_value(w, true),
-            "idelta" => instant_value(w, false),
-            "deriv" => (w.len() >= 2).then(|| linear_regression(w, w[0].t).0),
-            "predict_linear" => (w.len() >= 2).then(|| {
-                let (slope, intercept) = linear_regression(w, step.ts);
-                slope * duration[step.index] + intercept
-            }),
-            "resets" => Some(w.windows(2).filter(|p| p[1].v < p[0].v).count() as f64),
-            // changes
-            _ => Some(
-                w.windows(2)
-                    .filter(|p| !(p[1].v == p[0].v || (p[1].v.is_nan() && p[0].v.is_nan())))
-                    .count() as f64,
-            ),
-        })
-    })?;
+                "delta" => extrapolated_rate(w, step, false, false),
+                "irate" => instant_value(w, true),
+                "idelta" => instant_value(w, false),
+                "deriv" => (w.len() >= 2).then(|| linear_regression(w, w[0].t).0),
+                "predict_linear" => (w.len() >= 2).then(|| {
+                    let (slope, intercept) = linear_regression(w, step.ts);
+                    slope * duration[step.index] + intercept
+                }),
+                "resets" => Some(w.windows(2).filter(|p| p[1].v < p[0].v).count() as f64),
+                // changes
+                _ => Some(
+                    w.windows(2)
+                        .filter(|p| !(p[1].v == p[0].v || (p[1].v.is_nan() && p[0].v.is_nan())))
+                        .count() as f64,
+                ),
+            })
+        },
+    )?;
     let position = ev.position(args[0]);
     for metric in non_counters {
         ev.annotations.info(format!(
