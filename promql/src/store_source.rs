@@ -165,7 +165,12 @@ impl SeriesSource for StoreSource {
         let Some((frame, tags)) = self.filtered(matchers, start_ms, end_ms).await? else {
             return Ok(Vec::new());
         };
-        let batches = frame.collect().await?;
+        let columns: Vec<Expr> = ["time", "value", "metric"]
+            .into_iter()
+            .chain(tags.iter().map(String::as_str))
+            .map(ident)
+            .collect();
+        let batches = frame.select(columns)?.collect().await?;
         let mut index: HashMap<String, usize> = HashMap::new();
         let mut series: Vec<Series> = Vec::new();
         let mut key = String::new();
