@@ -199,6 +199,8 @@ fn grafana_requests_get_prometheus_answers() {
     assert!(body["warnings"].is_array(), "{body}");
     let (_, body) = server.get("/api/v1/metadata", &[]);
     assert!(body["data"]["power"].is_array(), "{body}");
+    let (status, body) = server.get("/api/v1/query_exemplars", &[("query", "power")]);
+    assert_eq!((status, body["data"].clone()), (200, json!([])));
 }
 
 #[test]

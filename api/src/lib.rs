@@ -1,4 +1,5 @@
-//! The exawatch HTTP API (axum): `POST /api/v1/sql`, `/metrics`, `/health`.
+//! The exawatch HTTP API (axum): `POST /api/v1/sql`, Prometheus' query API (`/api/v1/query`,
+//! `/api/v1/query_range`, labels, series, metadata), `/metrics`, `/health`.
 //!
 //! Data flow: a handler parses the request once, runs it against the [`Store`] through a
 //! fresh, read-only, memory- and time-bounded DataFusion session ([`sql`]), and encodes the

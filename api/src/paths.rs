@@ -20,3 +20,5 @@ pub const PROM_SERIES: &str = "/api/v1/series";
 pub const PROM_METADATA: &str = "/api/v1/metadata";
 /// Build information (Grafana reads the version).
 pub const PROM_BUILDINFO: &str = "/api/v1/status/buildinfo";
+/// Exemplars (exawatch stores none).
+pub const PROM_EXEMPLARS: &str = "/api/v1/query_exemplars";

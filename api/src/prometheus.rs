@@ -1,7 +1,7 @@
 //! Prometheus' HTTP API (<https://prometheus.io/docs/prometheus/latest/querying/api/>), so
 //! that Grafana's stock Prometheus datasource works against exawatch: `query`,
-//! `query_range`, `labels`, `label/{name}/values`, `series`, `metadata` and
-//! `status/buildinfo`, in Prometheus' JSON shapes and error envelope.
+//! `query_range`, `labels`, `label/{name}/values`, `series`, `metadata`, `status/buildinfo`
+//! (and an always-empty `query_exemplars`), in Prometheus' JSON shapes and error envelope.
 //!
 //! Handlers are thin: they read the parameters (query string, and the form-encoded body of
 //! a POST, as Grafana sends), run the query through [`exawatch_promql::Engine`] over the
@@ -37,6 +37,7 @@ pub(crate) fn routes() -> Router<ApiState> {
         .route(paths::PROM_SERIES, get(series).post(series))
         .route(paths::PROM_METADATA, get(metadata))
         .route(paths::PROM_BUILDINFO, get(buildinfo))
+        .route(paths::PROM_EXEMPLARS, get(exemplars).post(exemplars))
 }
 
 /// An error in Prometheus' envelope: `{"status":"error","errorType":…,"error":…}`.
@@ -615,6 +616,12 @@ async fn metadata(
     }
     .await;
     respond(&state, "prometheus_metadata", started, result)
+}
+
+/// `/api/v1/query_exemplars`: exawatch keeps no exemplars, so the answer is always empty
+/// (Grafana asks when a panel has exemplars switched on).
+async fn exemplars() -> Response {
+    axum::Json(serde_json::json!({"status": "success", "data": []})).into_response()
 }
 
 /// `/api/v1/status/buildinfo`: the Prometheus version whose query semantics exawatch follows.

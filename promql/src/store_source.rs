@@ -208,7 +208,7 @@ impl SeriesSource for StoreSource {
         }
         for s in &mut series {
             s.points.sort_by_key(|p| p.t);
-            // One sample per timestamp: the last written wins.
+            // One sample per timestamp (times are truncated to milliseconds).
             let mut deduped: Vec<Point> = Vec::with_capacity(s.points.len());
             for p in s.points.drain(..) {
                 match deduped.last_mut() {
