@@ -7,8 +7,11 @@
 //! same timestamps, values equal within 1e-9 relative.
 //!
 //! Debian's Prometheus is 2.42 (closed range windows) while exawatch follows Prometheus 3
-//! (left-open windows): they differ only when a sample sits exactly on a window boundary, so
-//! every sample here is off the query grid (and the grid off the subquery steps). Needs `prometheus` and `promtool` on PATH
+//! (left-open windows): they differ when a sample sits exactly on a window boundary, so
+//! every sample here is off the query grid (and the grid off the subquery steps). They also
+//! extrapolate `rate`/`increase` differently towards a counter's zero point when a series
+//! starts inside the window close to zero (3 applies the zero clamp after the "too far to
+//! extrapolate" rule, 2.42 before it), so every counter here starts well above zero. Needs `prometheus` and `promtool` on PATH
 //! (`apt-get install prometheus`): the test fails, not skips, without them.
 
 #[path = "support/processes.rs"]
@@ -122,7 +125,13 @@ fn generate(t0_ms: i64) -> Vec<GenSeries> {
         let bounds = ["0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "+Inf"];
         let mut buckets = vec![vec![0.0; POINTS as usize]; bounds.len()];
         let mut sum = vec![0.0; POINTS as usize];
-        let (mut running, mut running_sum) = (vec![0.0; bounds.len()], 0.0);
+        // The histogram has been running for a while: counts start well above zero (near
+        // zero, Prometheus 2.42 and 3 extrapolate a counter's start differently).
+        let baseline = 500.0 + rng.next() * 1000.0;
+        let mut running: Vec<f64> = (0..bounds.len())
+            .map(|b| (baseline * (b + 1) as f64 / bounds.len() as f64).floor())
+            .collect();
+        let mut running_sum = baseline * 0.4;
         for k in 0..POINTS as usize {
             for _ in 0..(5 + (rng.next() * 20.0) as usize) {
                 let latency = rng.next().powi(3) * 4.0 * (1.0 + i as f64 / 8.0);
@@ -322,6 +331,18 @@ const QUERIES: &[&str] = &[
     "sort_desc(sum by (node) (node_power_watts))",
     "sum by (method) (http_requests_total offset 5m)",
     "1 - avg by (node) (rate(node_cpu_seconds_total{mode=\"idle\"}[5m])) / 10",
+    "count_values(\"celsius\", round(node_temp_celsius{sensor=\"inlet\"}))",
+    "absent_over_time(nonexistent_metric{node=\"n01\"}[5m])",
+    "sum by (node) (rate(http_requests_total[5m])) > 5",
+    "increase(request_duration_seconds_count[1h])",
+    "min_over_time(node_temp_celsius[10m] offset 5m)",
+    "time() - timestamp(node_power_watts)",
+    "node_power_watts @ end()",
+    "rate(http_requests_total[5m] @ start())",
+    "avg_over_time(node_power_watts[10m:1m] offset 10m)",
+    "sort(node_power_watts)",
+    "sum by (node) (irate(node_cpu_seconds_total[1m]))",
+    "max by (node) (node_temp_celsius) - min by (node) (node_temp_celsius)",
 ];
 
 /// Series (labels printed) → points `(time, value)` as the API wrote them.
@@ -518,6 +539,49 @@ fn promql_answers_match_prometheus() {
                     }
                 }
             }
+        }
+    }
+    // Grafana's metadata requests: the same names, values and series on both.
+    let range = [
+        ("start", t0.to_string()),
+        ("end", (t0 + 5400.0).to_string()),
+    ];
+    let metadata: [(&str, Vec<(&str, String)>); 5] = [
+        ("/api/v1/labels", range.to_vec()),
+        ("/api/v1/label/__name__/values", range.to_vec()),
+        (
+            "/api/v1/label/node/values",
+            vec![("match[]", "node_power_watts".into())],
+        ),
+        ("/api/v1/label/le/values", range.to_vec()),
+        (
+            "/api/v1/series",
+            vec![
+                ("match[]", "http_requests_total{code=\"500\"}".into()),
+                ("match[]", "node_temp_celsius{node=~\"n0[12]\"}".into()),
+            ],
+        ),
+    ];
+    for (path, params) in metadata {
+        queries += 1;
+        let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let sorted = |body: Value| -> Vec<String> {
+            let mut items: Vec<String> = body["data"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{path}: {body}"))
+                .iter()
+                .map(Value::to_string)
+                .collect();
+            items.sort();
+            items
+        };
+        let expected = sorted(prometheus.get(path, &params).1);
+        let got = sorted(exawatch.get(path, &params).1);
+        assert!(!expected.is_empty(), "{path}: Prometheus has nothing");
+        if expected != got {
+            failures.push(format!(
+                "{path} {params:?}: {got:?}, Prometheus {expected:?}"
+            ));
         }
     }
     println!(
