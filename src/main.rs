@@ -1,5 +1,6 @@
-//! The `exawatch` command: the server (`up`), the node collector (`collect`) and a SQL client
-//! (`query`). Wiring only; the work is in the crates.
+//! The `exawatch` command: the server (`up`), the node collector (`collect`), a SQL client
+//! (`query`) and the PromQL test runner (`promqltest`). Wiring only; the work is in the
+//! crates.
 
 mod config;
 mod query;
@@ -32,6 +33,8 @@ enum Command {
     /// Inspect the store.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Run Prometheus test-language files against the PromQL engine over a real store.
+    Promqltest(PromqltestArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,6 +124,13 @@ struct QueryArgs {
     sql: String,
 }
 
+#[derive(Debug, Args)]
+struct PromqltestArgs {
+    /// Test files (`load`, `clear`, `eval instant|range`, expected results, `expect …`).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
 /// Logging when `RUST_LOG` is not set. rumqttd logs every connection at INFO and a normal
 /// disconnect as an ERROR ("no-connection id … is already gone"): keep only its warnings, and
 /// none from its router.
@@ -128,8 +138,14 @@ const DEFAULT_LOG_FILTER: &str = "info,rumqttd=warn,rumqttd::router::routing=off
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // The test runner's output is its report: keep the store's INFO lines out of it.
+    let default_filter = if matches!(cli.command, Command::Promqltest(_)) {
+        "warn"
+    } else {
+        DEFAULT_LOG_FILTER
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -195,6 +211,16 @@ fn run(cli: Cli) -> Result<()> {
             let config = args.config.load()?;
             let data_dir = args.data_dir.unwrap_or(config.data_dir);
             runtime()?.block_on(stats::run(&data_dir, &config.store, args.format))
+        }
+        Command::Promqltest(args) => {
+            let totals = runtime()?.block_on(exawatch_promql::promqltest::run_files(
+                &args.files,
+                &mut std::io::stdout().lock(),
+            ))?;
+            if totals.failed > 0 {
+                anyhow::bail!("{} eval(s) failed", totals.failed);
+            }
+            Ok(())
         }
     }
 }

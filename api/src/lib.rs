@@ -1,4 +1,5 @@
-//! The exawatch HTTP API (axum): `POST /api/v1/sql`, `/metrics`, `/health`.
+//! The exawatch HTTP API (axum): `POST /api/v1/sql`, Prometheus' query API (`/api/v1/query`,
+//! `/api/v1/query_range`, labels, series, metadata), `/metrics`, `/health`.
 //!
 //! Data flow: a handler parses the request once, runs it against the [`Store`] through a
 //! fresh, read-only, memory- and time-bounded DataFusion session ([`sql`]), and encodes the
@@ -7,6 +8,7 @@
 mod error;
 mod metrics;
 pub mod paths;
+mod prometheus;
 mod sql;
 mod write;
 
@@ -39,6 +41,8 @@ pub struct ApiConfig {
     pub max_result_rows: usize,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Samples one PromQL query may hold in memory (Prometheus' `query.max-samples`).
+    pub promql_max_samples: usize,
 }
 
 impl Default for ApiConfig {
@@ -49,6 +53,7 @@ impl Default for ApiConfig {
             query_memory_bytes: 1 << 30,
             max_result_rows: 1_000_000,
             max_body_bytes: 16 << 20,
+            promql_max_samples: 50_000_000,
         }
     }
 }
@@ -89,6 +94,7 @@ pub fn router(state: ApiState) -> Router {
         .route(paths::REMOTE_WRITE, post(write::remote_write))
         .route(paths::METRICS, get(metrics_text))
         .route(paths::HEALTH, get(health))
+        .merge(prometheus::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
