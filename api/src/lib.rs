@@ -5,6 +5,7 @@
 //! fresh, read-only, memory- and time-bounded DataFusion session ([`sql`]), and encodes the
 //! result; every error is classified once ([`ApiError`]) into an HTTP status and a JSON body.
 
+mod auth;
 mod error;
 mod metrics;
 pub mod paths;
@@ -24,6 +25,7 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
+pub use auth::{ApiUser, Role};
 pub use error::ApiError;
 pub use metrics::ApiMetrics;
 
@@ -43,6 +45,8 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Samples one PromQL query may hold in memory (Prometheus' `query.max-samples`).
     pub promql_max_samples: usize,
+    /// Users; when any is configured every request but `/health` needs credentials.
+    pub users: Vec<ApiUser>,
 }
 
 impl Default for ApiConfig {
@@ -54,6 +58,7 @@ impl Default for ApiConfig {
             max_result_rows: 1_000_000,
             max_body_bytes: 16 << 20,
             promql_max_samples: 50_000_000,
+            users: Vec::new(),
         }
     }
 }
@@ -87,7 +92,8 @@ impl ApiState {
 /// The API's routes.
 pub fn router(state: ApiState) -> Router {
     let body_limit = state.config.max_body_bytes;
-    Router::new()
+    let auth = state.metrics.auth.clone();
+    let router = Router::new()
         .route(paths::SQL, post(sql::handle))
         .route(paths::INFLUX_V2_WRITE, post(write::line_protocol))
         .route(paths::INFLUX_V1_WRITE, post(write::line_protocol))
@@ -96,7 +102,11 @@ pub fn router(state: ApiState) -> Router {
         .route(paths::HEALTH, get(health))
         .merge(prometheus::routes())
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(state)
+        .with_state(state);
+    match auth {
+        Some(auth) => router.layer(axum::middleware::from_fn_with_state(auth, auth::authorize)),
+        None => router,
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then finishes open requests.

@@ -27,6 +27,10 @@ pub struct CollectorConfig {
     pub offline_buffer_messages: usize,
     /// MQTT QoS, 0 or 1.
     pub qos: u8,
+    /// MQTT user name, when the broker requires a login; empty: anonymous.
+    pub username: String,
+    /// MQTT password.
+    pub password: String,
     /// `linux`: procfs counters and filesystem usage.
     pub linux: LinuxConfig,
     /// `perf`: per-core hardware counters through `perf_event_open`.
@@ -60,6 +64,8 @@ impl Default for CollectorConfig {
             root: PathBuf::from("/"),
             offline_buffer_messages: 100_000,
             qos: 0,
+            username: String::new(),
+            password: String::new(),
             linux: LinuxConfig::default(),
             perf: FamilyConfig::default(),
             cpufreq: FamilyConfig::default(),

@@ -107,6 +107,10 @@ pub struct SimulateConfig {
     pub period_secs: f64,
     /// Seed of every node's random generator: equal seeds give equal telemetry.
     pub seed: u64,
+    /// MQTT user name, when the broker requires a login; empty: anonymous.
+    pub username: String,
+    /// MQTT password.
+    pub password: String,
 }
 
 impl Default for SimulateConfig {
@@ -118,8 +122,15 @@ impl Default for SimulateConfig {
             nodes: 0,
             period_secs: 2.0,
             seed: 42,
+            username: String::new(),
+            password: String::new(),
         }
     }
+}
+
+/// The login for the publisher: none when `username` is empty.
+fn credentials(username: &str, password: &str) -> Option<(String, String)> {
+    (!username.is_empty()).then(|| (username.to_owned(), password.to_owned()))
 }
 
 /// A sensor family and whether it can run on this node, with the reason.
@@ -272,6 +283,7 @@ pub async fn run(
             client_id: format!("exawatch-collect-{node}-{}", std::process::id()),
             qos: config.qos,
             offline_buffer_messages: config.offline_buffer_messages,
+            credentials: credentials(&config.username, &config.password),
         },
         if once {
             Vec::new()
@@ -406,6 +418,7 @@ pub async fn simulate(
         client_id: format!("exawatch-simulate-{}", std::process::id()),
         qos: 0,
         offline_buffer_messages: CollectorConfig::default().offline_buffer_messages,
+        credentials: credentials(&config.username, &config.password),
     })?;
     info!(broker = %config.broker, nodes = config.nodes, period_secs = config.period_secs, seed = config.seed, "Simulator started.");
     tokio::select! {

@@ -65,6 +65,8 @@ pub struct PublisherConfig {
     pub qos: u8,
     /// Messages kept while the broker is unreachable; beyond that the oldest are dropped.
     pub offline_buffer_messages: usize,
+    /// User name and password, when the broker requires a login.
+    pub credentials: Option<(String, String)>,
 }
 
 /// Counters of one publisher, as returned by [`Publisher::stats`].
@@ -167,6 +169,7 @@ impl Publisher {
             client_id,
             qos,
             offline_buffer_messages,
+            credentials,
         } = config;
         let (host, port) = parse_broker(&broker)?;
         let qos = match qos {
@@ -182,6 +185,9 @@ impl Publisher {
             .set_clean_session(true)
             .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
             .set_request_channel_capacity(REQUEST_CHANNEL_CAPACITY);
+        if let Some((username, password)) = credentials {
+            options.set_credentials(username, password);
+        }
         let (client, event_loop) = AsyncClient::new(options, REQUEST_CHANNEL_CAPACITY);
 
         let shared = Arc::new(Shared {

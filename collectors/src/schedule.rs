@@ -361,6 +361,7 @@ mod tests {
                 client_id: "t".into(),
                 qos: 0,
                 offline_buffer_messages: 10,
+                credentials: None,
             })
             .expect("publisher"),
         );
