@@ -93,7 +93,8 @@ impl From<exawatch_store::Error> for ApiError {
         match error {
             E::QueueFull => Self::TooManyRequests(message),
             E::LimitExceeded { .. } => Self::BadRequest(message),
-            E::Overloaded { .. } | E::Closed => Self::Unavailable(message),
+            // A WAL write that failed (disk full, I/O error): nothing was stored, retry later.
+            E::Overloaded { .. } | E::Closed | E::WriteFailed { .. } => Self::Unavailable(message),
             _ => Self::Internal(message),
         }
     }

@@ -50,6 +50,9 @@ pub struct StoreConfig {
     pub s3_secret_access_key: String,
     /// Allow plain HTTP to the S3 endpoint.
     pub s3_allow_http: bool,
+    /// How long one object-store request is retried before the operation fails (and the
+    /// flush is retried on the next round, the data staying in the WAL meanwhile).
+    pub s3_retry_timeout_secs: f64,
     /// A metric may have at most this many series (counted since start); samples of new
     /// series beyond it are refused and counted.
     pub max_series_per_metric: usize,
@@ -86,6 +89,7 @@ impl Default for StoreConfig {
             s3_access_key_id: String::new(),
             s3_secret_access_key: String::new(),
             s3_allow_http: false,
+            s3_retry_timeout_secs: 60.0,
             max_series_per_metric: 1_000_000,
             max_tag_keys: 1000,
             compaction_target_rows: 20_000_000,

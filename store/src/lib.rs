@@ -443,7 +443,11 @@ fn s3_store(url: &str, config: &StoreConfig) -> Result<Arc<dyn ObjectStore>> {
     let mut builder = object_store::aws::AmazonS3Builder::from_env()
         .with_bucket_name(bucket)
         .with_region(&config.s3_region)
-        .with_allow_http(config.s3_allow_http);
+        .with_allow_http(config.s3_allow_http)
+        .with_retry(object_store::RetryConfig {
+            retry_timeout: Duration::from_secs_f64(config.s3_retry_timeout_secs),
+            ..object_store::RetryConfig::default()
+        });
     if !config.s3_endpoint.is_empty() {
         builder = builder.with_endpoint(&config.s3_endpoint);
     }
