@@ -238,7 +238,11 @@ fn an_object_store_outage_keeps_data_in_the_wal_and_catches_up() {
         server.count("WHERE time >= to_timestamp_nanos(1700000000500000000)"),
         500
     );
-    assert_eq!(server.metric("exawatch_buffered_rows"), 500.0, "held in memory (and the WAL)");
+    assert_eq!(
+        server.metric("exawatch_buffered_rows"),
+        500.0,
+        "held in memory (and the WAL)"
+    );
 
     // It comes back: the retried flush catches up.
     switch.up.store(true, Ordering::SeqCst);
@@ -254,9 +258,13 @@ fn an_object_store_outage_keeps_data_in_the_wal_and_catches_up() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(server.count(""), 1500);
-        server.kill();
+    server.kill();
     let server = Server::start(&data, &settings);
-    assert_eq!(server.metric("exawatch_wal_replayed_samples_total"), 0.0, "all of it is in S3");
+    assert_eq!(
+        server.metric("exawatch_wal_replayed_samples_total"),
+        0.0,
+        "all of it is in S3"
+    );
     assert_eq!(server.count(""), 1500);
     let _ = moto.kill();
     let _ = moto.wait();
