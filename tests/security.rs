@@ -245,3 +245,70 @@ fn broker_logins_and_per_node_acls() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn sql_is_read_only_sandboxed_and_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &[
+            "--set",
+            "api.query_timeout_secs=2",
+            "--set",
+            "api.query_memory_bytes=20000000",
+            "--set",
+            "api.max_result_rows=1000",
+        ],
+    );
+    assert_eq!(
+        server
+            .post("/api/v2/write", &[], b"m,node=n1 v=1 1700000000000000000")
+            .0,
+        204
+    );
+    let escapes = [
+        "CREATE TABLE t AS SELECT 1",
+        "CREATE VIEW v AS SELECT * FROM samples",
+        "CREATE EXTERNAL TABLE e STORED AS PARQUET LOCATION '/'",
+        "CREATE FUNCTION f(a INT) RETURNS INT RETURN a",
+        "DROP TABLE samples",
+        "INSERT INTO samples (metric) VALUES ('x')",
+        "UPDATE samples SET value = 0",
+        "DELETE FROM samples",
+        "COPY (SELECT 1) TO '/tmp/exawatch-escape.parquet'",
+        "COPY samples TO '/tmp/exawatch-escape.csv' STORED AS CSV",
+        "SET datafusion.execution.target_partitions = 1000",
+        "SELECT * FROM '/etc/passwd'",
+        "SELECT * FROM 'file:///etc/passwd'",
+        "SELECT * FROM 'https://example.com/data.parquet'",
+        "SELECT * FROM read_parquet('/etc/passwd')",
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "PREPARE p AS SELECT 1",
+        "SELECT 1; DROP TABLE samples",
+    ];
+    for query in escapes {
+        let (status, body) = server.post_sql(query, "json");
+        assert!(status == 400 || status == 403, "{query}: {status} {body}");
+        assert!(body.contains("\"error\""), "{query}: {body}");
+    }
+    assert!(!std::path::Path::new("/tmp/exawatch-escape.parquet").exists());
+    assert!(!std::path::Path::new("/tmp/exawatch-escape.csv").exists());
+    assert_eq!(server.count(""), 1, "nothing changed");
+
+    // Limits: rows, memory, time — each a clear error, and the server carries on.
+    let (status, body) = server.post_sql("SELECT * FROM generate_series(1, 5000)", "json");
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("max_result_rows"), "{body}");
+    let (status, body) = server.post_sql(
+        "SELECT x % 100000 AS k, array_agg(x) FROM generate_series(1, 20000000) t(x) GROUP BY k",
+        "json",
+    );
+    assert!(status == 422 || status == 503, "{status} {body}");
+    let (status, body) = server.post_sql(
+        "SELECT count(*) FROM generate_series(1, 10000000000) a(x) WHERE x % 7 = 3",
+        "json",
+    );
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("query_timeout_secs"), "{body}");
+    assert_eq!(server.count(""), 1, "the server carries on");
+}
