@@ -1,10 +1,13 @@
-//! The exawatch HTTP API (axum): `POST /api/v1/sql`, `/metrics`, `/health`.
+//! The exawatch HTTP API (axum): `POST /api/v1/sql`, KairosDB's REST API ([`kairosdb`]),
+//! `/metrics`, `/health`.
 //!
 //! Data flow: a handler parses the request once, runs it against the [`Store`] through a
 //! fresh, read-only, memory- and time-bounded DataFusion session ([`sql`]), and encodes the
 //! result; every error is classified once ([`ApiError`]) into an HTTP status and a JSON body.
 
+mod auth;
 mod error;
+mod kairosdb;
 mod metrics;
 pub mod paths;
 mod sql;
@@ -21,6 +24,7 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
+pub use auth::BasicAuthUsers;
 pub use error::ApiError;
 pub use metrics::ApiMetrics;
 
@@ -38,6 +42,8 @@ pub struct ApiConfig {
     pub max_result_rows: usize,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// User → password for HTTP basic authentication of the KairosDB API; empty: none.
+    pub basic_auth_users: BasicAuthUsers,
 }
 
 impl Default for ApiConfig {
@@ -48,6 +54,7 @@ impl Default for ApiConfig {
             query_memory_bytes: 1 << 30,
             max_result_rows: 1_000_000,
             max_body_bytes: 16 << 20,
+            basic_auth_users: BasicAuthUsers::default(),
         }
     }
 }
@@ -85,6 +92,7 @@ pub fn router(state: ApiState) -> Router {
         .route(paths::SQL, post(sql::handle))
         .route(paths::METRICS, get(metrics_text))
         .route(paths::HEALTH, get(health))
+        .merge(kairosdb::routes(&state))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
