@@ -178,12 +178,17 @@ async fn bounded<T>(
         })?
 }
 
-/// Answers, counts and times one request.
-fn finish(state: &ApiState, started: Instant, result: Result<Response, Failure>) -> Response {
+/// Answers, counts and times one request (`api` is the label of the meters).
+fn finish(
+    state: &ApiState,
+    api: &'static str,
+    started: Instant,
+    result: Result<Response, Failure>,
+) -> Response {
     let status = result.as_ref().map_or_else(Failure::label, |_| "ok");
     state
         .metrics
-        .observe("kairosdb", status, started.elapsed().as_secs_f64());
+        .observe(api, status, started.elapsed().as_secs_f64());
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
@@ -214,7 +219,7 @@ async fn datapoints_query(
         Ok(json(results))
     }
     .await;
-    finish(&state, started, result)
+    finish(&state, "kairosdb", started, result)
 }
 
 #[tracing::instrument(skip_all, fields(protocol = "kairosdb", request_type = "query_tags"))]
@@ -241,7 +246,7 @@ async fn datapoints_query_tags(
         Ok(json(found))
     }
     .await;
-    finish(&state, started, result)
+    finish(&state, "kairosdb", started, result)
 }
 
 /// `POST /api/v1/datapoints`: 204 once every sample is in the WAL, 400 (storing nothing)
@@ -252,6 +257,7 @@ async fn datapoints_write(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let started = Instant::now();
     let result = async {
         let body = request_body(&headers, &body)?;
         let samples =
@@ -266,7 +272,7 @@ async fn datapoints_write(
         Ok::<_, Failure>(StatusCode::NO_CONTENT.into_response())
     }
     .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    finish(&state, "kairosdb_write", started, result)
 }
 
 /// `?prefix=` of `metricnames`.
@@ -324,11 +330,14 @@ async fn store_answers(state: &ApiState) -> bool {
     let Ok(ctx) = session(state) else {
         return false;
     };
-    match ctx.table("samples").await {
-        Ok(frame) => frame
-            .select(vec![ident("time")])
-            .and_then(|f| f.limit(0, Some(0)))
-            .is_ok(),
+    let Ok(frame) = ctx.table("samples").await else {
+        return false;
+    };
+    match frame
+        .select(vec![ident("time")])
+        .and_then(|f| f.limit(0, Some(0)))
+    {
+        Ok(frame) => frame.collect().await.is_ok(),
         Err(_) => false,
     }
 }

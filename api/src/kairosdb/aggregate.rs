@@ -10,8 +10,9 @@
 //!   deviation by KairosDB's running formula, 0 for a single point; `percentile` interpolates
 //!   at `p·(n+1)` over the sorted values (KairosDB's reservoir holds every value up to 1028
 //!   per range; exawatch always uses them all);
-//! - `rate` is `(v₁ − v₀)/(t₁ − t₀)` × the length of its `sampling` unit, at `t₁`; `diff` is
-//!   `v₁ − v₀` at `t₁`; both refuse two points with the same time in one group;
+//! - `rate` is `(v₁ − v₀)/(t₁ − t₀)` × the length of its `sampling` unit, at `t₁`, and refuses
+//!   two points with the same time in one group (precede it with a range aggregator); `diff`
+//!   is `v₁ − v₀` at `t₁`;
 //! - text groups only go through `count` and `first`; other aggregators leave them as they are.
 
 use chrono_tz::Tz;

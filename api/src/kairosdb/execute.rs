@@ -43,6 +43,9 @@ const T_LAST: &str = "__kairosdb_t_last";
 const VALUE: &str = "__kairosdb_value";
 const NAN_PROBE: &str = "__kairosdb_nan_probe";
 
+/// Longest range DataFusion's `date_bin` is given (about 300 years, in ms).
+const MAX_PUSHDOWN_RANGE_MS: i64 = 10_000_000_000_000;
+
 /// How one result group is identified: number or text, then the values of the `group_by`
 /// tags (absent when the series do not have the tag).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -177,7 +180,10 @@ async fn series(
         let columns = tag_columns
             .iter()
             .map(|name| {
-                let dict = dictionary(batch.column_by_name(name).expect("grouped column"))?;
+                let column = batch
+                    .column_by_name(name)
+                    .ok_or_else(|| ApiError::Internal(format!("series query: no column {name}")))?;
+                let dict = dictionary(column)?;
                 let values = strings(&dict)?;
                 Ok((name, dict, values))
             })
@@ -558,7 +564,8 @@ impl Pushdown {
         );
         let ranges = Ranges::new(query.start_ms, *sampling, *tz, *align_sampling);
         let len_ms = ranges.fixed_ms()?;
-        (pushable && len_ms > 0).then_some(Self {
+        // Ranges longer than a few centuries are left to Rust, whose arithmetic saturates.
+        (pushable && (1..=MAX_PUSHDOWN_RANGE_MS).contains(&len_ms)).then_some(Self {
             kind: *kind,
             align: *align,
             origin_ms: ranges.start(),
@@ -661,7 +668,7 @@ impl Pushdown {
                 let range_start = bucket[row].div_euclid(1_000_000);
                 let time = match (self.align, self.kind) {
                     (Align::Start, _) => range_start,
-                    (Align::End, _) => range_start + self.len_ms,
+                    (Align::End, _) => range_start.saturating_add(self.len_ms),
                     (Align::Point, RangeKind::Last) => last[row].div_euclid(1_000_000),
                     (Align::Point, _) => first[row].div_euclid(1_000_000),
                 };

@@ -755,3 +755,41 @@ async fn basic_auth_when_configured() {
         StatusCode::NO_CONTENT
     );
 }
+
+/// Extreme numbers in a query are answered (or refused), never a panic.
+#[tokio::test]
+async fn extreme_values_do_not_panic() {
+    let api = api().await;
+    api.store
+        .write(vec![sample(
+            "m",
+            &[("node", "n1")],
+            BASE_MS,
+            Value::Float(1.0),
+        )])
+        .await
+        .unwrap();
+    for unit in ["milliseconds", "hours", "days", "weeks", "months", "years"] {
+        for align in [true, false] {
+            let query = json!({"start_absolute": 0, "time_zone": "Europe/Rome", "metrics": [{"name": "m",
+                "aggregators": [{"name": "sum", "sampling": {"value": i64::MAX, "unit": unit},
+                                 "align_sampling": align, "align_end_time": true},
+                                {"name": "rate", "sampling": {"value": i64::MAX, "unit": unit}}]}]});
+            let (status, body) = api
+                .post("/api/v1/datapoints/query", query.to_string())
+                .await;
+            assert_eq!(status, StatusCode::OK, "{unit}: {body}");
+        }
+    }
+    for query in [
+        json!({"start_relative": {"value": i64::MAX, "unit": "years"}, "metrics": [{"name": "m"}]}),
+        json!({"start_absolute": i64::MAX, "metrics": [{"name": "m"}]}),
+        json!({"start_absolute": 0, "end_absolute": 1e300, "metrics": [{"name": "m"}]}),
+        json!({"start_absolute": 0, "metrics": [{"name": "m", "limit": 1e300}]}),
+    ] {
+        let (status, body) = api
+            .post("/api/v1/datapoints/query", query.to_string())
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+    }
+}

@@ -84,12 +84,20 @@ impl Span {
         let n = self.value.checked_mul(times)?;
         match self.unit {
             Unit::Days | Unit::Weeks => {
-                let days = if self.unit == Unit::Weeks { n * 7 } else { n };
+                let days = if self.unit == Unit::Weeks {
+                    n.checked_mul(7)?
+                } else {
+                    n
+                };
                 let local = local(tz, ms)?.checked_add_signed(TimeDelta::try_days(days)?)?;
                 Some(from_local(tz, local))
             }
             Unit::Months | Unit::Years => {
-                let months = if self.unit == Unit::Years { n * 12 } else { n };
+                let months = if self.unit == Unit::Years {
+                    n.checked_mul(12)?
+                } else {
+                    n
+                };
                 Some(from_local(tz, add_months(local(tz, ms)?, months)?))
             }
             unit => ms.checked_add(n.checked_mul(unit.fixed_ms()?)?),
@@ -229,13 +237,13 @@ impl Ranges {
                 } else {
                     DAY_MS
                 };
-                (t - start).num_milliseconds() / (unit * self.span.value)
+                (t - start).num_milliseconds() / unit.saturating_mul(self.span.value)
             }
             Unit::Months => whole_months(start, t) / self.span.value,
             Unit::Years => whole_months(start, t) / 12 / self.span.value,
             unit => {
-                // Fixed units always have `self.fixed`; kept total for safety.
-                let len = unit.fixed_ms().unwrap_or(1) * self.span.value;
+                // Fixed units have `self.fixed` unless their length overflows.
+                let len = unit.fixed_ms().unwrap_or(1).saturating_mul(self.span.value);
                 (t - start).num_milliseconds().div_euclid(len)
             }
         }
@@ -250,7 +258,7 @@ impl Ranges {
         let at = |k: i64| match self.span.unit {
             Unit::Years => {
                 let years = Span {
-                    value: self.span.value * 12,
+                    value: self.span.value.saturating_mul(12),
                     unit: Unit::Months,
                 };
                 years.add(self.start, k, self.tz)
