@@ -47,7 +47,8 @@ impl ApiError {
         }
     }
 
-    fn message(&self) -> &str {
+    /// The reason, for the client.
+    pub(crate) fn message(&self) -> &str {
         match self {
             Self::BadRequest(m)
             | Self::LimitExceeded(m)

@@ -1,5 +1,6 @@
 //! The exawatch HTTP API (axum): `POST /api/v1/sql`, Prometheus' query API (`/api/v1/query`,
-//! `/api/v1/query_range`, labels, series, metadata), `/metrics`, `/health`.
+//! `/api/v1/query_range`, labels, series, metadata), KairosDB's REST API ([`kairosdb`]),
+//! the write endpoints, `/metrics`, `/health`.
 //!
 //! Data flow: a handler parses the request once, runs it against the [`Store`] through a
 //! fresh, read-only, memory- and time-bounded DataFusion session ([`sql`]), and encodes the
@@ -7,6 +8,7 @@
 
 mod auth;
 mod error;
+mod kairosdb;
 mod metrics;
 pub mod paths;
 mod prometheus;
@@ -101,6 +103,7 @@ pub fn router(state: ApiState) -> Router {
         .route(paths::METRICS, get(metrics_text))
         .route(paths::HEALTH, get(health))
         .merge(prometheus::routes())
+        .merge(kairosdb::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state);
     match auth {
