@@ -5,6 +5,7 @@
 mod config;
 mod query;
 mod stats;
+mod tls;
 mod up;
 
 use std::path::PathBuf;

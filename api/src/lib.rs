@@ -49,6 +49,10 @@ pub struct ApiConfig {
     pub promql_max_samples: usize,
     /// Users; when any is configured every request but `/health` needs credentials.
     pub users: Vec<ApiUser>,
+    /// PEM certificate chain for HTTPS; empty: plain HTTP.
+    pub tls_cert: String,
+    /// PEM private key for HTTPS.
+    pub tls_key: String,
 }
 
 impl Default for ApiConfig {
@@ -61,6 +65,8 @@ impl Default for ApiConfig {
             max_body_bytes: 16 << 20,
             promql_max_samples: 50_000_000,
             users: Vec::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -109,6 +115,47 @@ pub fn router(state: ApiState) -> Router {
     match auth {
         Some(auth) => router.layer(axum::middleware::from_fn_with_state(auth, auth::authorize)),
         None => router,
+    }
+}
+
+/// Serves `router` over TLS on `listener` until `shutdown` resolves; connections already open
+/// finish on their own. A handshake must complete within 10 s.
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "Cannot accept an HTTPS connection.");
+                    continue;
+                }
+            },
+        };
+        let (acceptor, router) = (acceptor.clone(), router.clone());
+        tokio::spawn(async move {
+            let handshake =
+                tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp));
+            let stream = match handshake.await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => return tracing::debug!(%error, %peer, "TLS handshake failed."),
+                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out."),
+            };
+            let service = hyper_util::service::TowerToHyperService::new(router);
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, %peer, "HTTPS connection ended with an error.");
+            }
+        });
     }
 }
 
