@@ -1,10 +1,12 @@
 //! The exawatch HTTP API (axum): `POST /api/v1/sql`, Prometheus' query API (`/api/v1/query`,
-//! `/api/v1/query_range`, labels, series, metadata), `/metrics`, `/health`.
+//! `/api/v1/query_range`, labels, series, metadata), `/metrics`, `/health`, and the web
+//! console at `/` ([`console`]).
 //!
 //! Data flow: a handler parses the request once, runs it against the [`Store`] through a
 //! fresh, read-only, memory- and time-bounded DataFusion session ([`sql`]), and encodes the
 //! result; every error is classified once ([`ApiError`]) into an HTTP status and a JSON body.
 
+mod console;
 mod error;
 mod metrics;
 pub mod paths;
@@ -95,6 +97,7 @@ pub fn router(state: ApiState) -> Router {
         .route(paths::METRICS, get(metrics_text))
         .route(paths::HEALTH, get(health))
         .merge(prometheus::routes())
+        .merge(console::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

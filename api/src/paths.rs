@@ -28,3 +28,7 @@ pub const PROM_METADATA: &str = "/api/v1/metadata";
 pub const PROM_BUILDINFO: &str = "/api/v1/status/buildinfo";
 /// Exemplars (exawatch stores none).
 pub const PROM_EXEMPLARS: &str = "/api/v1/query_exemplars";
+/// The web console's page.
+pub const CONSOLE: &str = "/";
+/// The web console's scripts, styles and vendored libraries.
+pub const CONSOLE_ASSETS: &str = "/console/{*file}";
