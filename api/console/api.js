@@ -37,12 +37,17 @@ export function onUnauthorized(handler) {
   askForCredentials = handler;
 }
 
-/** fetch() with the credentials; throws ApiError on a non-2xx answer. */
+/**
+ * fetch() with the credentials; throws ApiError on a non-2xx answer. `credentials: 'omit'`
+ * keeps the browser's own login prompt away when a 401 carries `WWW-Authenticate: Basic`
+ * (the Fetch standard prompts only for requests that include credentials); the
+ * Authorization header set here is sent all the same.
+ */
 export async function request(path, options = {}) {
   const headers = new Headers(options.headers);
   const auth = credentials();
   if (auth) headers.set('Authorization', auth);
-  const response = await fetch(path, { ...options, headers });
+  const response = await fetch(path, { ...options, headers, credentials: 'omit' });
   if (response.ok) return response;
   const text = await response.text();
   const message = errorMessage(text) || `${response.status} ${response.statusText}`;

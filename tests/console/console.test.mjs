@@ -345,12 +345,17 @@ await check('a 401 asks for credentials, which are then sent with every request'
     const auth = route.request().headers().authorization;
     seen.push(auth);
     if (auth === 'Bearer s3cret') return route.continue();
-    return route.fulfill({ status: 401, json: { error: 'missing or invalid credentials' } });
+    // As the server's auth layer answers (api/src/auth.rs on main).
+    return route.fulfill({
+      status: 401,
+      headers: { 'WWW-Authenticate': 'Basic realm="exawatch"' },
+      json: { error: 'authentication required: a bearer token or basic auth' },
+    });
   });
   await page.goto(`${url}/#/overview`);
   await page.waitForSelector('dialog#login[open]');
   const reason = await page.textContent('#login-reason');
-  expect(reason.includes('missing or invalid credentials'), reason);
+  expect(reason.includes('authentication required: a bearer token or basic auth'), reason);
   await shot('login');
   await page.fill('input[name="token"]', 's3cret');
   await page.click('dialog button[type="submit"]');
