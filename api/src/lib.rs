@@ -1,12 +1,13 @@
 //! The exawatch HTTP API (axum): `POST /api/v1/sql`, Prometheus' query API (`/api/v1/query`,
 //! `/api/v1/query_range`, labels, series, metadata), KairosDB's REST API ([`kairosdb`]),
-//! the write endpoints, `/metrics`, `/health`.
+//! the write endpoints, `/metrics`, `/health`, and the web console at `/` ([`console`]).
 //!
 //! Data flow: a handler parses the request once, runs it against the [`Store`] through a
 //! fresh, read-only, memory- and time-bounded DataFusion session ([`sql`]), and encodes the
 //! result; every error is classified once ([`ApiError`]) into an HTTP status and a JSON body.
 
 mod auth;
+mod console;
 mod error;
 mod kairosdb;
 mod metrics;
@@ -110,6 +111,7 @@ pub fn router(state: ApiState) -> Router {
         .route(paths::HEALTH, get(health))
         .merge(prometheus::routes())
         .merge(kairosdb::routes())
+        .merge(console::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state);
     match auth {

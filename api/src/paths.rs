@@ -46,3 +46,7 @@ pub const KAIROSDB_VERSION: &str = "/api/v1/version";
 pub const KAIROSDB_HEALTH_CHECK: &str = "/api/v1/health/check";
 /// KairosDB: the health checks and their state.
 pub const KAIROSDB_HEALTH_STATUS: &str = "/api/v1/health/status";
+/// The web console's page.
+pub const CONSOLE: &str = "/";
+/// The web console's scripts, styles and vendored libraries.
+pub const CONSOLE_ASSETS: &str = "/console/{*file}";
