@@ -295,3 +295,86 @@ pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }
+
+// ---- the shared workload scripts and peer systems ----
+
+pub(crate) fn shared_script(env: &str, name: &str) -> PathBuf {
+    std::env::var(env).map(PathBuf::from).unwrap_or_else(|_| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/bench")
+            .join(name)
+    })
+}
+
+/// The line-protocol file for `nodes` × `seconds`, generated once and kept in the target dir.
+pub(crate) fn line_protocol(nodes: usize, seconds: usize) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("n{nodes}d{seconds}.lp"));
+    if !file.exists() {
+        let generator = shared_script("BENCH_GEN", "gen_nodes.py");
+        eprintln!("generating {} with {}", file.display(), generator.display());
+        let partial = file.with_extension("lp.partial");
+        let status = Command::new("python3")
+            .arg(&generator)
+            .args(["-n", &nodes.to_string(), "-d", &seconds.to_string()])
+            .args(["--format", "influx", "-o"])
+            .arg(&partial)
+            .status()
+            .expect("python3 runs gen_nodes.py");
+        assert!(status.success(), "gen_nodes.py failed");
+        std::fs::rename(&partial, &file).unwrap();
+    }
+    file
+}
+
+pub(crate) fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs load_lp.py against `url` with the server's `pid`; returns its JSON report.
+pub(crate) fn load_lp(url: &str, file: &Path, pid: u32, label: &str) -> serde_json::Value {
+    let output = Command::new("python3")
+        .arg(shared_script("BENCH_LOADER", "load_lp.py"))
+        .args(["--url", url, "--pid", &pid.to_string(), "--label", label])
+        .arg("--file")
+        .arg(file)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("python3 runs load_lp.py");
+    assert!(output.status.success(), "load_lp.py failed");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["errors"], 0, "{label}: {report}");
+    report
+}
+
+/// Stops a server with SIGTERM and waits for it to exit.
+pub(crate) fn terminate(server: &mut Process) {
+    Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = server.0.wait();
+}
+
+/// Starts Debian's `victoria-metrics` on a free port with its data in `data`, keeping
+/// samples of any age (the generated data starts in November 2023). Returns it and its port.
+pub(crate) fn start_victoria_metrics(data: &Path, log: &Path) -> (Process, u16) {
+    let port = free_port();
+    let server = Process(
+        Command::new("victoria-metrics")
+            .arg(format!("-storageDataPath={}", data.display()))
+            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .arg("-retentionPeriod=100y")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("victoria-metrics (Debian package) is installed"),
+    );
+    wait_for_port(port, "victoria-metrics");
+    (server, port)
+}
