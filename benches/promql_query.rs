@@ -25,8 +25,11 @@ use support::*;
 /// First sample of gen_nodes.py's default `--start`.
 const START: i64 = 1_700_000_000;
 
-/// (name, path, query parameters) per query, as in shared/bench/query_bench.py.
-fn queries(end: i64) -> Vec<(&'static str, &'static str, Vec<(&'static str, String)>)> {
+/// A named query: its name, API path and parameters.
+type Query = (&'static str, &'static str, Vec<(&'static str, String)>);
+
+/// The queries of shared/bench/query_bench.py.
+fn queries(end: i64) -> Vec<Query> {
     let range = |q: &str| {
         vec![
             ("query", q.to_owned()),
