@@ -13,11 +13,9 @@ use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 use snafu::ResultExt;
 
-use std::collections::HashMap;
-
 use arrow::record_batch::RecordBatch;
 
-use crate::buffer::{Chunk, SeriesKey, sorted_batch};
+use crate::buffer::{Chunk, HashMap, SeriesKey, sorted_batch};
 use crate::catalog::{CATALOG_PATH, CATALOG_VERSION, Catalog, FileMeta};
 use crate::rollup::{self, Resolution};
 use crate::{Error, Inner, ObjectStoreSnafu, Result, wal};
