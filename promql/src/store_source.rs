@@ -9,9 +9,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, StringArray};
+use arrow::array::{Array, AsArray, Int32Array, StringArray};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Float64Type, TimestampNanosecondType};
+use arrow::datatypes::{DataType, Float64Type, Int32Type, TimestampNanosecondType};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::common::ScalarValue;
@@ -118,37 +118,87 @@ fn predicate(column: &str, matcher: &Matcher) -> Expr {
 }
 
 /// Metric and tag columns of a batch as strings.
-fn label_columns(batch: &RecordBatch, tags: &[String]) -> Result<Vec<Arc<dyn Array>>, SourceError> {
-    let mut columns = Vec::with_capacity(tags.len() + 1);
-    for name in std::iter::once("metric").chain(tags.iter().map(String::as_str)) {
-        let column = batch
-            .column_by_name(name)
-            .ok_or_else(|| format!("column {name} missing from the result"))?;
-        columns.push(cast(column, &DataType::Utf8)?);
-    }
-    Ok(columns)
+/// One label column of a result batch, read without materialising strings: the store's
+/// tag columns are dictionary-encoded, so rows of one series share dictionary keys.
+enum LabelColumn {
+    /// Dictionary keys and their string values.
+    Dictionary {
+        keys: Int32Array,
+        values: StringArray,
+    },
+    /// Any other string column, cast to `Utf8`.
+    Plain(StringArray),
 }
 
-fn labels_of(columns: &[Arc<dyn Array>], tags: &[String], row: usize) -> Labels {
+impl LabelColumn {
+    fn new(column: &Arc<dyn Array>) -> Result<Self, SourceError> {
+        if let Some(dictionary) = column.as_dictionary_opt::<Int32Type>()
+            && let Some(values) = dictionary.values().as_string_opt::<i32>()
+        {
+            return Ok(Self::Dictionary {
+                keys: dictionary.keys().clone(),
+                values: values.clone(),
+            });
+        }
+        Ok(Self::Plain(
+            cast(column, &DataType::Utf8)?.as_string().clone(),
+        ))
+    }
+
+    /// The value at `row`, `None` for NULL.
+    fn value(&self, row: usize) -> Option<&str> {
+        match self {
+            Self::Dictionary { keys, values } => keys
+                .is_valid(row)
+                .then(|| values.value(keys.value(row) as usize)),
+            Self::Plain(strings) => strings.is_valid(row).then(|| strings.value(row)),
+        }
+    }
+
+    /// Whether rows `a` and `b` certainly hold the same value (same dictionary key).
+    fn same(&self, a: usize, b: usize) -> bool {
+        match self {
+            Self::Dictionary { keys, .. } => {
+                keys.is_valid(a) == keys.is_valid(b) && keys.value(a) == keys.value(b)
+            }
+            Self::Plain(strings) => {
+                strings.is_valid(a) == strings.is_valid(b) && strings.value(a) == strings.value(b)
+            }
+        }
+    }
+}
+
+/// The `metric` and tag columns of `batch`, in that order.
+fn label_columns(batch: &RecordBatch, tags: &[String]) -> Result<Vec<LabelColumn>, SourceError> {
+    std::iter::once("metric")
+        .chain(tags.iter().map(String::as_str))
+        .map(|name| {
+            let column = batch
+                .column_by_name(name)
+                .ok_or_else(|| format!("column {name} missing from the result"))?;
+            LabelColumn::new(column)
+        })
+        .collect()
+}
+
+fn labels_of(columns: &[LabelColumn], tags: &[String], row: usize) -> Labels {
     let mut pairs = Vec::with_capacity(columns.len());
     for (i, column) in columns.iter().enumerate() {
-        let strings: &StringArray = column.as_string();
-        if strings.is_null(row) {
+        let Some(value) = column.value(row) else {
             continue;
-        }
+        };
         let name = if i == 0 { METRIC_NAME } else { &tags[i - 1] };
-        pairs.push((name.to_owned(), strings.value(row).to_owned()));
+        pairs.push((name.to_owned(), value.to_owned()));
     }
     Labels::new(pairs)
 }
 
 /// A key for the label values of a row (NULL and "" differ from any value).
-fn row_key(columns: &[Arc<dyn Array>], row: usize, key: &mut String) {
+fn row_key(columns: &[LabelColumn], row: usize, key: &mut String) {
     key.clear();
     for column in columns {
-        let strings: &StringArray = column.as_string();
-        if strings.is_valid(row) {
-            key.push_str(strings.value(row));
+        if let Some(value) = column.value(row) {
+            key.push_str(value);
         }
         key.push('\u{0}');
     }
@@ -184,22 +234,31 @@ impl SeriesSource for StoreSource {
                 .column_by_name("value")
                 .ok_or("no value column")?
                 .as_primitive::<Float64Type>();
+            // Files are sorted by series, so most rows continue the previous row's series:
+            // that is checked on dictionary keys before any string is hashed.
+            let mut previous: Option<(usize, usize)> = None;
             for row in 0..batch.num_rows() {
                 if value.is_null(row) {
                     continue;
                 }
-                row_key(&columns, row, &mut key);
-                let i = match index.get(&key) {
-                    Some(&i) => i,
-                    None => {
-                        index.insert(key.clone(), series.len());
-                        series.push(Series {
-                            labels: labels_of(&columns, &tags, row),
-                            points: Vec::new(),
-                        });
-                        series.len() - 1
+                let i = match previous {
+                    Some((p, i)) if columns.iter().all(|c| c.same(p, row)) => i,
+                    _ => {
+                        row_key(&columns, row, &mut key);
+                        match index.get(&key) {
+                            Some(&i) => i,
+                            None => {
+                                index.insert(key.clone(), series.len());
+                                series.push(Series {
+                                    labels: labels_of(&columns, &tags, row),
+                                    points: Vec::new(),
+                                });
+                                series.len() - 1
+                            }
+                        }
                     }
                 };
+                previous = Some((row, i));
                 series[i].points.push(Point {
                     t: time.value(row).div_euclid(1_000_000),
                     v: value.value(row),
