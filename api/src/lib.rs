@@ -1,9 +1,11 @@
-//! The exawatch HTTP API (axum): `POST /api/v1/sql`, `/metrics`, `/health`.
+//! The exawatch HTTP API (axum): `POST /api/v1/sql`, writes, analytics (anomalies, models,
+//! reports), `/metrics`, `/health`.
 //!
 //! Data flow: a handler parses the request once, runs it against the [`Store`] through a
 //! fresh, read-only, memory- and time-bounded DataFusion session ([`sql`]), and encodes the
 //! result; every error is classified once ([`ApiError`]) into an HTTP status and a JSON body.
 
+mod anomalies;
 mod error;
 mod metrics;
 pub mod paths;
@@ -17,6 +19,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use exawatch_analytics::AnalyticsHandlerRef;
 use exawatch_store::Store;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
@@ -60,6 +63,7 @@ pub struct ApiState {
     registry: Arc<Registry>,
     metrics: ApiMetrics,
     config: Arc<ApiConfig>,
+    analytics: Option<AnalyticsHandlerRef>,
 }
 
 impl ApiState {
@@ -75,7 +79,14 @@ impl ApiState {
             registry,
             metrics,
             config: Arc::new(config),
+            analytics: None,
         }
+    }
+
+    /// Serves the analytics routes (anomalies, models, reports) with `handler`.
+    pub fn with_analytics(mut self, handler: AnalyticsHandlerRef) -> Self {
+        self.analytics = Some(handler);
+        self
     }
 }
 
@@ -87,6 +98,16 @@ pub fn router(state: ApiState) -> Router {
         .route(paths::INFLUX_V2_WRITE, post(write::line_protocol))
         .route(paths::INFLUX_V1_WRITE, post(write::line_protocol))
         .route(paths::REMOTE_WRITE, post(write::remote_write))
+        .route(paths::ANOMALIES, get(anomalies::list_anomalies))
+        .route(
+            paths::MODELS,
+            get(anomalies::list_models).post(anomalies::train),
+        )
+        .route(
+            paths::REPORTS,
+            get(anomalies::list_reports).post(anomalies::make_report),
+        )
+        .route(paths::REPORT_PAGE, get(anomalies::report_page))
         .route(paths::METRICS, get(metrics_text))
         .route(paths::HEALTH, get(health))
         .layer(DefaultBodyLimit::max(body_limit))

@@ -12,3 +12,11 @@ pub const REMOTE_WRITE: &str = "/api/v1/write";
 pub const METRICS: &str = "/metrics";
 /// Liveness and a few figures.
 pub const HEALTH: &str = "/health";
+/// Anomaly events (analytics).
+pub const ANOMALIES: &str = "/api/v1/anomalies";
+/// Models: list (GET) and train (POST).
+pub const MODELS: &str = "/api/v1/models";
+/// Reports: list (GET) and make one (POST).
+pub const REPORTS: &str = "/api/v1/reports";
+/// One report's HTML: `/reports/<id>.html`.
+pub const REPORT_PAGE: &str = "/reports/{file}";
