@@ -42,10 +42,10 @@ pub(crate) struct TrainArgs {
     #[arg(long, default_value_t = 10.0)]
     window_secs: f64,
     /// Training range start: RFC 3339, Unix seconds, `now` or `-1h`-style.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     from: String,
     /// Training range end.
-    #[arg(long, default_value = "now")]
+    #[arg(long, default_value = "now", allow_hyphen_values = true)]
     to: String,
     /// Target false-positive rate of the learned threshold.
     #[arg(long, default_value_t = FitOptions::default().target_fpr)]
@@ -57,10 +57,10 @@ pub(crate) struct ReportArgs {
     #[command(flatten)]
     url: UrlArgs,
     /// Range start: RFC 3339, Unix seconds, `now` or `-1h`-style.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     from: String,
     /// Range end.
-    #[arg(long, default_value = "now")]
+    #[arg(long, default_value = "now", allow_hyphen_values = true)]
     to: String,
 }
 

@@ -116,6 +116,11 @@ pub struct SimulateConfig {
     pub period_secs: f64,
     /// Seed of every node's random generator: equal seeds give equal telemetry.
     pub seed: u64,
+    /// Inject a fan failure into this node (index) for testing anomaly detection: see
+    /// [`simulate::Fault`].
+    pub fault_node: Option<usize>,
+    /// Seconds after the simulator starts when the fault begins.
+    pub fault_at_secs: f64,
 }
 
 impl Default for SimulateConfig {
@@ -127,6 +132,8 @@ impl Default for SimulateConfig {
             nodes: 0,
             period_secs: 2.0,
             seed: 42,
+            fault_node: None,
+            fault_at_secs: 0.0,
         }
     }
 }

@@ -43,16 +43,23 @@ pub struct Gmm {
 
 impl Gmm {
     pub(crate) fn fit(z: &Matrix, seed: u64) -> Result<Self> {
-        let k = GMM_COMPONENTS.min(z.rows() / 20).max(1);
         let dataset = DatasetBase::from(z.to_array());
-        let gmm = GaussianMixtureModel::params(k)
-            .n_runs(1)
-            .tolerance(1e-3)
-            .max_n_iterations(200)
-            .reg_covariance(REG_COVARIANCE)
-            .with_rng(Xoshiro256Plus::seed_from_u64(seed))
-            .fit(&dataset)
-            .context(GmmSnafu)?;
+        // linfa's EM can break down (an empty component gives NaN); fewer components then.
+        let mut k = GMM_COMPONENTS.min(z.rows() / 20).max(1);
+        let gmm = loop {
+            let fit = GaussianMixtureModel::params(k)
+                .n_runs(1)
+                .tolerance(1e-3)
+                .max_n_iterations(200)
+                .reg_covariance(REG_COVARIANCE)
+                .with_rng(Xoshiro256Plus::seed_from_u64(seed))
+                .fit(&dataset);
+            match fit {
+                Ok(gmm) if gmm.weights().iter().all(|w| w.is_finite()) => break gmm,
+                Err(_) | Ok(_) if k > 1 => k -= 1,
+                other => break other.context(GmmSnafu)?,
+            }
+        };
         let d = z.cols();
         let mut components = Vec::new();
         for c in 0..k {
