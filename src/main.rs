@@ -1,10 +1,11 @@
 //! The `exawatch` command: the server (`up`), the node collector (`collect`), a SQL client
-//! (`query`) and analytics (`train`, `models`, `report`, `eval`). Wiring only; the work is in
-//! the crates.
+//! (`query`), store inspection (`store stats`), the PromQL test runner (`promqltest`) and
+//! analytics (`train`, `models`, `report`, `eval`). Wiring only; the work is in the crates.
 
 mod analytics;
 mod config;
 mod query;
+mod stats;
 mod up;
 
 use std::path::PathBuf;
@@ -38,6 +39,30 @@ enum Command {
     Report(analytics::ReportArgs),
     /// Measure anomaly detectors on labelled CSV data (one file per service).
     Eval(analytics::EvalArgs),
+    /// Inspect the store.
+    #[command(subcommand)]
+    Store(StoreCommand),
+    /// Run Prometheus test-language files against the PromQL engine over a real store.
+    Promqltest(PromqltestArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Files, rows, bytes, bytes per sample and time range, in all and per metric. Reads the
+    /// files only (safe while a server runs on the same directory).
+    Stats(StatsArgs),
+}
+
+#[derive(Debug, Args)]
+struct StatsArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Data directory [data_dir].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: stats::Format,
 }
 
 /// Configuration shared by commands that read `exawatch.toml`.
@@ -108,6 +133,13 @@ struct QueryArgs {
     sql: String,
 }
 
+#[derive(Debug, Args)]
+struct PromqltestArgs {
+    /// Test files (`load`, `clear`, `eval instant|range`, expected results, `expect …`).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
 /// Logging when `RUST_LOG` is not set. rumqttd logs every connection at INFO and a normal
 /// disconnect as an ERROR ("no-connection id … is already gone"): keep only its warnings, and
 /// none from its router.
@@ -115,8 +147,14 @@ const DEFAULT_LOG_FILTER: &str = "info,rumqttd=warn,rumqttd::router::routing=off
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // The test runner's output is its report: keep the store's INFO lines out of it.
+    let default_filter = if matches!(cli.command, Command::Promqltest(_)) {
+        "warn"
+    } else {
+        DEFAULT_LOG_FILTER
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -182,6 +220,21 @@ fn run(cli: Cli) -> Result<()> {
         Command::Models(args) => analytics::models(&args),
         Command::Report(args) => analytics::report(&args),
         Command::Eval(args) => analytics::eval(&args),
+        Command::Store(StoreCommand::Stats(args)) => {
+            let config = args.config.load()?;
+            let data_dir = args.data_dir.unwrap_or(config.data_dir);
+            runtime()?.block_on(stats::run(&data_dir, &config.store, args.format))
+        }
+        Command::Promqltest(args) => {
+            let totals = runtime()?.block_on(exawatch_promql::promqltest::run_files(
+                &args.files,
+                &mut std::io::stdout().lock(),
+            ))?;
+            if totals.failed > 0 {
+                anyhow::bail!("{} eval(s) failed", totals.failed);
+            }
+            Ok(())
+        }
     }
 }
 

@@ -19,7 +19,20 @@ use crate::config::Config;
 const DRAIN_QUIET: Duration = Duration::from_millis(300);
 
 /// Runs the server until SIGINT or SIGTERM, then stops in order and flushes.
-pub(crate) async fn run(config: Config, simulate: usize) -> Result<()> {
+pub(crate) async fn run(mut config: Config, simulate: usize) -> Result<()> {
+    // With broker users configured there is no anonymous access: the server's own
+    // collector and simulator log in as an unrestricted user known only to this process.
+    let (username, password) = if config.broker.users.is_empty() {
+        (String::new(), String::new())
+    } else {
+        let login = ("exawatch-internal".to_owned(), random_password()?);
+        config.broker.users.push(exawatch_broker::BrokerUser {
+            name: login.0.clone(),
+            password: login.1.clone(),
+            node: None,
+        });
+        login
+    };
     let http = TcpListener::bind(&config.api.listen)
         .await
         .with_context(|| {
@@ -46,7 +59,7 @@ pub(crate) async fn run(config: Config, simulate: usize) -> Result<()> {
     let link = broker
         .take_ingest_link()
         .expect("a fresh broker has its link");
-    let api_metrics = ApiMetrics::new(&mut registry);
+    let api_metrics = ApiMetrics::new(&mut registry, &config.api);
     let analytics = Analytics::new(store.clone(), config.analytics.clone())
         .context("invalid [analytics] configuration")?;
     let state = ApiState::new(
@@ -86,6 +99,8 @@ pub(crate) async fn run(config: Config, simulate: usize) -> Result<()> {
     if config.local_collector {
         let collector = exawatch_collectors::CollectorConfig {
             broker: local_broker.clone(),
+            username: username.clone(),
+            password: password.clone(),
             ..config.collector.clone()
         };
         let stopped = until(sources_stopped.clone());
@@ -99,6 +114,8 @@ pub(crate) async fn run(config: Config, simulate: usize) -> Result<()> {
         let simulated = exawatch_collectors::SimulateConfig {
             broker: local_broker,
             nodes: simulate,
+            username,
+            password,
             ..config.simulate.clone()
         };
         let stopped = until(sources_stopped.clone());
@@ -169,6 +186,15 @@ async fn ingest(mut link: IngestLink, store: Store, mut stopped: watch::Receiver
             break;
         }
     }
+}
+
+/// 32 hex digits from the OS's random source.
+fn random_password() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut urandom| std::io::Read::read_exact(&mut urandom, &mut bytes))
+        .context("reading /dev/urandom for the internal broker password")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Wall-clock time, for samples that come without a timestamp.

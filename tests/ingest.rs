@@ -173,3 +173,252 @@ fn a_full_store_refuses_http_writes_and_sheds_mqtt_visibly() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+#[test]
+fn store_stats_reports_files_rows_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]);
+    let lines: String = (0..300)
+        .map(|i| {
+            format!(
+                "cpu,host=n{} usage={i} {}\n",
+                i % 3,
+                1_700_000_000_000_000_000i64 + i * 1_000_000_000
+            )
+        })
+        .chain((0..100).map(|i| {
+            format!(
+                "mem,host=n0 used={i} {}\n",
+                1_700_000_000_000_000_000i64 + i * 1_000_000_000
+            )
+        }))
+        .collect();
+    assert_eq!(server.post("/api/v2/write", &[], lines.as_bytes()).0, 204);
+    assert!(server.terminate().success(), "SIGTERM flushes");
+
+    let output = std::process::Command::new(support::server::EXAWATCH)
+        .args(["store", "stats", "--format", "json", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stats: Json = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(stats["files"], 1);
+    assert_eq!(stats["total"]["rows"], 400);
+    assert_eq!(stats["total"]["series"], 4);
+    assert_eq!(stats["total"]["min_time"], 1_700_000_000_000_000_000i64);
+    assert_eq!(stats["total"]["max_time"], 1_700_000_299_000_000_000i64);
+    assert!(stats["total"]["bytes_per_sample"].as_f64().unwrap() > 0.0);
+    assert_eq!(stats["metrics"][0][0], "cpu_usage");
+    assert_eq!(stats["metrics"][0][1]["rows"], 300);
+    assert_eq!(stats["metrics"][0][1]["series"], 3);
+    assert_eq!(stats["metrics"][1][0], "mem_used");
+    assert_eq!(stats["metrics"][1][1]["series"], 1);
+
+    let table = std::process::Command::new(support::server::EXAWATCH)
+        .args(["store", "stats", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(text.starts_with("1 files, 400 rows, 4 series"), "{text}");
+    assert!(text.contains("cpu_usage  300   3"), "{text}");
+}
+
+#[test]
+fn cardinality_limits_refuse_new_series_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--set", "store.max_series_per_metric=2"],
+    );
+    let body = "m,node=a v=1 1\nm,node=b v=1 1\nm,node=c v=1 1\nm,node=a v=2 2\n";
+    let (status, text, _) = server.post("/api/v2/write", &[], body.as_bytes());
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains("1 samples refused by a cardinality limit"),
+        "{text}"
+    );
+    assert!(text.contains("store.max_series_per_metric"), "{text}");
+    assert_eq!(server.count(""), 3);
+    assert_eq!(
+        server.metric("exawatch_samples_rejected_total{limit=\"series_per_metric\"}"),
+        1.0
+    );
+}
+
+/// Hundreds of malformed inputs over MQTT and HTTP: each refused with its reason and
+/// counted; what was stored before does not change.
+#[test]
+fn malformed_inputs_are_refused_counted_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let client = mqtt_client(server.mqtt, "malformed");
+    publish(&client, "org/o/node/n1/good", "1;1700000000");
+    server.wait_for_count("", 1);
+    let before = server.sql("SELECT * FROM samples");
+
+    let good_topic = "org/o/node/n1/plugin/p/chnl/data/m";
+    let bad_timestamps = [
+        "x",
+        "1e400",
+        "-",
+        "--1",
+        "1.2.3",
+        "NaN",
+        "inf",
+        "0x10",
+        "17e",
+        "٣",
+        "1 2",
+        "1,2,3",
+        "99999999999999999999",
+        "-99999999999999999999",
+        ".",
+        "..",
+        "1..2",
+        "+-1",
+        "1,5",
+        "1_000",
+    ];
+    let mut payloads: Vec<Vec<u8>> = Vec::new();
+    for ts in bad_timestamps {
+        payloads.push(format!("42;{ts}").into_bytes());
+        payloads.push(format!("text value;{ts}").into_bytes());
+    }
+    for bad in [
+        "42",
+        "",
+        ";1700000000",
+        "{",
+        "[",
+        "{\"name\": 1}",
+        "{\"name\": \"m\"}",
+        "{\"name\": \"m\", \"value\": 1}",
+        "{\"name\": \"m\", \"value\": {}, \"timestamp\": 1}",
+        "{\"name\": \"m\", \"value\": 1, \"timestamp\": \"soon\"}",
+        "{\"name\": \"\", \"value\": 1, \"timestamp\": 1}",
+        "{\"name\": \"m\", \"value\": 1, \"timestamp\": 1, \"tags\": []}",
+        "{\"name\": \"m\", \"value\": 1, \"timestamp\": 1, \"tags\": {\"time\": \"x\"}}",
+        "{\"name\": \"m\", \"value\": 1, \"timestamp\": 1, \"tags\": {\"a\": null}}",
+        "[1, 2, 3]",
+        "[{\"name\": \"m\"}]",
+        "null",
+        "true",
+    ] {
+        payloads.push(bad.as_bytes().to_vec());
+        // examon-common gzips its json and bulk payloads.
+        payloads.push(gzip(bad.as_bytes()));
+    }
+    payloads.push(vec![0xff, 0xfe, b';', b'1']);
+    payloads.push(vec![0x1f, 0x8b, 8, 0, 0, 0]);
+    payloads.push(gzip(b"not json at all"));
+    payloads.push(gzip(b"[{\"name\": \"m\", \"value\": 1}]"));
+    let mut sent = 0u64;
+    for payload in &payloads {
+        publish(&client, good_topic, payload.clone());
+        sent += 1;
+    }
+    let bad_topics = [
+        "org/o",
+        "org/o/node/",
+        "org//node/n/m",
+        "/org/o/m",
+        "org/o/m/",
+        "org/o/node//m",
+        "org/%ff%fe/m",
+        "time/x/m",
+        "metric/x/m",
+        "value/x/m",
+        "text/x/m",
+        "a/1/a/2/m",
+        "org/o/org/o/m",
+        "org/o/node/n1",
+        "a/b/c/d",
+        "x//y",
+    ];
+    for topic in bad_topics {
+        for payload in ["1;1700000000", "2;1700000000.5", "ok;1700000000"] {
+            publish(&client, topic, payload);
+            sent += 1;
+        }
+    }
+    assert!(sent >= 100, "{sent} MQTT cases");
+    let dropped = |server: &Server| -> f64 {
+        server
+            .metrics()
+            .lines()
+            .filter(|l| l.starts_with("exawatch_messages_dropped_total{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while dropped(&server) < sent as f64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {sent} counted; stored: {:?}",
+            dropped(&server),
+            server.sql("SELECT * FROM samples")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let stored = server.sql("SELECT metric, text, value, org FROM samples");
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(dropped(&server), sent as f64, "each refused exactly once");
+
+    // Line protocol over HTTP: every bad line named, none stored.
+    let bad_lines = [
+        "m",
+        "m ",
+        "m v",
+        "m v=",
+        "m =1",
+        "m,t v=1",
+        "m,t= v=1",
+        "m,=x v=1",
+        "m v=1i1",
+        "m v=\"open",
+        "m v=1 abc",
+        "m v=1 1.5",
+        "m,time=x v=1",
+        "m,a=1,a=2 v=1",
+        "m v=1,",
+        "m v=1,,w=2",
+        "m, v=1",
+        "m v=tru",
+        "m v=1u1",
+        "m v=--1",
+        ",m v=1",
+        "m  v=1 1 1",
+        "m v=1 99999999999999999999",
+        "m\\",
+        "m v=1\\",
+        "m v=\"\\",
+    ];
+    let mut http_cases = 0;
+    for line in bad_lines {
+        for suffix in ["", " 1700000000000000000", " -5"] {
+            let body = format!("{line}{suffix}");
+            let (status, text, _) = server.post("/api/v2/write", &[], body.as_bytes());
+            assert_eq!(status, 400, "{body:?}: {text}");
+            http_cases += 1;
+        }
+    }
+    let whole = remote_write::encode(&[Sample::new("m", vec![], 0, Value::Float(1.0))]);
+    for body in [&b"\xff\xfe"[..], b"garbage", &whole[..whole.len() / 2]] {
+        let (status, _, _) = server.post("/api/v1/write", &[], body);
+        assert_eq!(status, 400);
+        http_cases += 1;
+    }
+    assert!(sent + http_cases >= 200);
+    assert_eq!(
+        server.sql("SELECT * FROM samples"),
+        before,
+        "nothing stored changed"
+    );
+}

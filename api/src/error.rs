@@ -97,7 +97,9 @@ impl From<exawatch_store::Error> for ApiError {
         let message = error.to_string();
         match error {
             E::QueueFull => Self::TooManyRequests(message),
-            E::Overloaded { .. } | E::Closed => Self::Unavailable(message),
+            E::LimitExceeded { .. } => Self::BadRequest(message),
+            // A WAL write that failed (disk full, I/O error): nothing was stored, retry later.
+            E::Overloaded { .. } | E::Closed | E::WriteFailed { .. } => Self::Unavailable(message),
             _ => Self::Internal(message),
         }
     }

@@ -1,4 +1,5 @@
-//! The exawatch HTTP API (axum): `POST /api/v1/sql`, writes, analytics (anomalies, models,
+//! The exawatch HTTP API (axum): `POST /api/v1/sql`, Prometheus' query API (`/api/v1/query`,
+//! `/api/v1/query_range`, labels, series, metadata), writes, analytics (anomalies, models,
 //! reports), `/metrics`, `/health`.
 //!
 //! Data flow: a handler parses the request once, runs it against the [`Store`] through a
@@ -6,9 +7,11 @@
 //! result; every error is classified once ([`ApiError`]) into an HTTP status and a JSON body.
 
 mod anomalies;
+mod auth;
 mod error;
 mod metrics;
 pub mod paths;
+mod prometheus;
 mod sql;
 mod write;
 
@@ -25,6 +28,7 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
+pub use auth::{ApiUser, Role};
 pub use error::ApiError;
 pub use metrics::ApiMetrics;
 
@@ -42,6 +46,10 @@ pub struct ApiConfig {
     pub max_result_rows: usize,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Samples one PromQL query may hold in memory (Prometheus' `query.max-samples`).
+    pub promql_max_samples: usize,
+    /// Users; when any is configured every request but `/health` needs credentials.
+    pub users: Vec<ApiUser>,
 }
 
 impl Default for ApiConfig {
@@ -52,6 +60,8 @@ impl Default for ApiConfig {
             query_memory_bytes: 1 << 30,
             max_result_rows: 1_000_000,
             max_body_bytes: 16 << 20,
+            promql_max_samples: 50_000_000,
+            users: Vec::new(),
         }
     }
 }
@@ -93,7 +103,8 @@ impl ApiState {
 /// The API's routes.
 pub fn router(state: ApiState) -> Router {
     let body_limit = state.config.max_body_bytes;
-    Router::new()
+    let auth = state.metrics.auth.clone();
+    let router = Router::new()
         .route(paths::SQL, post(sql::handle))
         .route(paths::INFLUX_V2_WRITE, post(write::line_protocol))
         .route(paths::INFLUX_V1_WRITE, post(write::line_protocol))
@@ -110,8 +121,13 @@ pub fn router(state: ApiState) -> Router {
         .route(paths::REPORT_PAGE, get(anomalies::report_page))
         .route(paths::METRICS, get(metrics_text))
         .route(paths::HEALTH, get(health))
+        .merge(prometheus::routes())
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(state)
+        .with_state(state);
+    match auth {
+        Some(auth) => router.layer(axum::middleware::from_fn_with_state(auth, auth::authorize)),
+        None => router,
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then finishes open requests.

@@ -12,6 +12,22 @@ pub const REMOTE_WRITE: &str = "/api/v1/write";
 pub const METRICS: &str = "/metrics";
 /// Liveness and a few figures.
 pub const HEALTH: &str = "/health";
+/// PromQL instant query.
+pub const PROM_QUERY: &str = "/api/v1/query";
+/// PromQL range query.
+pub const PROM_QUERY_RANGE: &str = "/api/v1/query_range";
+/// Label names.
+pub const PROM_LABELS: &str = "/api/v1/labels";
+/// Values of one label.
+pub const PROM_LABEL_VALUES: &str = "/api/v1/label/{name}/values";
+/// Series matching selectors.
+pub const PROM_SERIES: &str = "/api/v1/series";
+/// Metric metadata.
+pub const PROM_METADATA: &str = "/api/v1/metadata";
+/// Build information (Grafana reads the version).
+pub const PROM_BUILDINFO: &str = "/api/v1/status/buildinfo";
+/// Exemplars (exawatch stores none).
+pub const PROM_EXEMPLARS: &str = "/api/v1/query_exemplars";
 /// Anomaly events (analytics).
 pub const ANOMALIES: &str = "/api/v1/anomalies";
 /// Models: list (GET) and train (POST).

@@ -1,6 +1,7 @@
 //! One listener for MQTT 3.1.1 and 5: the protocol level in a connection's CONNECT packet
 //! decides which of rumqttd's codecs handles the connection.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use bytes::BytesMut;
@@ -8,25 +9,93 @@ use rumqttd::protocol::v4::V4;
 use rumqttd::protocol::v5::V5;
 use rumqttd::protocol::{Error, Packet, Protocol};
 
+use crate::acl::{Acl, ActionLabel, within};
+
 const UNKNOWN: u8 = 0;
 
-/// A rumqttd [`Protocol`] that speaks 3.1.1 or 5, as the client's CONNECT asks.
+/// A rumqttd [`Protocol`] that speaks 3.1.1 or 5, as the client's CONNECT asks, and enforces
+/// the per-node access control ([`crate::BrokerUser::node`]) on what a client publishes and
+/// subscribes to: a packet outside the user's subtree closes the connection.
 ///
 /// rumqttd clones the listener's protocol value for each connection; a clone starts
 /// undecided, so every connection decides for itself.
 #[derive(Debug, Default)]
 pub struct AnyVersion {
     level: AtomicU8,
+    acl: Option<Arc<Acl>>,
+    /// The node this connection's user is bound to, once its CONNECT is read.
+    node: Option<String>,
+}
+
+impl AnyVersion {
+    /// A protocol value whose connections are checked against `acl`.
+    pub(crate) fn with_acl(acl: Option<Arc<Acl>>) -> Self {
+        Self {
+            acl,
+            ..Self::default()
+        }
+    }
+
+    /// Refuses a packet this connection's user may not send.
+    fn check(&mut self, packet: &Packet) -> Result<(), Error> {
+        let Some(acl) = &self.acl else {
+            return Ok(());
+        };
+        let (action, allowed, what) = match (packet, &self.node) {
+            (Packet::Connect(_, _, _, _, login), _) => {
+                self.node = login.as_ref().and_then(|l| acl.node_of(&l.username));
+                return Ok(());
+            }
+            (Packet::Publish(publish, _), Some(node)) => {
+                let topic = String::from_utf8_lossy(&publish.topic);
+                ("publish", within(&topic, node, false), topic.into_owned())
+            }
+            (Packet::Subscribe(subscribe, _), Some(node)) => {
+                let outside = subscribe
+                    .filters
+                    .iter()
+                    .find(|f| !within(&f.path, node, true));
+                (
+                    "subscribe",
+                    outside.is_none(),
+                    outside.map(|f| f.path.clone()).unwrap_or_default(),
+                )
+            }
+            _ => return Ok(()),
+        };
+        if allowed {
+            return Ok(());
+        }
+        acl.denied.get_or_create(&ActionLabel { action }).inc();
+        tracing::debug!(action, topic = %what, node = ?self.node, "Refused by the broker ACL; closing the connection.");
+        Err(Error::InvalidProtocol)
+    }
 }
 
 impl Clone for AnyVersion {
     fn clone(&self) -> Self {
-        Self::default()
+        Self::with_acl(self.acl.clone())
     }
 }
 
 impl Protocol for AnyVersion {
     fn read_mut(&mut self, stream: &mut BytesMut, max_size: usize) -> Result<Packet, Error> {
+        let packet = self.read_packet(stream, max_size)?;
+        self.check(&packet)?;
+        Ok(packet)
+    }
+
+    fn write(&self, packet: Packet, write: &mut BytesMut) -> Result<usize, Error> {
+        if self.level.load(Ordering::Relaxed) == 5 {
+            V5.write(packet, write)
+        } else {
+            V4.write(packet, write)
+        }
+    }
+}
+
+impl AnyVersion {
+    fn read_packet(&mut self, stream: &mut BytesMut, max_size: usize) -> Result<Packet, Error> {
         let level = match *self.level.get_mut() {
             UNKNOWN => {
                 let level = connect_level(stream)?;
@@ -39,14 +108,6 @@ impl Protocol for AnyVersion {
             V5.read_mut(stream, max_size)
         } else {
             V4.read_mut(stream, max_size)
-        }
-    }
-
-    fn write(&self, packet: Packet, write: &mut BytesMut) -> Result<usize, Error> {
-        if self.level.load(Ordering::Relaxed) == 5 {
-            V5.write(packet, write)
-        } else {
-            V4.write(packet, write)
         }
     }
 }

@@ -7,9 +7,11 @@
 //! subscribed to, and the link hands batches of messages to the caller. The commit log is the
 //! ingest backlog, sized by [`BrokerConfig::backlog_bytes`].
 
+mod acl;
 mod any_version;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -20,6 +22,8 @@ use rumqttd::{ConnectionSettings, Notification, Router, RouterConfig, Server, Se
 use serde::{Deserialize, Serialize};
 use snafu::Snafu;
 
+use acl::Acl;
+pub use acl::BrokerUser;
 pub use any_version::AnyVersion;
 
 /// Broker errors.
@@ -52,6 +56,8 @@ pub struct BrokerConfig {
     pub backlog_bytes: usize,
     /// A client must send CONNECT within this time.
     pub connection_timeout_ms: u16,
+    /// Users; when any is configured, clients must log in (no anonymous access).
+    pub users: Vec<BrokerUser>,
 }
 
 impl Default for BrokerConfig {
@@ -63,6 +69,7 @@ impl Default for BrokerConfig {
             max_inflight: 100,
             backlog_bytes: 64 << 20,
             connection_timeout_ms: 10_000,
+            users: Vec::new(),
         }
     }
 }
@@ -131,12 +138,29 @@ impl EmbeddedBroker {
                 connection_timeout_ms: config.connection_timeout_ms,
                 max_payload_size: config.max_packet_bytes,
                 max_inflight_count: config.max_inflight,
-                auth: None,
+                auth: (!config.users.is_empty()).then(|| {
+                    config
+                        .users
+                        .iter()
+                        .map(|u| (u.name.clone(), u.password.clone()))
+                        .collect()
+                }),
                 external_auth: None,
                 dynamic_filters: true,
             },
         };
-        let mut server = Server::new(settings, router_tx, AnyVersion::default());
+        let acl = (!config.users.is_empty()).then(|| {
+            let acl = Arc::new(Acl::new(&config.users));
+            registry
+                .sub_registry_with_prefix("exawatch_broker")
+                .register(
+                    "acl_denied",
+                    "Packets refused by the per-node ACL (the client is disconnected)",
+                    acl.denied.clone(),
+                );
+            acl
+        });
+        let mut server = Server::new(settings, router_tx, AnyVersion::with_acl(acl));
         tokio::spawn(async move {
             if let Err(error) = server.start(rumqttd::LinkType::Remote).await {
                 tracing::error!(%error, %listen, "MQTT listener stopped.");

@@ -1,33 +1,61 @@
 //! exawatch node collectors: sensor families that sample a node, the sampling scheduler, the
 //! MQTT publisher with its bounded offline buffer, and a telemetry simulator.
 //!
-//! Data flow: every `period_secs` the scheduler in [`run`] asks each [`Collector`] (one per
-//! sensor family, e.g. [`linux::LinuxCollector`]) for samples stamped with one timestamp; each
-//! sample becomes one EXAMON message (`org/…/node/…/plugin/…/chnl/data/[item/…/]metric`,
-//! payload `value;seconds`) handed to the [`publisher::Publisher`], which delivers it to the
-//! broker and buffers while the broker is away. [`simulate()`] publishes the same way for many
-//! simulated nodes ([`simulate::SimNode`]).
+//! Data flow: [`run`] finds which families can run here ([`list`]), starts one task per
+//! family (see `schedule`), each sampling on its own period: [`Collector::collect`] appends
+//! samples stamped with one timestamp; each sample becomes one EXAMON message
+//! (`org/…/node/…/plugin/<family>/chnl/data/[item/…/]metric`, payload `value;seconds`)
+//! handed to the [`publisher::Publisher`], which delivers it to the broker and buffers while
+//! the broker is away. The publisher also subscribes to the node's command topics
+//! (`…/plugin/<family>/chnl/cmd`) and the scheduler applies `-s <seconds>`, `on` and `off`.
+//! [`simulate()`] publishes the same way for many simulated nodes ([`simulate::SimNode`]).
+//!
+//! Families (each a module): [`linux`] (procfs, vmstat, filesystems), [`perf`] (PMU
+//! counters), [`cpufreq`] (frequency, C-states), [`rapl`] (x86 energy), [`hwmon`]
+//! (coretemp, k10temp, zenpower, fans, rails), [`thermal`] (thermal zones), [`jetson`]
+//! (INA3221 rails), [`nvidia`] (NVML), [`ipmi`] (BMC sensors) and [`slurm`] (jobs).
 
+mod command;
+mod config;
+pub mod cpufreq;
+mod emit;
 mod error;
+pub mod hwmon;
+pub mod ipmi;
+pub mod jetson;
 pub mod linux;
+pub mod nvidia;
+pub mod perf;
 pub mod publisher;
+pub mod rapl;
+mod schedule;
 pub mod simulate;
+pub mod slurm;
+mod sysfs;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod testutil;
+pub mod thermal;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use exawatch_protocol::Sample;
 use snafu::ensure;
-use tokio::time::MissedTickBehavior;
+use tokio::sync::watch;
 use tracing::{info, warn};
 
+pub use config::{
+    CollectorConfig, FamilyConfig, IpmiConfig, LinuxConfig, NvidiaConfig, SlurmConfig,
+};
 pub use error::{Error, Result};
 
 use crate::error::{NoFamilySnafu, PeriodSnafu};
 use crate::publisher::{Publisher, PublisherConfig, PublisherStats};
+use crate::schedule::{FamilyTask, SharedJobs};
 
 /// How long `run(.., once = true, ..)` waits between its two reads, so that utilisation and
 /// rates have a delta to work from (50 scheduler ticks per core at `USER_HZ` = 100).
@@ -47,43 +75,6 @@ pub trait Collector: Send {
     fn name(&self) -> &'static str;
     /// Reads the sensors once and appends the samples to `out`.
     fn collect(&mut self, now_ns: i64, out: &mut Vec<Sample>);
-}
-
-/// `[collector]` section of exawatch.toml; every field also a CLI flag in the binary.
-#[derive(Debug, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct CollectorConfig {
-    /// MQTT broker, `HOST[:PORT]`.
-    pub broker: String,
-    /// `org` tag of every sample.
-    pub org: String,
-    /// `cluster` tag of every sample.
-    pub cluster: String,
-    /// `node` tag; `None` means this host's name (see [`CollectorConfig::node_name`]).
-    pub node: Option<String>,
-    /// Sampling period in seconds.
-    pub period_secs: f64,
-    /// Filesystem root holding `proc/` (and later `sys/`); `/` on a real node.
-    pub root: PathBuf,
-    /// Messages kept while the broker is unreachable; the oldest are dropped beyond this.
-    pub offline_buffer_messages: usize,
-    /// MQTT QoS, 0 or 1.
-    pub qos: u8,
-}
-
-impl Default for CollectorConfig {
-    fn default() -> Self {
-        Self {
-            broker: "127.0.0.1:1883".to_owned(),
-            org: "exawatch".to_owned(),
-            cluster: "local".to_owned(),
-            node: None,
-            period_secs: 2.0,
-            root: PathBuf::from("/"),
-            offline_buffer_messages: 100_000,
-            qos: 0,
-        }
-    }
 }
 
 impl CollectorConfig {
@@ -116,6 +107,10 @@ pub struct SimulateConfig {
     pub period_secs: f64,
     /// Seed of every node's random generator: equal seeds give equal telemetry.
     pub seed: u64,
+    /// MQTT user name, when the broker requires a login; empty: anonymous.
+    pub username: String,
+    /// MQTT password.
+    pub password: String,
     /// Inject a fan failure into this node (index) for testing anomaly detection: see
     /// [`simulate::Fault`].
     pub fault_node: Option<usize>,
@@ -132,10 +127,17 @@ impl Default for SimulateConfig {
             nodes: 0,
             period_secs: 2.0,
             seed: 42,
+            username: String::new(),
+            password: String::new(),
             fault_node: None,
             fault_at_secs: 0.0,
         }
     }
+}
+
+/// The login for the publisher: none when `username` is empty.
+fn credentials(username: &str, password: &str) -> Option<(String, String)> {
+    (!username.is_empty()).then(|| (username.to_owned(), password.to_owned()))
 }
 
 /// A sensor family and whether it can run on this node, with the reason.
@@ -173,14 +175,66 @@ impl From<PublisherStats> for RunStats {
     }
 }
 
-/// Each sensor family and whether it can run on this node, with the reason.
-pub fn list(config: &CollectorConfig) -> Vec<FamilyStatus> {
-    vec![linux::status(&config.root)]
+/// What a family's constructor gets.
+#[derive(Debug, Clone)]
+pub(crate) struct BuildContext {
+    /// The whole collector config (each family reads its own section).
+    pub(crate) config: CollectorConfig,
+    /// This node's tags.
+    pub(crate) tags: NodeTags,
+    /// For families that run subprocesses from the blocking pool.
+    pub(crate) runtime: tokio::runtime::Handle,
+    /// Written by `slurm`, read by the scheduler for the `job` tag.
+    pub(crate) jobs: SharedJobs,
 }
 
-/// Runs the collector until `shutdown` resolves; with `once`, samples once (two reads of
-/// /proc/stat a short moment apart so utilisation is filled), publishes, waits until the
-/// publisher has flushed to the broker, and returns.
+/// One sensor family: its name, whether it can run here, its settings and its constructor.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Family {
+    /// The family (and `plugin` tag) name.
+    pub(crate) name: &'static str,
+    /// Whether it can run on this node, and why (not).
+    pub(crate) status: fn(&CollectorConfig) -> FamilyStatus,
+    /// `(enabled, period_secs)` from its config section.
+    pub(crate) settings: fn(&CollectorConfig) -> (bool, Option<f64>),
+    /// Builds the collector; the error says why it cannot run after all.
+    pub(crate) build: fn(&BuildContext) -> std::result::Result<Box<dyn Collector>, String>,
+}
+
+/// Every family, in `--list` order.
+pub(crate) const FAMILIES: &[Family] = &[
+    linux::FAMILY_DEF,
+    perf::FAMILY_DEF,
+    cpufreq::FAMILY_DEF,
+    rapl::FAMILY_DEF,
+    hwmon::FAMILY_DEF,
+    thermal::FAMILY_DEF,
+    jetson::FAMILY_DEF,
+    nvidia::FAMILY_DEF,
+    ipmi::FAMILY_DEF,
+    slurm::FAMILY_DEF,
+];
+
+/// Each sensor family and whether it can run on this node, with the reason. A family
+/// switched off in the config is listed as off, with the reason it could (not) run.
+pub fn list(config: &CollectorConfig) -> Vec<FamilyStatus> {
+    FAMILIES
+        .iter()
+        .map(|family| {
+            let mut status = (family.status)(config);
+            let (enabled, _) = (family.settings)(config);
+            if !enabled {
+                status.available = false;
+                status.reason = format!("disabled in the config ({})", status.reason);
+            }
+            status
+        })
+        .collect()
+}
+
+/// Runs the collector until `shutdown` resolves; with `once`, samples each family twice a
+/// short moment apart (so utilisation, rates and power are filled), publishes the second
+/// reading, waits until the publisher has flushed to the broker, and returns.
 ///
 /// Fails before sampling if the config is invalid or no family can run; with `once`, also if
 /// the broker did not take every message within [`ONCE_FLUSH_TIMEOUT`].
@@ -189,75 +243,171 @@ pub async fn run(
     once: bool,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<RunStats> {
-    let period = period(config.period_secs)?;
+    period(config.period_secs)?;
     let node = config.node_name();
-    let statuses = list(&config);
-    let mut collectors = build_collectors(&config, &node, &statuses);
+    let tags = NodeTags {
+        org: config.org.clone(),
+        cluster: config.cluster.clone(),
+        node: node.clone(),
+    };
+    let mut tasks = Vec::new();
+    let mut reasons = Vec::new();
+    let context = Arc::new(BuildContext {
+        config: config.clone(),
+        tags: tags.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        jobs: SharedJobs::default(),
+    });
+    for family in FAMILIES {
+        let (enabled, period_secs) = (family.settings)(&config);
+        let period = period(period_secs.unwrap_or(config.period_secs))?;
+        let status = (family.status)(&config);
+        reasons.push(format!("{}: {}", status.name, status.reason));
+        if !status.available {
+            info!(family = family.name, reason = %status.reason, "Collector family unavailable.");
+            continue;
+        }
+        let context = Arc::clone(&context);
+        let build = family.build;
+        tasks.push(FamilyTask {
+            name: family.name,
+            enabled,
+            period,
+            build: Box::new(move || build(&context)),
+            tag_jobs: family.name != slurm::FAMILY && config.slurm.tag_metrics,
+        });
+    }
     ensure!(
-        !collectors.is_empty(),
+        tasks.iter().any(|t| t.enabled),
         NoFamilySnafu {
-            reasons: statuses
-                .iter()
-                .map(|s| format!("{}: {}", s.name, s.reason))
-                .collect::<Vec<_>>()
-                .join("; "),
+            reasons: reasons.join("; "),
         }
     );
-    let publisher = Publisher::start(PublisherConfig {
-        broker: config.broker.clone(),
-        client_id: format!("exawatch-collect-{node}-{}", std::process::id()),
-        qos: config.qos,
-        offline_buffer_messages: config.offline_buffer_messages,
-    })?;
-    let families: Vec<&str> = collectors.iter().map(|c| c.name()).collect();
-    info!(broker = %config.broker, %node, ?families, period_secs = config.period_secs, once, "Collector started.");
+    let filter = schedule::command_filter(&tags);
+    let (publisher, incoming) = Publisher::start_subscribed(
+        PublisherConfig {
+            broker: config.broker.clone(),
+            client_id: format!("exawatch-collect-{node}-{}", std::process::id()),
+            qos: config.qos,
+            offline_buffer_messages: config.offline_buffer_messages,
+            credentials: credentials(&config.username, &config.password),
+        },
+        if once {
+            Vec::new()
+        } else {
+            vec![filter.clone()]
+        },
+    )?;
+    let families: Vec<&str> = tasks.iter().filter(|t| t.enabled).map(|t| t.name).collect();
+    info!(broker = %config.broker, %node, ?families, once, "Collector started.");
 
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut samples = Vec::new();
     if once {
-        // The first read only sets the baseline for utilisation and rates.
-        collect_all(&mut collectors, &mut samples);
-        samples.clear();
-        tokio::select! {
-            () = &mut shutdown => return Ok(publisher.close(Duration::ZERO).await.into()),
-            () = tokio::time::sleep(ONCE_SAMPLE_GAP) => {}
-        }
-        collect_all(&mut collectors, &mut samples);
-        for sample in &samples {
-            publisher.publish_sample(sample);
-        }
-        let flushed = tokio::select! {
-            flushed = publisher.flush(ONCE_FLUSH_TIMEOUT) => flushed,
-            () = &mut shutdown => false,
-        };
-        let stats = publisher.close(Duration::ZERO).await;
-        if !flushed {
-            return Err(Error::FlushTimeout {
-                broker: config.broker,
-                pending: stats.pending(),
-                total: stats.accepted,
-                timeout_secs: ONCE_FLUSH_TIMEOUT.as_secs(),
-            });
-        }
-        return Ok(stats.into());
+        return run_once(
+            tasks,
+            publisher,
+            &context.jobs,
+            config.broker,
+            &mut shutdown,
+        )
+        .await;
     }
 
-    let mut interval = tokio::time::interval(period);
-    interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            _ = interval.tick() => {
-                samples.clear();
-                collect_all(&mut collectors, &mut samples);
-                for sample in &samples {
-                    publisher.publish_sample(sample);
-                }
-            }
+    let publisher = Arc::new(publisher);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut senders = Vec::new();
+    let mut handles = Vec::new();
+    for task in tasks {
+        let (tx, rx) = schedule::command_channel();
+        senders.push((task.name, tx));
+        handles.push(tokio::spawn(schedule::drive(
+            task,
+            Arc::clone(&publisher),
+            Arc::clone(&context.jobs),
+            rx,
+            stop_rx.clone(),
+        )));
+    }
+    let dispatcher = tokio::spawn(schedule::dispatch(incoming, filter, senders));
+    shutdown.await;
+    info!("Collector stopping.");
+    stop_tx.send_replace(true);
+    for handle in handles {
+        if let Err(error) = handle.await {
+            warn!(%error, "A collector family task ended abnormally.");
         }
     }
-    info!("Collector stopping.");
+    dispatcher.abort();
+    let publisher = match Arc::try_unwrap(publisher) {
+        Ok(publisher) => publisher,
+        Err(shared) => return Ok(shared.stats().into()),
+    };
     Ok(publisher.close(SHUTDOWN_FLUSH_TIMEOUT).await.into())
+}
+
+/// `run(.., once = true, ..)`: two readings of every enabled family, the second published.
+async fn run_once(
+    tasks: Vec<FamilyTask>,
+    publisher: Publisher,
+    jobs: &SharedJobs,
+    broker: String,
+    shutdown: &mut std::pin::Pin<&mut (impl Future<Output = ()> + Send)>,
+) -> Result<RunStats> {
+    let mut collectors = Vec::new();
+    for task in tasks.into_iter().filter(|t| t.enabled) {
+        match (task.build)() {
+            Ok(collector) => collectors.push((task.tag_jobs, collector)),
+            Err(reason) => warn!(family = task.name, %reason, "Collector family cannot start."),
+        }
+    }
+    // The first reading only sets the baseline for utilisation, rates and power.
+    let (mut collectors, _) = collect_blocking(collectors).await;
+    tokio::select! {
+        () = &mut *shutdown => return Ok(publisher.close(Duration::ZERO).await.into()),
+        () = tokio::time::sleep(ONCE_SAMPLE_GAP) => {}
+    }
+    let readings;
+    (collectors, readings) = collect_blocking(collectors).await;
+    drop(collectors);
+    for (tag_jobs, samples) in readings {
+        schedule::publish(&publisher, samples, tag_jobs.then_some(jobs));
+    }
+    let flushed = tokio::select! {
+        flushed = publisher.flush(ONCE_FLUSH_TIMEOUT) => flushed,
+        () = &mut *shutdown => false,
+    };
+    let stats = publisher.close(Duration::ZERO).await;
+    if !flushed {
+        return Err(Error::FlushTimeout {
+            broker,
+            pending: stats.pending(),
+            total: stats.accepted,
+            timeout_secs: ONCE_FLUSH_TIMEOUT.as_secs(),
+        });
+    }
+    Ok(stats.into())
+}
+
+/// Samples each collector once on the blocking pool (families may run subprocesses).
+async fn collect_blocking(
+    collectors: Vec<(bool, Box<dyn Collector>)>,
+) -> (Vec<(bool, Box<dyn Collector>)>, Vec<(bool, Vec<Sample>)>) {
+    let now = now_ns();
+    tokio::task::spawn_blocking(move || {
+        let mut readings = Vec::new();
+        let mut collectors = collectors;
+        for (tag_jobs, collector) in &mut collectors {
+            let mut samples = Vec::new();
+            collector.collect(now, &mut samples);
+            readings.push((*tag_jobs, samples));
+        }
+        (collectors, readings)
+    })
+    .await
+    .unwrap_or_else(|error| {
+        warn!(%error, "Sampling failed.");
+        (Vec::new(), Vec::new())
+    })
 }
 
 /// Runs N simulated nodes until `shutdown` resolves.
@@ -275,6 +425,7 @@ pub async fn simulate(
         client_id: format!("exawatch-simulate-{}", std::process::id()),
         qos: 0,
         offline_buffer_messages: CollectorConfig::default().offline_buffer_messages,
+        credentials: credentials(&config.username, &config.password),
     })?;
     info!(broker = %config.broker, nodes = config.nodes, period_secs = config.period_secs, seed = config.seed, "Simulator started.");
     tokio::select! {
@@ -283,37 +434,6 @@ pub async fn simulate(
     }
     info!("Simulator stopping.");
     Ok(publisher.close(SHUTDOWN_FLUSH_TIMEOUT).await.into())
-}
-
-/// The families that can run, ready to sample.
-fn build_collectors(
-    config: &CollectorConfig,
-    node: &str,
-    statuses: &[FamilyStatus],
-) -> Vec<Box<dyn Collector>> {
-    let tags = NodeTags {
-        org: config.org.clone(),
-        cluster: config.cluster.clone(),
-        node: node.to_owned(),
-    };
-    let mut collectors: Vec<Box<dyn Collector>> = Vec::new();
-    for status in statuses {
-        if !status.available {
-            warn!(family = %status.name, reason = %status.reason, "Collector family unavailable.");
-            continue;
-        }
-        if status.name == linux::FAMILY {
-            collectors.push(Box::new(linux::LinuxCollector::new(&config.root, &tags)));
-        }
-    }
-    collectors
-}
-
-fn collect_all(collectors: &mut [Box<dyn Collector>], out: &mut Vec<Sample>) {
-    let now = now_ns();
-    for collector in collectors {
-        collector.collect(now, out);
-    }
 }
 
 /// The tags every sample of one node carries.
@@ -327,7 +447,7 @@ pub struct NodeTags {
     pub node: String,
 }
 
-fn period(period_secs: f64) -> Result<Duration> {
+pub(crate) fn period(period_secs: f64) -> Result<Duration> {
     ensure!(
         (0.001..=86_400.0).contains(&period_secs),
         PeriodSnafu { period_secs }

@@ -1,5 +1,7 @@
-//! The `linux` family: CPU, memory, load, network, disks and pressure stall information from
-//! procfs under a configurable root (`<root>/proc/...`), as EXAMON samples
+//! The `linux` family: CPU, memory, virtual memory events, load, network, disks, pressure
+//! stall information and filesystem usage from procfs under a configurable root
+//! (`<root>/proc/...`; filesystems through `statvfs` on `<root>/<mount point>`), as EXAMON
+//! samples
 //! `org/<org>/cluster/<cluster>/node/<host>/plugin/linux/chnl/data/[<item>/<name>/]<metric>`.
 //!
 //! Utilisation and `_per_sec` rates come from the difference between two reads, so the
@@ -16,23 +18,43 @@
 //! | none | `mem_total_bytes`, `mem_free_bytes`, `mem_available_bytes`, `mem_used_bytes` (= total − available), `mem_cached_bytes`, `mem_buffers_bytes`, `swap_total_bytes`, `swap_used_bytes` |
 //! | `iface/<name>` (not `lo`) | `rx_bytes`, `rx_packets`, `rx_errors`, `rx_drops`, `tx_bytes`, `tx_packets`, `tx_errors`, `tx_drops`, and each with `_per_sec` |
 //! | `dev/<name>` (whole disks) | `read_bytes`, `write_bytes`, `read_ops`, `write_ops` and each with `_per_sec`; `io_time_ms`, `io_util` (% of the period busy) |
+//! | none | `pgfault`, `pgmajfault`, `pgpgin`, `pgpgout`, `pswpin`, `pswpout`, `oom_kill` (since boot, from `/proc/vmstat`) and each with `_per_sec` |
+//! | `mount/<path>`, `fstype/<type>` | `fs_size_bytes`, `fs_free_bytes`, `fs_avail_bytes` (free for unprivileged users), `fs_used_bytes`, `fs_files`, `fs_files_free` |
 //! | `resource/<cpu\|memory\|io>` | `psi_some_avg10`, `psi_some_avg60`, `psi_some_avg300`, `psi_some_total_us`, `psi_full_avg10`, `psi_full_avg60`, `psi_full_avg300`, `psi_full_total_us` |
 
+mod fs;
 mod parse;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use exawatch_protocol::{Sample, Value};
 use tracing::warn;
 
-use crate::{Collector, FamilyStatus, NodeTags};
+use crate::{Collector, Family, FamilyStatus, NodeTags};
+use fs::{FsStats, StatError, StatFn, StatWorker};
 use parse::{CpuTimes, cpu};
 
 /// The family (and `plugin` tag) name.
 pub const FAMILY: &str = "linux";
+
+/// The family as the scheduler sees it.
+pub(crate) const FAMILY_DEF: Family = Family {
+    name: FAMILY,
+    status: |config| status(&config.root),
+    settings: |config| (config.linux.enabled, config.linux.period_secs),
+    build: |cx| {
+        Ok(Box::new(LinuxCollector::with_statvfs(
+            &cx.config.root,
+            &cx.tags,
+            fs::statvfs,
+            Duration::from_millis(cx.config.linux.statvfs_timeout_ms),
+        )))
+    },
+};
 
 /// Every metric this family emits, with what it measures.
 pub const METRICS: &[(&str, &str)] = &[
@@ -56,6 +78,26 @@ pub const METRICS: &[(&str, &str)] = &[
     (LOAD1, "load average over 1 minute"),
     (LOAD5, "load average over 5 minutes"),
     (LOAD15, "load average over 15 minutes"),
+    ("pgfault", "page faults since boot"),
+    ("pgmajfault", "major page faults (needing I/O) since boot"),
+    ("pgpgin", "KiB paged in from disk since boot"),
+    ("pgpgout", "KiB paged out to disk since boot"),
+    ("pswpin", "pages swapped in since boot"),
+    ("pswpout", "pages swapped out since boot"),
+    ("oom_kill", "processes killed by the OOM killer since boot"),
+    ("pgfault_per_sec", "page faults per second"),
+    ("pgmajfault_per_sec", "major page faults per second"),
+    ("pgpgin_per_sec", "KiB paged in per second"),
+    ("pgpgout_per_sec", "KiB paged out per second"),
+    ("pswpin_per_sec", "pages swapped in per second"),
+    ("pswpout_per_sec", "pages swapped out per second"),
+    ("oom_kill_per_sec", "OOM kills per second"),
+    (FS_SIZE, "filesystem size, bytes (per mount)"),
+    (FS_FREE, "free space including root's reserve, bytes"),
+    (FS_AVAIL, "space available to unprivileged users, bytes"),
+    (FS_USED, "size - free, bytes"),
+    (FS_FILES, "inodes"),
+    (FS_FILES_FREE, "free inodes"),
     (MEM_TOTAL, "usable RAM, bytes"),
     (MEM_FREE, "unused RAM, bytes"),
     (
@@ -150,6 +192,23 @@ const MEM_BUFFERS: &str = "mem_buffers_bytes";
 const SWAP_TOTAL: &str = "swap_total_bytes";
 const SWAP_USED: &str = "swap_used_bytes";
 const IO_TIME: &str = "io_time_ms";
+const FS_SIZE: &str = "fs_size_bytes";
+const FS_FREE: &str = "fs_free_bytes";
+const FS_AVAIL: &str = "fs_avail_bytes";
+const FS_USED: &str = "fs_used_bytes";
+const FS_FILES: &str = "fs_files";
+const FS_FILES_FREE: &str = "fs_files_free";
+
+/// `/proc/vmstat` counters used: (counter, rate).
+const VMSTAT_COUNTERS: [(&str, &str); 7] = [
+    ("pgfault", "pgfault_per_sec"),
+    ("pgmajfault", "pgmajfault_per_sec"),
+    ("pgpgin", "pgpgin_per_sec"),
+    ("pgpgout", "pgpgout_per_sec"),
+    ("pswpin", "pswpin_per_sec"),
+    ("pswpout", "pswpout_per_sec"),
+    ("oom_kill", "oom_kill_per_sec"),
+];
 const IO_UTIL: &str = "io_util";
 
 /// `/proc/net/dev` counters used, by index: (counter, rate).
@@ -196,9 +255,11 @@ const PSI_RESOURCES: [(&str, &str); 3] = [
 ];
 
 /// Every file read, relative to the root.
-const FILES: [&str; 8] = [
+const FILES: [&str; 10] = [
     "proc/stat",
     "proc/meminfo",
+    "proc/vmstat",
+    "proc/mounts",
     "proc/loadavg",
     "proc/net/dev",
     "proc/diskstats",
@@ -308,11 +369,17 @@ struct Emitter<'a> {
 
 impl Emitter<'_> {
     fn emit(&mut self, item: Option<(&str, &str)>, metric: &str, value: f64) {
-        let mut tags = Vec::with_capacity(self.base.len() + 1);
+        self.emit_items(item.as_slice(), metric, value);
+    }
+
+    fn emit_items(&mut self, items: &[(&str, &str)], metric: &str, value: f64) {
+        let mut tags = Vec::with_capacity(self.base.len() + items.len());
         tags.extend_from_slice(self.base);
-        if let Some((key, name)) = item {
-            tags.push((key.to_owned(), name.to_owned()));
-        }
+        tags.extend(
+            items
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         self.out
             .push(Sample::new(metric, tags, self.now_ns, Value::Float(value)));
     }
@@ -328,6 +395,10 @@ pub struct LinuxCollector {
     loadavg: Source,
     net_dev: Source,
     diskstats: Source,
+    vmstat: Source,
+    mounts: Source,
+    root: PathBuf,
+    statvfs: StatWorker,
     pressure: Vec<(&'static str, Source)>,
     /// Keyed by core number, `None` for the total.
     prev_cpu: Previous<Option<u32>, CpuTimes>,
@@ -335,11 +406,23 @@ pub struct LinuxCollector {
     prev_events: Previous<&'static str, u64>,
     prev_net: Previous<String, [u64; 16]>,
     prev_disk: Previous<String, [u64; 5]>,
+    prev_vmstat: Previous<&'static str, u64>,
 }
 
 impl LinuxCollector {
     /// A collector reading `<root>/proc/...`, tagging samples with `tags`.
     pub fn new(root: &Path, tags: &NodeTags) -> Self {
+        Self::with_statvfs(root, tags, fs::statvfs, Duration::from_secs(1))
+    }
+
+    /// As [`new`](Self::new), measuring filesystems with `stat`, waiting at most `timeout`
+    /// for each mount.
+    pub(crate) fn with_statvfs(
+        root: &Path,
+        tags: &NodeTags,
+        stat: StatFn,
+        timeout: Duration,
+    ) -> Self {
         let base = [
             ("org", tags.org.as_str()),
             ("cluster", tags.cluster.as_str()),
@@ -357,6 +440,10 @@ impl LinuxCollector {
             loadavg: Source::new(root, "proc/loadavg"),
             net_dev: Source::new(root, "proc/net/dev"),
             diskstats: Source::new(root, "proc/diskstats"),
+            vmstat: Source::new(root, "proc/vmstat"),
+            mounts: Source::new(root, "proc/mounts"),
+            root: root.to_owned(),
+            statvfs: StatWorker::new(stat, timeout),
             pressure: PSI_RESOURCES
                 .iter()
                 .map(|(resource, file)| (*resource, Source::new(root, file)))
@@ -365,6 +452,70 @@ impl LinuxCollector {
             prev_events: Previous::default(),
             prev_net: Previous::default(),
             prev_disk: Previous::default(),
+            prev_vmstat: Previous::default(),
+        }
+    }
+
+    fn collect_vmstat(&mut self, out: &mut Emitter<'_>) {
+        let Some(text) = self.vmstat.read() else {
+            return;
+        };
+        let values = parse::vmstat(&text);
+        let current: HashMap<&'static str, u64> = VMSTAT_COUNTERS
+            .iter()
+            .filter_map(|(name, _)| Some((*name, *values.get(name)?)))
+            .collect();
+        let (dt, old) = self.prev_vmstat.advance(out.now_ns, current);
+        for (counter, per_sec) in VMSTAT_COUNTERS {
+            let Some(&new) = self.prev_vmstat.values.get(counter) else {
+                continue;
+            };
+            out.emit(None, counter, new as f64);
+            if let (Some(dt), Some(&old)) = (dt, old.get(counter))
+                && let Some(r) = rate(new, old, dt)
+            {
+                out.emit(None, per_sec, r);
+            }
+        }
+    }
+
+    fn collect_filesystems(&mut self, out: &mut Emitter<'_>) {
+        let Some(text) = self.mounts.read() else {
+            return;
+        };
+        for mount in fs::data_mounts(fs::parse_mounts(&text)) {
+            let relative = mount.mount_point.trim_start_matches('/');
+            let path = if relative.is_empty() {
+                self.root.clone()
+            } else {
+                self.root.join(relative)
+            };
+            let stats: FsStats = match self.statvfs.stat(&path) {
+                Ok(stats) => stats,
+                Err(StatError::Failed(error)) => {
+                    tracing::debug!(mount = %path.display(), %error, "statvfs failed.");
+                    continue;
+                }
+                Err(StatError::Stuck | StatError::TimedOut) => continue,
+            };
+            if stats.size_bytes == 0 {
+                // Nothing to measure (e.g. an autofs trigger that slipped through).
+                continue;
+            }
+            let items = [
+                ("fstype", mount.fstype.as_str()),
+                ("mount", mount.mount_point.as_str()),
+            ];
+            for (metric, value) in [
+                (FS_SIZE, stats.size_bytes),
+                (FS_FREE, stats.free_bytes),
+                (FS_AVAIL, stats.avail_bytes),
+                (FS_USED, stats.size_bytes.saturating_sub(stats.free_bytes)),
+                (FS_FILES, stats.files),
+                (FS_FILES_FREE, stats.files_free),
+            ] {
+                out.emit_items(&items, metric, value as f64);
+            }
         }
     }
 
@@ -560,10 +711,12 @@ impl Collector for LinuxCollector {
         };
         self.collect_stat(&mut emitter);
         self.collect_meminfo(&mut emitter);
+        self.collect_vmstat(&mut emitter);
         self.collect_loadavg(&mut emitter);
         self.collect_net(&mut emitter);
         self.collect_disks(&mut emitter);
         self.collect_pressure(&mut emitter);
+        self.collect_filesystems(&mut emitter);
         self.base = base;
     }
 }

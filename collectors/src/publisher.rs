@@ -9,6 +9,10 @@
 //!
 //! A message counts as published once written to the broker (QoS 0) or acknowledged by it
 //! (QoS 1). QoS 0 messages in the socket when the connection breaks are lost, as MQTT allows.
+//!
+//! [`Publisher::start_subscribed`] also subscribes to topic filters (again after every
+//! reconnection, since sessions are clean) and hands what arrives on them to a bounded
+//! channel: the collector's EXAMON command channel.
 
 mod buffer;
 #[cfg(test)]
@@ -22,7 +26,7 @@ use exawatch_protocol::Sample;
 use exawatch_protocol::examon::{encode_payload, encode_topic};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, Request};
 use snafu::ensure;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -45,6 +49,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long [`Publisher::close`] waits for the DISCONNECT to go out.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Messages received on subscribed topics that may wait for the consumer; more are dropped.
+pub const INCOMING_CAPACITY: usize = 64;
 /// Tag keys written first, in this order, so topics read like EXAMON's own.
 const LEADING_TAGS: [&str; 5] = ["org", "cluster", "node", "plugin", "chnl"];
 
@@ -59,6 +65,8 @@ pub struct PublisherConfig {
     pub qos: u8,
     /// Messages kept while the broker is unreachable; beyond that the oldest are dropped.
     pub offline_buffer_messages: usize,
+    /// User name and password, when the broker requires a login.
+    pub credentials: Option<(String, String)>,
 }
 
 /// Counters of one publisher, as returned by [`Publisher::stats`].
@@ -146,11 +154,22 @@ impl Publisher {
     /// Validates the config and starts connecting in the background; must be called inside
     /// a tokio runtime. Never waits for the broker: messages are buffered until it answers.
     pub fn start(config: PublisherConfig) -> Result<Self> {
+        Self::start_subscribed(config, Vec::new()).map(|(publisher, _)| publisher)
+    }
+
+    /// As [`start`](Self::start), and subscribes (QoS 1) to each of `filters` on every
+    /// connection; messages arriving on them come out of the returned receiver, at most
+    /// [`INCOMING_CAPACITY`] waiting (more are dropped with a WARN).
+    pub fn start_subscribed(
+        config: PublisherConfig,
+        filters: Vec<String>,
+    ) -> Result<(Self, mpsc::Receiver<Message>)> {
         let PublisherConfig {
             broker,
             client_id,
             qos,
             offline_buffer_messages,
+            credentials,
         } = config;
         let (host, port) = parse_broker(&broker)?;
         let qos = match qos {
@@ -166,6 +185,9 @@ impl Publisher {
             .set_clean_session(true)
             .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
             .set_request_channel_capacity(REQUEST_CHANNEL_CAPACITY);
+        if let Some((username, password)) = credentials {
+            options.set_credentials(username, password);
+        }
         let (client, event_loop) = AsyncClient::new(options, REQUEST_CHANNEL_CAPACITY);
 
         let shared = Arc::new(Shared {
@@ -179,8 +201,12 @@ impl Publisher {
         let (connected_tx, connected) = watch::channel(false);
         let (stop_forwarder, forwarder_stop) = watch::channel(false);
         let (stop_event_loop, event_loop_stop) = watch::channel(false);
+        let (incoming_tx, incoming) = mpsc::channel(INCOMING_CAPACITY);
         let event_loop = tokio::spawn(drive_event_loop(EventLoopTask {
             event_loop,
+            client: client.clone(),
+            filters,
+            incoming: incoming_tx,
             shared: Arc::clone(&shared),
             connected: connected_tx,
             stop: event_loop_stop,
@@ -194,7 +220,7 @@ impl Publisher {
             forwarder_stop,
             qos,
         ));
-        Ok(Self {
+        let publisher = Self {
             shared,
             broker,
             client,
@@ -203,7 +229,8 @@ impl Publisher {
             stop_event_loop,
             forwarder,
             event_loop,
-        })
+        };
+        Ok((publisher, incoming))
     }
 
     /// The broker address this publisher was started with.
@@ -405,6 +432,10 @@ async fn forward(
 /// What the event-loop task owns.
 struct EventLoopTask {
     event_loop: EventLoop,
+    /// Used to (re)subscribe after each CONNACK.
+    client: AsyncClient,
+    filters: Vec<String>,
+    incoming: mpsc::Sender<Message>,
     shared: Arc<Shared>,
     connected: watch::Sender<bool>,
     stop: watch::Receiver<bool>,
@@ -417,6 +448,9 @@ struct EventLoopTask {
 async fn drive_event_loop(task: EventLoopTask) {
     let EventLoopTask {
         mut event_loop,
+        client,
+        filters,
+        incoming,
         shared,
         connected,
         mut stop,
@@ -436,11 +470,26 @@ async fn drive_event_loop(task: EventLoopTask) {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff = BACKOFF_MIN;
                 failures = 0;
+                // Before the forwarder starts filling the request channel.
+                for filter in &filters {
+                    if let Err(error) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+                        warn!(%broker, %filter, %error, "Cannot subscribe to a command topic.");
+                    }
+                }
                 connected.send_replace(true);
                 info!(%broker, "Connected to the MQTT broker.");
             }
             Ok(Event::Outgoing(Outgoing::Publish(_))) if qos == QoS::AtMostOnce => {
                 shared.published.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let message = Message {
+                    topic: publish.topic,
+                    payload: publish.payload.to_vec(),
+                };
+                if let Err(mpsc::error::TrySendError::Full(_)) = incoming.try_send(message) {
+                    warn!(%broker, "Incoming message dropped: they arrive faster than read.");
+                }
             }
             Ok(Event::Incoming(Packet::PubAck(_))) => {
                 shared.published.fetch_add(1, Ordering::Relaxed);

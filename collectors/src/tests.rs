@@ -53,15 +53,56 @@ fn node_name_prefers_config_then_root_procfs() {
 }
 
 #[test]
-fn list_reports_the_linux_family() {
-    let config = CollectorConfig {
+fn list_reports_every_family_with_a_reason() {
+    let mut config = CollectorConfig {
         root: fixture_root(),
         ..CollectorConfig::default()
     };
     let families = list(&config);
-    assert_eq!(families.len(), 1);
-    assert_eq!(families[0].name, "linux");
+    let names: Vec<&str> = families.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "linux", "perf", "cpufreq", "rapl", "hwmon", "thermal", "jetson", "nvidia", "ipmi",
+            "slurm"
+        ]
+    );
     assert!(families[0].available, "{}", families[0].reason);
+    for family in &families {
+        assert!(!family.reason.is_empty(), "{} has no reason", family.name);
+    }
+    // The procfs-only fixture has no sysfs: the sysfs families say so.
+    let rapl = &families[3];
+    assert!(
+        !rapl.available && rapl.reason.starts_with("no RAPL zones"),
+        "{}",
+        rapl.reason
+    );
+    config.linux.enabled = false;
+    let linux = &list(&config)[0];
+    assert!(!linux.available);
+    assert!(
+        linux.reason.starts_with("disabled in the config"),
+        "{}",
+        linux.reason
+    );
+}
+
+#[test]
+fn family_sections_default_to_the_collector_period() {
+    let c = CollectorConfig::default();
+    assert_eq!(c.linux.period_secs, None);
+    assert_eq!(c.rapl, FamilyConfig::default());
+    assert_eq!(c.hwmon.period_secs, Some(5.0));
+    assert_eq!(c.ipmi.period_secs, Some(10.0));
+    assert_eq!(c.slurm.period_secs, Some(10.0));
+    assert_eq!(c.nvidia.library, "libnvidia-ml.so.1");
+    for family in FAMILIES {
+        let (enabled, period) = (family.settings)(&c);
+        let period = period.unwrap_or(c.period_secs);
+        assert!(enabled, "{}", family.name);
+        assert!((1.0..=10.0).contains(&period), "{} {period}", family.name);
+    }
 }
 
 #[tokio::test]
@@ -154,4 +195,16 @@ fn run_and_simulate_futures_are_send() {
     assert_send(&run);
     let simulate = simulate(SimulateConfig::default(), std::future::ready(()));
     assert_send(&simulate);
+}
+
+/// The `[collector]` sections of the repository's `exawatch.example.toml` are the defaults
+/// (the binary's test checks the whole file; this one runs without building it).
+#[test]
+fn example_config_sections_are_the_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../exawatch.example.toml");
+    let text = std::fs::read_to_string(path).expect("example config");
+    let mut file: toml::Table = toml::from_str(&text).expect("valid TOML");
+    let section = file.remove("collector").expect("[collector]");
+    let config: CollectorConfig = section.try_into().expect("a collector config");
+    assert_eq!(config, CollectorConfig::default());
 }

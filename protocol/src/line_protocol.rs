@@ -106,7 +106,7 @@ fn parse_line(
     let measurement = cursor.token(&[',', ' '], "measurement")?;
     let mut tags = Vec::new();
     while cursor.eat(',') {
-        let key = cursor.token(&['='], "tag key")?;
+        let key = cursor.token(&['=', ','], "tag key")?;
         if !cursor.eat('=') {
             return Err(format!("tag {key:?} has no '='"));
         }
@@ -119,7 +119,7 @@ fn parse_line(
     cursor.skip_spaces();
     let mut fields = Vec::new();
     loop {
-        let key = cursor.token(&['='], "field key")?;
+        let key = cursor.token(&['=', ','], "field key")?;
         if !cursor.eat('=') {
             return Err(format!("field {key:?} has no '='"));
         }

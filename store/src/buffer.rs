@@ -46,6 +46,59 @@ impl SeriesKey {
     }
 }
 
+/// Cardinality limits: what a new series may not exceed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Series of one metric (counted since the process started).
+    pub max_series_per_metric: usize,
+    /// Tag keys, i.e. tag columns of the table.
+    pub max_tag_keys: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_series_per_metric: usize::MAX,
+            max_tag_keys: usize::MAX,
+        }
+    }
+}
+
+/// A sample refused because its new series would pass a limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitExceeded {
+    /// Which limit: `series_per_metric` or `tag_keys`.
+    pub limit: &'static str,
+    /// What happened, for the client.
+    pub message: String,
+}
+
+/// Samples refused by [`Buffer::insert`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rejections {
+    /// Refused for `max_series_per_metric`.
+    pub series_per_metric: u64,
+    /// Refused for `max_tag_keys`.
+    pub tag_keys: u64,
+    /// The first refusal's message.
+    pub first: Option<String>,
+}
+
+impl Rejections {
+    /// Samples refused in all.
+    pub fn total(&self) -> u64 {
+        self.series_per_metric + self.tag_keys
+    }
+
+    fn add(&mut self, refusal: LimitExceeded) {
+        match refusal.limit {
+            "series_per_metric" => self.series_per_metric += 1,
+            _ => self.tag_keys += 1,
+        }
+        self.first.get_or_insert(refusal.message);
+    }
+}
+
 /// Every series seen, by dense id, and the tag keys (columns) in order of first appearance
 /// (EXAMON's own tags in topic order).
 #[derive(Debug, Default)]
@@ -53,21 +106,39 @@ pub struct SeriesTable {
     ids: HashMap<Arc<SeriesKey>, u32>,
     keys: Vec<Arc<SeriesKey>>,
     tag_columns: Vec<String>,
+    series_per_metric: HashMap<String, usize>,
+    limits: Limits,
 }
 
 impl SeriesTable {
     /// A table that already knows these tag columns (from the catalog), in this order.
-    pub fn with_tag_columns(tag_columns: Vec<String>) -> Self {
+    pub fn new(tag_columns: Vec<String>, limits: Limits) -> Self {
         Self {
             tag_columns,
+            limits,
             ..Self::default()
         }
     }
 
-    /// The id of the series, registering it (and any new tag column) if it is new.
-    pub fn intern(&mut self, key: SeriesKey) -> u32 {
+    /// The id of the series, registering it (and any new tag column) if it is new and within
+    /// the limits.
+    pub fn intern(&mut self, key: SeriesKey) -> Result<u32, LimitExceeded> {
         if let Some(&id) = self.ids.get(&key) {
-            return id;
+            return Ok(id);
+        }
+        let series = self
+            .series_per_metric
+            .get(&key.metric)
+            .copied()
+            .unwrap_or(0);
+        if series >= self.limits.max_series_per_metric {
+            return Err(LimitExceeded {
+                limit: "series_per_metric",
+                message: format!(
+                    "metric {:?} has {series} series, its limit (store.max_series_per_metric)",
+                    key.metric
+                ),
+            });
         }
         let mut new: Vec<&String> = key
             .tags
@@ -75,16 +146,29 @@ impl SeriesTable {
             .map(|(tag, _)| tag)
             .filter(|tag| !self.tag_columns.contains(tag))
             .collect();
+        if self.tag_columns.len() + new.len() > self.limits.max_tag_keys {
+            return Err(LimitExceeded {
+                limit: "tag_keys",
+                message: format!(
+                    "tag key {:?} would pass the limit of {} tag keys (store.max_tag_keys)",
+                    new[0], self.limits.max_tag_keys
+                ),
+            });
+        }
         new.sort_by_key(|tag| {
             let rank = EXAMON_TAG_ORDER.iter().position(|t| t == tag);
             (rank.unwrap_or(usize::MAX), tag.as_str())
         });
         self.tag_columns.extend(new.into_iter().cloned());
+        *self
+            .series_per_metric
+            .entry(key.metric.clone())
+            .or_insert(0) += 1;
         let id = self.keys.len() as u32;
         let key = Arc::new(key);
         self.keys.push(Arc::clone(&key));
         self.ids.insert(key, id);
-        id
+        Ok(id)
     }
 
     /// The key of series `id`.
@@ -263,8 +347,7 @@ fn build_chunk(
         &keyed,
         &keys,
         Arc::new(time),
-        Arc::new(value),
-        Arc::new(text),
+        value_columns(Arc::new(value), Arc::new(text)),
         table.tag_columns(),
     )?;
     Ok(Chunk {
@@ -276,17 +359,24 @@ fn build_chunk(
     })
 }
 
-/// Builds a record batch from rows that reference `series` by index (`keys`): the metric
-/// and each tag column present among `series` become dictionaries over the series list.
+/// The `value` and `text` columns of the `samples` table.
+fn value_columns(value: ArrayRef, text: ArrayRef) -> Vec<(Field, ArrayRef)> {
+    let fields = base_fields();
+    vec![(fields[2].clone(), value), (fields[3].clone(), text)]
+}
+
+/// Builds a record batch from rows that reference `series` by index (`keys`): `time`,
+/// `metric`, then `values`, then each tag column present among `series`; metric and tags are
+/// dictionaries over the series list.
 pub fn series_batch(
     series: &[&SeriesKey],
     keys: &Int32Array,
     time: ArrayRef,
-    value: ArrayRef,
-    text: ArrayRef,
+    values: Vec<(Field, ArrayRef)>,
     tag_columns: &[String],
 ) -> Result<RecordBatch, ArrowError> {
-    let mut fields = base_fields();
+    let base = base_fields();
+    let mut fields = vec![base[0].clone(), base[1].clone()];
     let metrics = StringArray::from_iter_values(series.iter().map(|s| s.metric.as_str()));
     let mut columns: Vec<ArrayRef> = vec![
         time,
@@ -294,9 +384,11 @@ pub fn series_batch(
             keys.clone(),
             Arc::new(metrics),
         )?),
-        value,
-        text,
     ];
+    for (field, column) in values {
+        fields.push(field);
+        columns.push(column);
+    }
     for column in tag_columns {
         let values: Vec<Option<&str>> = series.iter().map(|s| s.tag(column)).collect();
         if values.iter().all(Option::is_none) {
@@ -346,12 +438,20 @@ impl Buffer {
         &mut self,
         samples: Vec<Sample>,
         table: &mut SeriesTable,
-    ) -> Result<(), ArrowError> {
+    ) -> Result<Rejections, ArrowError> {
+        let mut rejections = Rejections::default();
         for sample in samples {
-            let id = table.intern(SeriesKey {
+            let key = SeriesKey {
                 metric: sample.metric,
                 tags: sample.tags,
-            });
+            };
+            let id = match table.intern(key) {
+                Ok(id) => id,
+                Err(refusal) => {
+                    rejections.add(refusal);
+                    continue;
+                }
+            };
             self.active.push(id, sample.time_ns, &sample.value);
             self.rows += 1;
             if self.active.len() >= CHUNK_ROWS {
@@ -359,7 +459,7 @@ impl Buffer {
                 self.sealed.push(Arc::new(full.seal(table)?));
             }
         }
-        Ok(())
+        Ok(rejections)
     }
 
     /// Rows buffered.
@@ -388,16 +488,24 @@ impl Buffer {
     }
 }
 
-/// Sorts the rows of `chunks` by series key, then time, into one record batch (for a file).
-/// `keys` holds the key of every series in `chunks` ([`SeriesTable::keys_of`]).
+/// Sorts the rows of `chunks` into one record batch for a file, in the table's sort order:
+/// `metric`, then each tag column in `tag_columns` order (a missing tag sorts first), then
+/// `time` — the order [`sort_order`] declares. Of rows with the same series and time only the
+/// last written is kept. `keys` holds the key of every series in `chunks`
+/// ([`SeriesTable::keys_of`]).
 pub fn sorted_batch(
     chunks: &[Arc<Chunk>],
     keys: &HashMap<u32, Arc<SeriesKey>>,
     tag_columns: &[String],
-) -> Result<RecordBatch, ArrowError> {
-    // Rank the distinct series by key.
+) -> Result<SortedRows, ArrowError> {
+    // Rank the distinct series column by column.
+    let columns_of = |id: &u32| -> (&str, Vec<Option<&str>>) {
+        let key = &keys[id];
+        let tags = tag_columns.iter().map(|c| key.tag(c)).collect();
+        (key.metric.as_str(), tags)
+    };
     let mut ids: Vec<u32> = keys.keys().copied().collect();
-    ids.sort_unstable_by(|a, b| keys[a].cmp(&keys[b]));
+    ids.sort_by_cached_key(columns_of);
     let rank: HashMap<u32, u32> = ids
         .iter()
         .enumerate()
@@ -418,7 +526,15 @@ pub fn sorted_batch(
             rows.push((rank[&series], *time, c as u32, row as u32));
         }
     }
+    // Arrival order (chunk, row) breaks ties, so the last of a duplicate comes last.
     rows.sort_unstable();
+    rows.dedup_by(|later, earlier| {
+        let duplicate = later.0 == earlier.0 && later.1 == earlier.1;
+        if duplicate {
+            *earlier = *later;
+        }
+        duplicate
+    });
     let indices: Vec<(usize, usize)> = rows.iter().map(|r| (r.2 as usize, r.3 as usize)).collect();
     let gather = |column: usize| -> Result<ArrayRef, ArrowError> {
         let arrays: Vec<&dyn Array> = chunks
@@ -428,13 +544,38 @@ pub fn sorted_batch(
         arrow::compute::interleave(&arrays, &indices)
     };
     let row_keys = Int32Array::from_iter_values(rows.iter().map(|r| r.0 as i32));
-    let series: Vec<&SeriesKey> = ids.iter().map(|id| keys[id].as_ref()).collect();
-    series_batch(
-        &series,
+    let series: Vec<Arc<SeriesKey>> = ids.iter().map(|id| Arc::clone(&keys[id])).collect();
+    let keyed: Vec<&SeriesKey> = series.iter().map(AsRef::as_ref).collect();
+    let batch = series_batch(
+        &keyed,
         &row_keys,
         gather(0)?,
-        gather(2)?,
-        gather(3)?,
+        value_columns(gather(2)?, gather(3)?),
         tag_columns,
-    )
+    )?;
+    Ok(SortedRows {
+        batch,
+        keys: row_keys,
+        series,
+    })
+}
+
+/// Rows in file order, with the series of each row.
+#[derive(Debug)]
+pub struct SortedRows {
+    /// The rows (`samples` columns with the tag columns present).
+    pub batch: RecordBatch,
+    /// Index into `series` of each row; ascending.
+    pub keys: Int32Array,
+    /// The series, in sort order.
+    pub series: Vec<Arc<SeriesKey>>,
+}
+
+/// The sort order of every file: `metric`, the tag columns (nulls first), `time`, all
+/// ascending. Appending a tag column keeps older files sorted (the column is null there).
+pub fn sort_order(tag_columns: &[String]) -> Vec<String> {
+    std::iter::once("metric".to_owned())
+        .chain(tag_columns.iter().cloned())
+        .chain(std::iter::once("time".to_owned()))
+        .collect()
 }

@@ -2,6 +2,8 @@
 //! how far the WAL has been persisted. Stored as one versioned JSON object
 //! (`catalog.json`), replaced atomically on every change.
 
+use std::collections::BTreeMap;
+
 use object_store::path::Path as ObjectPath;
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +39,9 @@ pub struct Catalog {
     pub tag_columns: Vec<String>,
     /// The table's files, oldest first.
     pub files: Vec<FileMeta>,
+    /// Rollup files by resolution (`1m`, `1h`), oldest first.
+    #[serde(default)]
+    pub rollups: BTreeMap<String, Vec<FileMeta>>,
     /// Every WAL segment up to this id is in `files`.
     pub persisted_segment: u64,
     /// Id for the next file.

@@ -37,6 +37,39 @@ pub struct StoreConfig {
     pub max_buffer_rows: usize,
     /// ZSTD level of Parquet files.
     pub zstd_level: i32,
+    /// Where the Parquet files and the catalog live: empty for `<data_dir>/store`, or
+    /// `s3://bucket/prefix` for an S3-compatible object store (the WAL stays local).
+    pub object_store_url: String,
+    /// S3 endpoint for S3-compatible servers (MinIO, Ceph, …); empty for AWS.
+    pub s3_endpoint: String,
+    /// S3 region.
+    pub s3_region: String,
+    /// S3 credentials; empty to take them from the environment (`AWS_ACCESS_KEY_ID`, …).
+    pub s3_access_key_id: String,
+    /// S3 secret; empty to take it from the environment (`AWS_SECRET_ACCESS_KEY`).
+    pub s3_secret_access_key: String,
+    /// Allow plain HTTP to the S3 endpoint.
+    pub s3_allow_http: bool,
+    /// How long one object-store request is retried before the operation fails (and the
+    /// flush is retried on the next round, the data staying in the WAL meanwhile).
+    pub s3_retry_timeout_secs: f64,
+    /// A metric may have at most this many series (counted since start); samples of new
+    /// series beyond it are refused and counted.
+    pub max_series_per_metric: usize,
+    /// The table may have at most this many tag keys (columns).
+    pub max_tag_keys: usize,
+    /// Compaction merges small files of one day into files of up to this many rows.
+    pub compaction_target_rows: usize,
+    /// Compaction waits until at least this many small files of one day can be merged.
+    pub compaction_min_files: usize,
+    /// Files whose newest sample is older than this many days are dropped (0: keep all).
+    pub retention_days: f64,
+    /// Rollup files (`samples_1m`, `samples_1h`) whose newest bucket is older than this many
+    /// days are dropped (0: keep all). Usually longer than `retention_days`.
+    pub rollup_retention_days: f64,
+    /// Files replaced by compaction or dropped by retention are deleted after this delay, so
+    /// that queries already reading them finish.
+    pub delete_delay_secs: f64,
 }
 
 impl Default for StoreConfig {
@@ -50,11 +83,33 @@ impl Default for StoreConfig {
             write_queue: 256,
             max_buffer_rows: 12_000_000,
             zstd_level: 3,
+            object_store_url: String::new(),
+            s3_endpoint: String::new(),
+            s3_region: "us-east-1".into(),
+            s3_access_key_id: String::new(),
+            s3_secret_access_key: String::new(),
+            s3_allow_http: false,
+            s3_retry_timeout_secs: 60.0,
+            max_series_per_metric: 1_000_000,
+            max_tag_keys: 1000,
+            compaction_target_rows: 20_000_000,
+            compaction_min_files: 4,
+            retention_days: 0.0,
+            rollup_retention_days: 0.0,
+            delete_delay_secs: 120.0,
         }
     }
 }
 
 impl StoreConfig {
+    /// The cardinality limits.
+    pub fn limits(&self) -> crate::buffer::Limits {
+        crate::buffer::Limits {
+            max_series_per_metric: self.max_series_per_metric,
+            max_tag_keys: self.max_tag_keys,
+        }
+    }
+
     /// Settings for tests: small, fast, no periodic flush surprises.
     pub fn test_config() -> Self {
         Self {

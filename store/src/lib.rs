@@ -13,8 +13,11 @@ pub mod buffer;
 pub mod catalog;
 mod config;
 mod ingest;
+mod maintenance;
 mod metrics;
 mod persist;
+pub mod rollup;
+mod stats;
 mod table;
 pub mod wal;
 
@@ -35,13 +38,15 @@ use prometheus_client::registry::Registry;
 use snafu::{ResultExt, Snafu};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::buffer::{Buffer, Chunk, SeriesTable};
+use crate::buffer::{Buffer, Chunk, Limits, Rejections, SeriesTable};
 use crate::catalog::Catalog;
 use crate::metrics::StoreMetrics;
+use crate::rollup::Resolution;
 use crate::wal::SegmentWriter;
 
 pub use config::{FsyncPolicy, StoreConfig};
 pub use ingest::MqttIngest;
+pub use stats::{Figures, StoreStats};
 pub use table::SamplesTable;
 
 /// Store errors.
@@ -60,6 +65,11 @@ pub enum Error {
     /// The object store failed.
     #[snafu(display("object store: {source}"))]
     ObjectStore { source: object_store::Error },
+    /// The object store URL is neither empty nor `s3://…`.
+    #[snafu(display(
+        "store.object_store_url {url:?}: expected empty (local) or s3://bucket/prefix"
+    ))]
+    ObjectStoreUrl { url: String },
     /// The catalog is unreadable.
     #[snafu(display("catalog: {message}"))]
     CatalogFormat { message: String },
@@ -82,6 +92,9 @@ pub enum Error {
         "the store holds {rows} rows in memory, its limit (store.max_buffer_rows); retry later"
     ))]
     Overloaded { rows: usize },
+    /// Some samples were refused by a cardinality limit (the others were stored).
+    #[snafu(display("{rejected} samples refused by a cardinality limit: {message}"))]
+    LimitExceeded { rejected: u64, message: String },
     /// The WAL queue stayed full; retry later.
     #[snafu(display("the write queue is full (store.write_queue); retry later"))]
     QueueFull,
@@ -99,6 +112,17 @@ pub struct ObjectInfo {
     pub size: u64,
     /// Last modification, nanoseconds since the Unix epoch.
     pub modified_ns: i64,
+}
+
+/// Compactions per flusher round, so one round never runs for long.
+const MAX_COMPACTIONS_PER_ROUND: usize = 4;
+
+/// Wall-clock time in nanoseconds.
+fn now_ns() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_nanos()).unwrap_or(i64::MAX)
 }
 
 /// How long an acknowledged write may wait for room in the WAL queue.
@@ -128,7 +152,7 @@ enum Command {
     Write {
         body: Vec<u8>,
         samples: Vec<Sample>,
-        ack: Option<oneshot::Sender<Result<(), String>>>,
+        ack: Option<oneshot::Sender<Result<Rejections, String>>>,
     },
     Freeze {
         ack: oneshot::Sender<()>,
@@ -146,8 +170,10 @@ struct Inner {
     object_store: Arc<dyn ObjectStore>,
     metrics: StoreMetrics,
     flush_wanted: Notify,
-    /// Serializes flushes (timer, size trigger and shutdown).
+    /// Serializes catalog changes: flushes, compaction, retention.
     flushing: tokio::sync::Mutex<()>,
+    /// Files out of the catalog, deleted when due.
+    pending_deletes: Mutex<Vec<(Instant, object_store::path::Path)>>,
 }
 
 /// The store. Cheap to clone.
@@ -167,33 +193,16 @@ impl Store {
         registry: &mut Registry,
     ) -> Result<Self> {
         let wal_dir = data_dir.join("wal");
-        let objects_dir = data_dir.join("store");
-        for dir in [&wal_dir, &objects_dir] {
-            std::fs::create_dir_all(dir).context(DataDirSnafu { path: dir })?;
-        }
-        let object_store: Arc<dyn ObjectStore> =
-            Arc::new(LocalFileSystem::new_with_prefix(&objects_dir).context(ObjectStoreSnafu)?);
+        std::fs::create_dir_all(&wal_dir).context(DataDirSnafu { path: &wal_dir })?;
+        let (object_store, catalog) = open_objects(data_dir, &config, true).await?;
+        maintenance::delete_orphans(object_store.as_ref(), &catalog).await?;
         let metrics = StoreMetrics::new(registry);
-        let catalog = persist::load_catalog(object_store.as_ref()).await?;
-        let mut state = State {
-            table: SeriesTable::with_tag_columns(catalog.tag_columns.clone()),
-            buffer: Buffer::default(),
-            frozen: VecDeque::new(),
-            catalog,
-        };
+        let mut state = State::new(catalog, config.limits());
         let next_segment = replay(&wal_dir, &mut state, &metrics)?;
         metrics.set_state(&state);
         let writer = SegmentWriter::create(&wal_dir, next_segment).context(WalSnafu)?;
 
-        let inner = Arc::new(Inner {
-            config,
-            wal_dir,
-            state: RwLock::new(state),
-            object_store,
-            metrics,
-            flush_wanted: Notify::new(),
-            flushing: tokio::sync::Mutex::new(()),
-        });
+        let inner = Arc::new(Inner::new(config, wal_dir, state, object_store, metrics));
         let (commands, receiver) = mpsc::channel(inner.config.write_queue.max(1));
         let thread_inner = Arc::clone(&inner);
         let handle = std::thread::Builder::new()
@@ -204,6 +213,29 @@ impl Store {
             inner,
             commands,
             wal_thread: Arc::new(Mutex::new(Some(handle))),
+        })
+    }
+
+    /// Opens the files of the store under `data_dir` for reading only: no WAL replay, no
+    /// writes (they fail with [`Error::Closed`]), nothing changed on disk, so it is safe while
+    /// a server runs on the same directory. Queries see the flushed files.
+    pub async fn open_read_only(data_dir: &Path, config: &StoreConfig) -> Result<Self> {
+        let (object_store, catalog) = open_objects(data_dir, config, false).await?;
+        let metrics = StoreMetrics::new(&mut Registry::default());
+        let state = State::new(catalog, Limits::default());
+        metrics.set_state(&state);
+        let inner = Inner::new(
+            config.clone(),
+            data_dir.join("wal"),
+            state,
+            object_store,
+            metrics,
+        );
+        let (commands, _) = mpsc::channel(1);
+        Ok(Self {
+            inner: Arc::new(inner),
+            commands,
+            wal_thread: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -226,7 +258,12 @@ impl Store {
             .map_err(|_| Error::QueueFull)?
             .map_err(|_| Error::Closed)?;
         match done.await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(rejections)) if rejections.total() > 0 => LimitExceededSnafu {
+                rejected: rejections.total(),
+                message: rejections.first.unwrap_or_default(),
+            }
+            .fail(),
+            Ok(Ok(_)) => Ok(()),
             Ok(Err(message)) => WriteFailedSnafu { message }.fail(),
             Err(_) => ClosedSnafu.fail(),
         }
@@ -285,8 +322,15 @@ impl Store {
         Ok(ctx)
     }
 
-    /// Registers the `samples` table (as of now) and the store's object store in `ctx`.
+    /// Registers the `samples` table (as of now), the rollup views `samples_1m` and
+    /// `samples_1h`, and the store's object store in `ctx`.
     pub fn register(&self, ctx: &SessionContext) -> Result<()> {
+        for resolution in Resolution::ALL {
+            let partial = Arc::new(SamplesTable::rollup(Arc::clone(&self.inner), resolution));
+            let view = rollup::view(ctx, partial).context(RegisterSnafu)?;
+            ctx.register_table(resolution.table(), view)
+                .context(RegisterSnafu)?;
+        }
         ctx.register_object_store(
             table::object_store_url().as_ref(),
             Arc::clone(&self.inner.object_store),
@@ -301,7 +345,8 @@ impl Store {
 
     /// Stores `bytes` as the object `path` (replacing it) in the store's object store, for
     /// other components' objects such as models and reports. Durable when this returns.
-    /// Paths under `files/` and the catalog belong to the store and are refused.
+    /// Paths under `files/` and `rollups/` and the catalog belong to the store and are
+    /// refused.
     pub async fn put_object(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
         let path = object_path(path)?;
         self.inner
@@ -391,7 +436,24 @@ impl Store {
                 self.inner.metrics.flush_errors.inc();
                 tracing::warn!(%error, "Flush failed; the data stays in the WAL and will be retried.");
             }
+            if let Err(error) = self.maintain(now_ns()).await {
+                tracing::warn!(%error, "Compaction or retention failed; retried on the next round.");
+            }
         }
+    }
+
+    /// Compacts small files (a few groups per call), applies retention as of `now_ns`, and
+    /// deletes files whose delay has passed.
+    pub async fn maintain(&self, now_ns: i64) -> Result<()> {
+        let _flushing = self.inner.flushing.lock().await;
+        for _ in 0..MAX_COMPACTIONS_PER_ROUND {
+            if !maintenance::compact_once(&self.inner).await? {
+                break;
+            }
+        }
+        maintenance::apply_retention(&self.inner, now_ns).await?;
+        maintenance::delete_due(&self.inner, false).await;
+        Ok(())
     }
 
     /// Flushes everything, then stops the WAL thread: writes after this fail with
@@ -402,6 +464,7 @@ impl Store {
         if self.send(Command::Stop { ack }).await.is_ok() {
             let _ = stopped.await;
         }
+        maintenance::delete_due(&self.inner, true).await;
         let handle = self.wal_thread.lock().take();
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
@@ -421,10 +484,97 @@ fn object_path(path: &str) -> Result<object_store::path::Path> {
         Err(_) => return fail("not a valid object path"),
     };
     let first = parsed.parts().next().map(|p| p.as_ref().to_owned());
-    if parsed.as_ref() == catalog::CATALOG_PATH || first.as_deref() == Some("files") {
-        return fail("belongs to the store (files/, catalog.json)");
+    if parsed.as_ref() == catalog::CATALOG_PATH
+        || matches!(first.as_deref(), Some("files" | "rollups"))
+    {
+        return fail("belongs to the store (files/, rollups/, catalog.json)");
     }
     Ok(parsed)
+}
+
+/// The object store (`data_dir/store`, or S3 as configured) and its catalog.
+async fn open_objects(
+    data_dir: &Path,
+    config: &StoreConfig,
+    create: bool,
+) -> Result<(Arc<dyn ObjectStore>, Catalog)> {
+    let object_store: Arc<dyn ObjectStore> = match config.object_store_url.as_str() {
+        "" => {
+            let objects_dir = data_dir.join("store");
+            if create {
+                std::fs::create_dir_all(&objects_dir)
+                    .context(DataDirSnafu { path: &objects_dir })?;
+            }
+            Arc::new(LocalFileSystem::new_with_prefix(&objects_dir).context(ObjectStoreSnafu)?)
+        }
+        url => s3_store(url, config)?,
+    };
+    let catalog = persist::load_catalog(object_store.as_ref()).await?;
+    Ok((object_store, catalog))
+}
+
+/// An S3-compatible store at `s3://bucket/prefix`.
+fn s3_store(url: &str, config: &StoreConfig) -> Result<Arc<dyn ObjectStore>> {
+    let Some(rest) = url.strip_prefix("s3://") else {
+        return ObjectStoreUrlSnafu { url }.fail();
+    };
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut builder = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_region(&config.s3_region)
+        .with_allow_http(config.s3_allow_http)
+        .with_retry(object_store::RetryConfig {
+            retry_timeout: Duration::from_secs_f64(config.s3_retry_timeout_secs),
+            ..object_store::RetryConfig::default()
+        });
+    if !config.s3_endpoint.is_empty() {
+        builder = builder.with_endpoint(&config.s3_endpoint);
+    }
+    if !config.s3_access_key_id.is_empty() {
+        builder = builder.with_access_key_id(&config.s3_access_key_id);
+    }
+    if !config.s3_secret_access_key.is_empty() {
+        builder = builder.with_secret_access_key(&config.s3_secret_access_key);
+    }
+    let s3 = builder.build().context(ObjectStoreSnafu)?;
+    let prefix = prefix.trim_matches('/');
+    Ok(if prefix.is_empty() {
+        Arc::new(s3)
+    } else {
+        Arc::new(object_store::prefix::PrefixStore::new(s3, prefix))
+    })
+}
+
+impl State {
+    fn new(catalog: Catalog, limits: Limits) -> Self {
+        Self {
+            table: SeriesTable::new(catalog.tag_columns.clone(), limits),
+            buffer: Buffer::default(),
+            frozen: VecDeque::new(),
+            catalog,
+        }
+    }
+}
+
+impl Inner {
+    fn new(
+        config: StoreConfig,
+        wal_dir: PathBuf,
+        state: State,
+        object_store: Arc<dyn ObjectStore>,
+        metrics: StoreMetrics,
+    ) -> Self {
+        Self {
+            config,
+            wal_dir,
+            state: RwLock::new(state),
+            object_store,
+            metrics,
+            flush_wanted: Notify::new(),
+            flushing: tokio::sync::Mutex::new(()),
+            pending_deletes: Mutex::new(Vec::new()),
+        }
+    }
 }
 
 fn chunk_rows(chunks: &[Arc<Chunk>]) -> usize {
@@ -456,12 +606,14 @@ fn replay(wal_dir: &Path, state: &mut State, metrics: &StoreMetrics) -> Result<u
         }
         for batch in contents.batches {
             replayed += batch.len() as u64;
-            state
-                .buffer
-                .insert(batch, &mut state.table)
-                .map_err(|e| Error::Encode {
-                    message: e.to_string(),
-                })?;
+            let rejections =
+                state
+                    .buffer
+                    .insert(batch, &mut state.table)
+                    .map_err(|e| Error::Encode {
+                        message: e.to_string(),
+                    })?;
+            metrics.count_rejections(&rejections);
         }
     }
     if replayed > 0 || !segments.is_empty() {
@@ -526,7 +678,7 @@ struct WalState {
 type Write = (
     Vec<u8>,
     Vec<Sample>,
-    Option<oneshot::Sender<Result<(), String>>>,
+    Option<oneshot::Sender<Result<Rejections, String>>>,
 );
 
 /// Appends a group of writes to the WAL, then makes them visible, then acknowledges.
@@ -550,17 +702,25 @@ fn commit(inner: &Inner, writer: &mut SegmentWriter, wal: &mut WalState, writes:
     let State { table, buffer, .. } = &mut *state;
     for (_, samples, ack) in writes {
         written += samples.len() as u64;
-        if let Err(e) = buffer.insert(samples, table) {
-            tracing::error!(error = %e, "Buffer insert failed.");
-        }
-        acks.push(ack);
+        let rejections = match buffer.insert(samples, table) {
+            Ok(rejections) => rejections,
+            Err(e) => {
+                tracing::error!(error = %e, "Buffer insert failed.");
+                Rejections::default()
+            }
+        };
+        written -= rejections.total();
+        inner.metrics.count_rejections(&rejections);
+        acks.push((ack, rejections));
     }
     let rows = buffer.rows();
     inner.metrics.set_state(&state);
     drop(state);
     inner.metrics.samples_written.inc_by(written);
-    for ack in acks.into_iter().flatten() {
-        let _ = ack.send(Ok(()));
+    for (ack, rejections) in acks {
+        if let Some(ack) = ack {
+            let _ = ack.send(Ok(rejections));
+        }
     }
     if rows >= inner.config.flush_max_rows {
         inner.flush_wanted.notify_one();

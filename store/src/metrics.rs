@@ -14,6 +14,12 @@ pub(crate) struct ReasonLabel {
     pub(crate) reason: &'static str,
 }
 
+/// Label of samples refused by a cardinality limit.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct LimitLabel {
+    pub(crate) limit: &'static str,
+}
+
 /// Label of messages that carry no samples.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct KindLabel {
@@ -25,6 +31,7 @@ pub(crate) struct StoreMetrics {
     pub(crate) samples_written: Counter,
     pub(crate) samples_refused: Counter,
     pub(crate) samples_shed: Counter,
+    pub(crate) samples_rejected: Family<LimitLabel, Counter>,
     pub(crate) messages_dropped: Family<ReasonLabel, Counter>,
     pub(crate) messages_ignored: Family<KindLabel, Counter>,
     pub(crate) wal_bytes_written: Counter,
@@ -34,6 +41,8 @@ pub(crate) struct StoreMetrics {
     pub(crate) flushes: Counter,
     pub(crate) flush_errors: Counter,
     pub(crate) flushed_rows: Counter,
+    pub(crate) compactions: Counter,
+    pub(crate) expired_rows: Counter,
     pub(crate) buffered_rows: Gauge,
     pub(crate) series: Gauge,
     pub(crate) files: Gauge,
@@ -58,6 +67,11 @@ impl StoreMetrics {
             "samples_refused",
             "Samples refused because the WAL write failed",
             m.samples_refused.clone(),
+        );
+        r.register(
+            "samples_rejected",
+            "Samples refused by a cardinality limit (store.max_series_per_metric, store.max_tag_keys)",
+            m.samples_rejected.clone(),
         );
         r.register(
             "samples_shed",
@@ -110,6 +124,16 @@ impl StoreMetrics {
             m.flushed_rows.clone(),
         );
         r.register(
+            "compactions",
+            "Groups of files merged into one",
+            m.compactions.clone(),
+        );
+        r.register(
+            "expired_rows",
+            "Rows dropped by retention",
+            m.expired_rows.clone(),
+        );
+        r.register(
             "buffered_rows",
             "Rows in memory not yet in a file",
             m.buffered_rows.clone(),
@@ -127,6 +151,20 @@ impl StoreMetrics {
             m.file_rows.clone(),
         );
         m
+    }
+
+    /// Counts samples refused by cardinality limits.
+    pub(crate) fn count_rejections(&self, rejections: &crate::buffer::Rejections) {
+        for (limit, n) in [
+            ("series_per_metric", rejections.series_per_metric),
+            ("tag_keys", rejections.tag_keys),
+        ] {
+            if n > 0 {
+                self.samples_rejected
+                    .get_or_create(&LimitLabel { limit })
+                    .inc_by(n);
+            }
+        }
     }
 
     /// Refreshes the gauges from the state.

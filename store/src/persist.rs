@@ -13,8 +13,13 @@ use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 use snafu::ResultExt;
 
-use crate::buffer::sorted_batch;
+use std::collections::HashMap;
+
+use arrow::record_batch::RecordBatch;
+
+use crate::buffer::{Chunk, SeriesKey, sorted_batch};
 use crate::catalog::{CATALOG_PATH, CATALOG_VERSION, Catalog, FileMeta};
+use crate::rollup::{self, Resolution};
 use crate::{Error, Inner, ObjectStoreSnafu, Result, wal};
 
 /// Reads the catalog, or starts an empty one if there is none.
@@ -60,37 +65,48 @@ pub(crate) async fn persist_frozen(inner: &Arc<Inner>) -> Result<()> {
         let zstd_level = inner.config.zstd_level;
         let series = keys.len() as u64;
         let encoded = tokio::task::spawn_blocking(move || {
-            let batch = sorted_batch(&chunks, &keys, &tag_columns).map_err(|e| Error::Encode {
-                message: e.to_string(),
-            })?;
-            encode_parquet(&batch, zstd_level).map(|bytes| (bytes, batch, tag_columns))
+            encode_flush(&chunks, &keys, &tag_columns, zstd_level)
         })
         .await
         .map_err(|e| Error::Encode {
             message: e.to_string(),
         })??;
-        let (bytes, batch, tag_columns) = encoded;
-        let (min_time, max_time) = time_range(&batch);
-        let path = Catalog::file_path(file_id);
-        let meta = FileMeta {
-            path: path.to_string(),
-            min_time,
-            max_time,
-            rows: batch.num_rows() as u64,
-            series,
-            bytes: bytes.len() as u64,
-        };
-        inner
-            .object_store
-            .put(&path, Bytes::from(bytes).into())
-            .await
-            .context(ObjectStoreSnafu)?;
-
         let mut catalog = inner.state.read().catalog.clone();
-        catalog.files.push(meta.clone());
+        let mut meta = None;
+        for (kind, file) in encoded.files {
+            let path = match kind {
+                None => Catalog::file_path(file_id),
+                Some(resolution) => resolution.file_path(file_id),
+            };
+            let file_meta = FileMeta {
+                path: path.to_string(),
+                min_time: file.min_time,
+                max_time: file.max_time,
+                rows: file.rows,
+                series,
+                bytes: file.bytes.len() as u64,
+            };
+            inner
+                .object_store
+                .put(&path, Bytes::from(file.bytes).into())
+                .await
+                .context(ObjectStoreSnafu)?;
+            match kind {
+                None => {
+                    catalog.files.push(file_meta.clone());
+                    meta = Some(file_meta);
+                }
+                Some(resolution) => catalog
+                    .rollups
+                    .entry(resolution.name().to_owned())
+                    .or_default()
+                    .push(file_meta),
+            }
+        }
+        let meta = meta.expect("a flush writes a raw file");
         catalog.persisted_segment = last_segment;
         catalog.next_file_id = file_id + 1;
-        catalog.tag_columns = tag_columns;
+        catalog.tag_columns = encoded.tag_columns;
         let json = serde_json::to_vec_pretty(&catalog).expect("catalog serializes");
         inner
             .object_store
@@ -98,6 +114,7 @@ pub(crate) async fn persist_frozen(inner: &Arc<Inner>) -> Result<()> {
             .await
             .context(ObjectStoreSnafu)?;
         {
+            // One lock: queries see the frozen rows or the file, never both or neither.
             let mut state = inner.state.write();
             state.catalog = catalog;
             state.frozen.pop_front();
@@ -118,6 +135,54 @@ pub(crate) async fn persist_frozen(inner: &Arc<Inner>) -> Result<()> {
     }
 }
 
+/// One encoded Parquet file.
+struct EncodedFile {
+    bytes: Vec<u8>,
+    rows: u64,
+    min_time: i64,
+    max_time: i64,
+}
+
+/// The raw file of a flush (kind `None`) and its rollups.
+struct EncodedFlush {
+    files: Vec<(Option<Resolution>, EncodedFile)>,
+    tag_columns: Vec<String>,
+}
+
+/// Sorts frozen chunks into a raw file and rolls them up; CPU work, run off the runtime.
+fn encode_flush(
+    chunks: &[Arc<Chunk>],
+    keys: &HashMap<u32, Arc<SeriesKey>>,
+    tag_columns: &[String],
+    zstd_level: i32,
+) -> Result<EncodedFlush> {
+    let arrow_error = |e: arrow::error::ArrowError| Error::Encode {
+        message: e.to_string(),
+    };
+    let sorted = sorted_batch(chunks, keys, tag_columns).map_err(arrow_error)?;
+    let mut files = vec![(None, encode_file(&sorted.batch, zstd_level)?)];
+    for resolution in Resolution::ALL {
+        let rolled = rollup::from_sorted(&sorted, resolution, tag_columns).map_err(arrow_error)?;
+        if rolled.num_rows() > 0 {
+            files.push((Some(resolution), encode_file(&rolled, zstd_level)?));
+        }
+    }
+    Ok(EncodedFlush {
+        files,
+        tag_columns: tag_columns.to_vec(),
+    })
+}
+
+fn encode_file(batch: &RecordBatch, zstd_level: i32) -> Result<EncodedFile> {
+    let (min_time, max_time) = time_range(batch);
+    Ok(EncodedFile {
+        bytes: encode_parquet(batch, zstd_level)?,
+        rows: batch.num_rows() as u64,
+        min_time,
+        max_time,
+    })
+}
+
 fn delete_segments_through(inner: &Inner, last: u64) {
     let Ok(ids) = wal::list_segments(&inner.wal_dir) else {
         return;
@@ -130,7 +195,7 @@ fn delete_segments_through(inner: &Inner, last: u64) {
     }
 }
 
-fn time_range(batch: &arrow::record_batch::RecordBatch) -> (i64, i64) {
+pub(crate) fn time_range(batch: &arrow::record_batch::RecordBatch) -> (i64, i64) {
     let times = batch
         .column(0)
         .as_any()
@@ -142,8 +207,21 @@ fn time_range(batch: &arrow::record_batch::RecordBatch) -> (i64, i64) {
     (min, max)
 }
 
-/// Encodes a sorted batch as a Parquet file: ZSTD, dictionary-encoded tags and metric,
-/// delta-encoded timestamps.
+/// How every Parquet file is written: ZSTD, dictionary-encoded tags and metric,
+/// delta-encoded timestamps, row groups of up to a million rows.
+pub(crate) fn writer_properties(zstd_level: i32) -> Result<WriterProperties> {
+    let level = ZstdLevel::try_new(zstd_level).map_err(|e| Error::Encode {
+        message: e.to_string(),
+    })?;
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_column_dictionary_enabled(ColumnPath::from("time"), false)
+        .set_column_encoding(ColumnPath::from("time"), Encoding::DELTA_BINARY_PACKED)
+        .set_max_row_group_row_count(Some(1 << 20))
+        .build())
+}
+
+/// Encodes a sorted batch as a Parquet file.
 pub(crate) fn encode_parquet(
     batch: &arrow::record_batch::RecordBatch,
     zstd_level: i32,
@@ -151,14 +229,7 @@ pub(crate) fn encode_parquet(
     let encode_error = |e: parquet::errors::ParquetError| Error::Encode {
         message: e.to_string(),
     };
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(zstd_level).map_err(encode_error)?,
-        ))
-        .set_column_dictionary_enabled(ColumnPath::from("time"), false)
-        .set_column_encoding(ColumnPath::from("time"), Encoding::DELTA_BINARY_PACKED)
-        .set_max_row_group_row_count(Some(1 << 20))
-        .build();
+    let props = writer_properties(zstd_level)?;
     let mut out = Vec::new();
     let mut writer =
         ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).map_err(encode_error)?;

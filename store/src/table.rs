@@ -21,6 +21,7 @@ use datafusion::physical_plan::union::UnionExec;
 
 use crate::Inner;
 use crate::buffer::{Chunk, conform};
+use crate::rollup::{self, Resolution};
 
 #[cfg(test)]
 mod tests;
@@ -31,18 +32,33 @@ pub(crate) fn object_store_url() -> &'static ObjectStoreUrl {
     URL.get_or_init(|| ObjectStoreUrl::parse("exawatch://store").expect("valid URL"))
 }
 
-/// The `samples` table as of its creation: its schema is fixed then (new tag columns show in
-/// tables created later), its data is read at scan time.
+/// The `samples` table, or the partial rows of a rollup, as of its creation: its schema is
+/// fixed then (new tag columns show in tables created later), its data is read at scan time.
 #[derive(Debug)]
 pub struct SamplesTable {
     inner: Arc<Inner>,
     schema: SchemaRef,
+    /// `None` for raw samples (buffer and files), else the rollup files of that resolution.
+    rollup: Option<Resolution>,
 }
 
 impl SamplesTable {
     pub(crate) fn new(inner: Arc<Inner>) -> Self {
         let schema = inner.state.read().table.schema();
-        Self { inner, schema }
+        Self {
+            inner,
+            schema,
+            rollup: None,
+        }
+    }
+
+    pub(crate) fn rollup(inner: Arc<Inner>, resolution: Resolution) -> Self {
+        let schema = rollup::schema(inner.state.read().table.tag_columns());
+        Self {
+            inner,
+            schema,
+            rollup: Some(resolution),
+        }
     }
 }
 
@@ -74,20 +90,27 @@ impl TableProvider for SamplesTable {
         let range = TimeRange::from_filters(filters);
         let (chunks, files) = {
             let state = self.inner.state.read();
-            let mut chunks: Vec<Arc<Chunk>> = state
-                .frozen
-                .iter()
-                .flat_map(|f| f.chunks.iter().cloned())
-                .collect();
-            chunks.extend(
-                state
-                    .buffer
-                    .chunks(&state.table)
-                    .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))?,
-            );
-            let files: Vec<_> = state
-                .catalog
-                .files
+            let (chunks, files) = match self.rollup {
+                None => {
+                    let mut chunks: Vec<Arc<Chunk>> = state
+                        .frozen
+                        .iter()
+                        .flat_map(|f| f.chunks.iter().cloned())
+                        .collect();
+                    chunks.extend(
+                        state
+                            .buffer
+                            .chunks(&state.table)
+                            .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))?,
+                    );
+                    (chunks, state.catalog.files.as_slice())
+                }
+                Some(resolution) => {
+                    let files = state.catalog.rollups.get(resolution.name());
+                    (Vec::new(), files.map_or(&[][..], Vec::as_slice))
+                }
+            };
+            let files: Vec<_> = files
                 .iter()
                 .filter(|f| range.overlaps(f.min_time, f.max_time))
                 .cloned()

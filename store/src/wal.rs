@@ -272,8 +272,12 @@ impl SegmentWriter {
             .create_new(true)
             .open(&path)
             .context(SegmentIoSnafu { path: &path })?;
-        file.write_all(MAGIC)
-            .context(SegmentIoSnafu { path: &path })?;
+        if let Err(source) = file.write_all(MAGIC) {
+            // Do not leave a headless file behind (a full disk): the id stays free for the
+            // next attempt.
+            let _ = fs::remove_file(&path);
+            return Err(WalError::SegmentIo { path, source });
+        }
         Ok(Self {
             id,
             path,

@@ -91,6 +91,16 @@ pub(crate) fn meminfo(text: &str) -> HashMap<&str, u64> {
         .collect()
 }
 
+/// `/proc/vmstat`: `name value` lines.
+pub(crate) fn vmstat(text: &str) -> HashMap<&str, u64> {
+    text.lines()
+        .filter_map(|line| {
+            let (name, value) = line.split_once(' ')?;
+            Some((name, value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
 /// `/proc/loadavg`: the 1, 5 and 15 minute load averages.
 pub(crate) fn loadavg(text: &str) -> Option<[f64; 3]> {
     let mut fields = text.split_ascii_whitespace().map(|f| f.parse::<f64>().ok());

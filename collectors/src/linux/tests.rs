@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use exawatch_protocol::{Sample, Value};
 
@@ -24,7 +25,34 @@ fn collector(root: &Path) -> LinuxCollector {
         cluster: "c1".into(),
         node: "n1".into(),
     };
-    LinuxCollector::new(root, &tags)
+    LinuxCollector::with_statvfs(root, &tags, fake_statvfs, Duration::from_secs(5))
+}
+
+const GIB: u64 = 1 << 30;
+
+/// Stands in for `statvfs`: the fixture's mount points do not exist on the test machine.
+/// `/boot` is a 1 GiB filesystem, `/run/user/1000` fails, every other mount (the root is
+/// the fixture directory itself) is 10 GiB.
+fn fake_statvfs(path: &Path) -> std::io::Result<fs::FsStats> {
+    if path.ends_with("boot") {
+        return Ok(fs::FsStats {
+            size_bytes: GIB,
+            free_bytes: GIB / 4,
+            avail_bytes: GIB / 8,
+            files: 65_536,
+            files_free: 65_000,
+        });
+    }
+    if path.ends_with("run/user/1000") {
+        return Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+    }
+    Ok(fs::FsStats {
+        size_bytes: 10 * GIB,
+        free_bytes: 6 * GIB,
+        avail_bytes: 5 * GIB,
+        files: 655_360,
+        files_free: 600_000,
+    })
 }
 
 fn collect(collector: &mut LinuxCollector, now_ns: i64) -> Vec<Sample> {
@@ -33,7 +61,7 @@ fn collect(collector: &mut LinuxCollector, now_ns: i64) -> Vec<Sample> {
     out
 }
 
-const ITEM_TAGS: [&str; 4] = ["core", "iface", "dev", "resource"];
+const ITEM_TAGS: [&str; 5] = ["core", "iface", "dev", "resource", "mount"];
 
 /// The value of `metric` for `item` (`None`: the node-level series).
 fn value(samples: &[Sample], metric: &str, item: Option<(&str, &str)>) -> Option<f64> {
@@ -107,6 +135,19 @@ fn second_snapshot() -> tempfile::TempDir {
         "cpu5 10 0 10 100 0 0 0 0 0 0",
     );
     edit(root, "proc/stat", "ctxt 38014093", "ctxt 38034093");
+    // 1000 page faults more, 10 of them major.
+    edit(
+        root,
+        "proc/vmstat",
+        "pgfault 2320168809",
+        "pgfault 2320169809",
+    );
+    edit(
+        root,
+        "proc/vmstat",
+        "pgmajfault 507162",
+        "pgmajfault 507172",
+    );
     // eth0: +2 MB and +100 packets received.
     edit(
         root,
@@ -356,7 +397,24 @@ fn utilisation_and_rates_between_two_snapshots() {
     moved.prev_events = std::mem::take(&mut c.prev_events);
     moved.prev_net = std::mem::take(&mut c.prev_net);
     moved.prev_disk = std::mem::take(&mut c.prev_disk);
+    moved.prev_vmstat = std::mem::take(&mut c.prev_vmstat);
     let samples = collect(&mut moved, T1);
+
+    assert_close(
+        value(&samples, "pgfault_per_sec", None),
+        500.0,
+        "pgfault rate",
+    );
+    assert_close(
+        value(&samples, "pgmajfault_per_sec", None),
+        5.0,
+        "pgmajfault rate",
+    );
+    assert_close(
+        value(&samples, "pswpout_per_sec", None),
+        0.0,
+        "pswpout rate",
+    );
 
     let pct = |ticks: f64| ticks * 100.0 / 470.0;
     for item in [None, Some(("core", "3"))] {
@@ -439,6 +497,7 @@ fn every_metric_is_documented_and_emitted() {
     moved.prev_events = std::mem::take(&mut c.prev_events);
     moved.prev_net = std::mem::take(&mut c.prev_net);
     moved.prev_disk = std::mem::take(&mut c.prev_disk);
+    moved.prev_vmstat = std::mem::take(&mut c.prev_vmstat);
     samples.extend(collect(&mut moved, T1));
 
     let emitted: BTreeSet<&str> = samples.iter().map(|s| s.metric.as_str()).collect();
@@ -548,4 +607,114 @@ fn reads_this_host_procfs() {
     assert!(value(&samples, "mem_total_bytes", None).expect("MemTotal") > 0.0);
     assert!(value(&samples, "mem_available_bytes", None).is_some());
     assert!(value(&samples, "ctxt_per_sec", None).expect("ctxt rate") > 0.0);
+}
+
+#[test]
+fn vmstat_counters() {
+    let samples = collect(&mut collector(&fixture_root()), T0);
+    assert_close(value(&samples, "pgfault", None), 2_320_168_809.0, "pgfault");
+    assert_close(value(&samples, "pgmajfault", None), 507_162.0, "pgmajfault");
+    assert_close(value(&samples, "pgpgin", None), 7_344_136.0, "pgpgin");
+    assert_close(value(&samples, "pgpgout", None), 1_541_180_581.0, "pgpgout");
+    assert_close(value(&samples, "pswpin", None), 1476.0, "pswpin");
+    assert_close(value(&samples, "pswpout", None), 35_045.0, "pswpout");
+    assert_close(value(&samples, "oom_kill", None), 0.0, "oom_kill");
+}
+
+/// The mount table of node_exporter's fixture host: pseudo filesystems, /proc, /sys and
+/// /dev left out; escaped mount points decoded.
+#[test]
+fn filesystems_from_the_mount_table() {
+    let text = std::fs::read_to_string(fixture_root().join("proc/mounts")).expect("mounts");
+    let mounts = fs::data_mounts(fs::parse_mounts(&text));
+    let points: Vec<(&str, &str)> = mounts
+        .iter()
+        .map(|m| (m.mount_point.as_str(), m.fstype.as_str()))
+        .collect();
+    let kubelet = "/var/lib/kubelet/plugins/kubernetes.io/vsphere-volume/mounts/[vsanDatastore]";
+    let pvc = "bafb9e5a-8856-7e6c-699c-801844e77a4a/kubernetes-dynamic-pvc-3eba5bba-48a3-11e8-89ab-005056b92113.vmdk";
+    let tab = format!("{kubelet}\t{pvc}");
+    let space = format!("{kubelet} {pvc}");
+    assert_eq!(
+        points,
+        [
+            ("/", "ext4"),
+            ("/boot", "ext2"),
+            ("/run", "tmpfs"),
+            ("/run/lock", "tmpfs"),
+            ("/run/user/1000", "tmpfs"),
+            (tab.as_str(), "ext4"),
+            (space.as_str(), "ext4"),
+        ]
+    );
+
+    let samples = collect(&mut collector(&fixture_root()), T0);
+    let boot = [("mount", "/boot")];
+    let get = |metric: &str, mount: &str| {
+        samples
+            .iter()
+            .find(|s| s.metric == metric && s.tag("mount") == Some(mount))
+            .map(|s| match s.value {
+                Value::Float(v) => v,
+                Value::Text(_) => f64::NAN,
+            })
+    };
+    assert_eq!(get("fs_size_bytes", boot[0].1), Some(GIB as f64));
+    assert_eq!(get("fs_free_bytes", "/boot"), Some((GIB / 4) as f64));
+    assert_eq!(get("fs_avail_bytes", "/boot"), Some((GIB / 8) as f64));
+    assert_eq!(get("fs_used_bytes", "/boot"), Some((GIB - GIB / 4) as f64));
+    assert_eq!(get("fs_files", "/boot"), Some(65_536.0));
+    assert_eq!(get("fs_files_free", "/boot"), Some(65_000.0));
+    assert_eq!(get("fs_used_bytes", "/"), Some((4 * GIB) as f64));
+    // statvfs failed: no samples for it.
+    assert_eq!(get("fs_size_bytes", "/run/user/1000"), None);
+    let fstype = samples
+        .iter()
+        .find(|s| s.metric == "fs_size_bytes" && s.tag("mount") == Some("/boot"))
+        .and_then(|s| s.tag("fstype"));
+    assert_eq!(fstype, Some("ext2"));
+    let topic = samples
+        .iter()
+        .find(|s| s.metric == "fs_size_bytes" && s.tag("mount") == Some("/run/lock"))
+        .map(sample_topic);
+    assert_eq!(
+        topic.as_deref(),
+        Some(
+            "org/acme/cluster/c1/node/n1/plugin/linux/chnl/data/fstype/tmpfs/mount/%2Frun%2Flock/fs_size_bytes"
+        )
+    );
+}
+
+fn hanging_statvfs(path: &Path) -> std::io::Result<fs::FsStats> {
+    if path.ends_with("nfs") {
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    Ok(fs::FsStats {
+        size_bytes: 1,
+        free_bytes: 1,
+        avail_bytes: 1,
+        files: 1,
+        files_free: 1,
+    })
+}
+
+/// A hung network filesystem costs one timeout, then is skipped until its call returns;
+/// the other mounts are measured meanwhile.
+#[test]
+fn a_hanging_mount_is_skipped_until_it_returns() {
+    let mut worker = fs::StatWorker::new(hanging_statvfs, Duration::from_millis(50));
+    let nfs = Path::new("/scratch/nfs");
+    assert!(matches!(worker.stat(nfs), Err(fs::StatError::TimedOut)));
+    assert!(matches!(worker.stat(nfs), Err(fs::StatError::Stuck)));
+    assert!(worker.stat(Path::new("/home")).is_ok());
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(matches!(worker.stat(nfs), Err(fs::StatError::TimedOut)));
+}
+
+/// The real `statvfs` on this machine's root.
+#[test]
+fn statvfs_of_this_host_root() {
+    let stats = fs::statvfs(Path::new("/")).expect("statvfs /");
+    assert!(stats.size_bytes > 0 && stats.free_bytes <= stats.size_bytes);
+    assert!(fs::statvfs(Path::new("/no/such/dir")).is_err());
 }

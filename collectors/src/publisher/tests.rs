@@ -101,6 +101,7 @@ async fn invalid_settings_are_refused() {
         client_id: "t".into(),
         qos,
         offline_buffer_messages: buffer,
+        credentials: None,
     };
     assert!(matches!(
         Publisher::start(config(2, 10)),
@@ -125,6 +126,7 @@ async fn unreachable_broker_buffers_and_drops_oldest() {
         client_id: "exawatch-test-unreachable".into(),
         qos: 0,
         offline_buffer_messages: 5,
+        credentials: None,
     })
     .expect("start");
     for i in 0..10 {
@@ -218,6 +220,7 @@ async fn delivers_buffers_while_the_broker_is_away_and_resends_on_reconnect() {
         client_id: "exawatch-test-reconnect".into(),
         qos: 0,
         offline_buffer_messages: 100,
+        credentials: None,
     })
     .expect("start");
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -280,6 +283,7 @@ async fn qos1_counts_acknowledged_messages() {
         client_id: "exawatch-test-qos1".into(),
         qos: 1,
         offline_buffer_messages: 100,
+        credentials: None,
     })
     .expect("start");
     let (tx, mut rx) = mpsc::unbounded_channel();

@@ -105,12 +105,14 @@ fn bad_lines_are_reported_and_good_ones_kept() {
                 m,a=1,a=2 v=1\n\
                 m v=1 12:00\n\
                 m v=1,w= 3\n\
+                m v=1,,w=2 3\n\
+                m,a,b=1 v=1 3\n\
                 \n\
                 also,ok=yes v=2,w=3 2\n";
     let (samples, errors) = parse(body);
     assert_eq!(samples.len(), 3, "{samples:?}");
     let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
-    assert_eq!(lines, [3, 4, 5, 6, 7, 8, 9, 10]);
+    assert_eq!(lines, [3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
     assert!(errors[4].message.contains("reserved"), "{}", errors[4]);
     assert_eq!(
         errors[0].to_string(),

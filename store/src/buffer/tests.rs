@@ -16,7 +16,7 @@ fn sample(metric: &str, tags: &[(&str, &str)], time_ns: i64, value: f64) -> Samp
 
 #[test]
 fn tag_columns_keep_first_appearance_order() {
-    let mut table = SeriesTable::default();
+    let mut table = SeriesTable::new(Vec::new(), Limits::default());
     let mut buffer = Buffer::default();
     buffer
         .insert(
@@ -44,7 +44,7 @@ fn tag_columns_keep_first_appearance_order() {
 
 #[test]
 fn chunks_seal_and_read_back() {
-    let mut table = SeriesTable::default();
+    let mut table = SeriesTable::new(Vec::new(), Limits::default());
     let mut buffer = Buffer::default();
     let samples: Vec<Sample> = (0..CHUNK_ROWS + 10)
         .map(|i| sample("m", &[("node", &format!("n{}", i % 3))], i as i64, i as f64))
@@ -82,7 +82,7 @@ fn chunks_seal_and_read_back() {
 
 #[test]
 fn sorted_batch_orders_by_series_then_time() {
-    let mut table = SeriesTable::default();
+    let mut table = SeriesTable::new(Vec::new(), Limits::default());
     let mut buffer = Buffer::default();
     buffer
         .insert(
@@ -96,7 +96,9 @@ fn sorted_batch_orders_by_series_then_time() {
         )
         .unwrap();
     let chunks = buffer.take(&table).unwrap();
-    let batch = sorted_batch(&chunks, &table.keys_of(&chunks), table.tag_columns()).unwrap();
+    let batch = sorted_batch(&chunks, &table.keys_of(&chunks), table.tag_columns())
+        .unwrap()
+        .batch;
     let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
     let values = batch
         .column(2)
@@ -112,4 +114,79 @@ fn sorted_batch_orders_by_series_then_time() {
         metric.iter().flatten().collect::<Vec<_>>(),
         ["load", "temp", "temp", "temp"]
     );
+}
+
+#[test]
+fn sorted_batch_sorts_column_by_column_and_keeps_the_last_duplicate() {
+    let mut table = SeriesTable::new(Vec::new(), Limits::default());
+    let mut buffer = Buffer::default();
+    buffer
+        .insert(
+            vec![
+                sample("m", &[("node", "b"), ("core", "1")], 5, 1.0),
+                sample("m", &[("node", "a")], 5, 2.0),
+                sample("m", &[("node", "b")], 5, 3.0),
+                sample("m", &[("node", "b"), ("core", "0")], 5, 4.0),
+                // Written again for the same series and time: the later value wins.
+                sample("m", &[("node", "a")], 5, 5.0),
+            ],
+            &mut table,
+        )
+        .unwrap();
+    let chunks = buffer.take(&table).unwrap();
+    let batch = sorted_batch(&chunks, &table.keys_of(&chunks), table.tag_columns())
+        .unwrap()
+        .batch;
+    let values = batch
+        .column(2)
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .unwrap();
+    // (node, core): (a, -), (b, -), (b, 0), (b, 1) — a missing tag sorts first.
+    assert_eq!(values.values(), &[5.0, 3.0, 4.0, 1.0]);
+    assert_eq!(
+        sort_order(table.tag_columns()),
+        ["metric", "node", "core", "time"]
+    );
+}
+
+#[test]
+fn cardinality_limits_refuse_new_series_only() {
+    let limits = Limits {
+        max_series_per_metric: 2,
+        max_tag_keys: 2,
+    };
+    let mut table = SeriesTable::new(Vec::new(), limits);
+    let mut buffer = Buffer::default();
+    let rejections = buffer
+        .insert(
+            vec![
+                sample("m", &[("node", "a")], 1, 1.0),
+                sample("m", &[("node", "b")], 1, 1.0),
+                sample("m", &[("node", "c")], 1, 1.0),
+                // Known series are still taken.
+                sample("m", &[("node", "a")], 2, 1.0),
+                sample("other", &[("node", "c"), ("rack", "r")], 1, 1.0),
+                sample(
+                    "other",
+                    &[("node", "c"), ("rack", "r"), ("pdu", "p")],
+                    1,
+                    1.0,
+                ),
+            ],
+            &mut table,
+        )
+        .unwrap();
+    assert_eq!(buffer.rows(), 4);
+    assert_eq!(rejections.series_per_metric, 1);
+    assert_eq!(rejections.tag_keys, 1);
+    assert!(
+        rejections
+            .first
+            .as_deref()
+            .unwrap()
+            .contains("\"m\" has 2 series"),
+        "{rejections:?}"
+    );
+    assert_eq!(table.tag_columns(), ["node", "rack"]);
 }

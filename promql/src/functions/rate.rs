@@ -1,0 +1,192 @@
+//! Counter and gauge change functions over a range: `rate`, `increase`, `delta` (with
+//! Prometheus' extrapolation), `irate`, `idelta`, `deriv`, `predict_linear`, `resets`,
+//! `changes`. Mirrors `extrapolatedRate`, `instantValue` and `linearRegression` in
+//! <https://github.com/prometheus/prometheus/blob/main/promql/functions.go>.
+//!
+//! <https://prometheus.io/docs/prometheus/latest/querying/functions/#rate>
+
+use promql_parser::parser::Expr;
+
+use super::{Step, over_windows};
+use crate::Result;
+use crate::eval::{Evaluator, Grid, Value};
+use crate::stats::kahan_sum_inc;
+use crate::value::Point;
+
+/// Evaluates the function if it belongs to this family.
+pub(super) fn call(
+    ev: &mut Evaluator<'_>,
+    name: &str,
+    args: &[&Expr],
+    grid: &Grid,
+) -> Result<Option<Value>> {
+    if !matches!(
+        name,
+        "rate"
+            | "increase"
+            | "delta"
+            | "irate"
+            | "idelta"
+            | "deriv"
+            | "predict_linear"
+            | "resets"
+            | "changes"
+    ) {
+        return Ok(None);
+    }
+    let arg = ev.range_arg(args[0], grid)?;
+    let duration = if name == "predict_linear" {
+        ev.eval_scalar(args[1], grid)?
+    } else {
+        Vec::new()
+    };
+    let is_matrix_selector = arg.selector.is_some();
+    let mut non_counters = Vec::new();
+    let out = over_windows(
+        &arg,
+        grid,
+        false,
+        ev.settings.deadline,
+        |w, step, series| {
+            Ok(match name {
+                "rate" | "increase" => {
+                    if is_matrix_selector
+                        && let Some(metric) = series.labels.metric_name()
+                        && !["_total", "_sum", "_count", "_bucket"]
+                            .iter()
+                            .any(|s| metric.ends_with(s))
+                        && !non_counters.iter().any(|m: &String| m == metric)
+                    {
+                        non_counters.push(metric.to_owned());
+                    }
+                    extrapolated_rate(w, step, true, name == "rate")
+                }
+                "delta" => extrapolated_rate(w, step, false, false),
+                "irate" => instant_value(w, true),
+                "idelta" => instant_value(w, false),
+                "deriv" => (w.len() >= 2).then(|| linear_regression(w, w[0].t).0),
+                "predict_linear" => (w.len() >= 2).then(|| {
+                    let (slope, intercept) = linear_regression(w, step.ts);
+                    slope * duration[step.index] + intercept
+                }),
+                "resets" => Some(w.windows(2).filter(|p| p[1].v < p[0].v).count() as f64),
+                // changes
+                _ => Some(
+                    w.windows(2)
+                        .filter(|p| !(p[1].v == p[0].v || (p[1].v.is_nan() && p[0].v.is_nan())))
+                        .count() as f64,
+                ),
+            })
+        },
+    )?;
+    let position = ev.position(args[0]);
+    for metric in non_counters {
+        ev.annotations.info(format!(
+            "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}{position}"
+        ));
+    }
+    Ok(Some(Value::Vector(out)))
+}
+
+/// `rate`, `increase` and `delta`: the change over the window, extrapolated towards its
+/// boundaries (Prometheus' `extrapolatedRate`).
+fn extrapolated_rate(w: &[Point], step: &Step, is_counter: bool, is_rate: bool) -> Option<f64> {
+    if w.len() < 2 {
+        return None;
+    }
+    let first = w[0];
+    let last = w[w.len() - 1];
+    let mut result = last.v - first.v;
+    if is_counter {
+        let mut previous = 0.0;
+        for p in w {
+            if p.v < previous {
+                result += previous;
+            }
+            previous = p.v;
+        }
+    }
+    let mut duration_to_start = (first.t - step.range_start) as f64 / 1000.0;
+    let mut duration_to_end = (step.range_end - last.t) as f64 / 1000.0;
+    let sampled_interval = (last.t - first.t) as f64 / 1000.0;
+    let average_between = sampled_interval / (w.len() - 1) as f64;
+    let threshold = average_between * 1.1;
+    if duration_to_start >= threshold {
+        duration_to_start = average_between / 2.0;
+    }
+    if is_counter {
+        // Counters cannot go below zero: stop extrapolating where the line hits zero.
+        let mut duration_to_zero = duration_to_start;
+        if result > 0.0 && first.v >= 0.0 {
+            duration_to_zero = sampled_interval * (first.v / result);
+        }
+        if duration_to_zero < duration_to_start {
+            duration_to_start = duration_to_zero;
+        }
+    }
+    if duration_to_end >= threshold {
+        duration_to_end = average_between / 2.0;
+    }
+    let mut factor = (sampled_interval + duration_to_start + duration_to_end) / sampled_interval;
+    if is_rate {
+        factor /= step.range as f64 / 1000.0;
+    }
+    Some(result * factor)
+}
+
+/// `irate` and `idelta`: from the last two samples (Prometheus' `instantValue`).
+fn instant_value(w: &[Point], is_rate: bool) -> Option<f64> {
+    if w.len() < 2 {
+        return None;
+    }
+    let last = w[w.len() - 1];
+    let previous = w[w.len() - 2];
+    let mut result = if is_rate && last.v < previous.v {
+        last.v
+    } else {
+        last.v - previous.v
+    };
+    let interval = last.t - previous.t;
+    if interval == 0 {
+        return None;
+    }
+    if is_rate {
+        result /= interval as f64 / 1000.0;
+    }
+    Some(result)
+}
+
+/// Least-squares slope (per second) and intercept at `intercept_time`, with Kahan sums
+/// (Prometheus' `linearRegression`).
+pub(crate) fn linear_regression(w: &[Point], intercept_time: i64) -> (f64, f64) {
+    let (mut n, mut sum_x, mut c_x, mut sum_y, mut c_y) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let (mut sum_xy, mut c_xy, mut sum_x2, mut c_x2) = (0.0, 0.0, 0.0, 0.0);
+    let init_y = w[0].v;
+    let mut const_y = true;
+    for (i, p) in w.iter().enumerate() {
+        if const_y && i > 0 && p.v != init_y {
+            const_y = false;
+        }
+        n += 1.0;
+        let x = (p.t - intercept_time) as f64 / 1e3;
+        (sum_x, c_x) = kahan_sum_inc(x, sum_x, c_x);
+        (sum_y, c_y) = kahan_sum_inc(p.v, sum_y, c_y);
+        (sum_xy, c_xy) = kahan_sum_inc(x * p.v, sum_xy, c_xy);
+        (sum_x2, c_x2) = kahan_sum_inc(x * x, sum_x2, c_x2);
+    }
+    if const_y {
+        if init_y.is_infinite() {
+            return (f64::NAN, f64::NAN);
+        }
+        return (0.0, init_y);
+    }
+    sum_x += c_x;
+    sum_y += c_y;
+    sum_xy += c_xy;
+    sum_x2 += c_x2;
+    let cov_xy = sum_xy - sum_x * sum_y / n;
+    let var_x = sum_x2 - sum_x * sum_x / n;
+    let slope = cov_xy / var_x;
+    let intercept = sum_y / n - slope * sum_x / n;
+    (slope, intercept)
+}

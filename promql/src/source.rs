@@ -1,0 +1,59 @@
+//! Where the engine reads series from: the [`SeriesSource`] trait.
+
+use async_trait::async_trait;
+use promql_parser::label::Matcher;
+
+use crate::value::{Labels, Series};
+
+/// A boxed error from a source, kept as text for the query's error.
+pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A store of series that the engine selects from.
+///
+/// One call per selector and query: the engine asks for everything a selector needs over the
+/// whole query (lookback, ranges, offsets and `@` included) and evaluates in memory.
+#[async_trait]
+pub trait SeriesSource: Send + Sync + std::fmt::Debug {
+    /// The series that match all `matchers` (`__name__` is the metric name; a label that a
+    /// series lacks matches as the empty string, as in Prometheus), each with its float samples
+    /// in `[start_ms, end_ms]` (inclusive, milliseconds), ascending, one per timestamp.
+    /// Staleness markers are returned as stored. Series without samples in the range may be
+    /// left out.
+    async fn select(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Series>, SourceError>;
+
+    /// The label sets of the series that match all `matchers` and have a sample in
+    /// `[start_ms, end_ms]`, unique, in no particular order. An empty `matchers` selects every
+    /// series.
+    async fn series(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Labels>, SourceError>;
+
+    /// The values of label `name` (`__name__` for metric names) over the series that match
+    /// all `matchers` and have a sample in `[start_ms, end_ms]`, sorted, unique, without
+    /// the empty value. The default derives them from [`SeriesSource::series`].
+    async fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<String>, SourceError> {
+        let mut values: Vec<String> = self
+            .series(matchers, start_ms, end_ms)
+            .await?
+            .iter()
+            .filter_map(|labels| labels.get(name).map(str::to_owned))
+            .collect();
+        values.sort();
+        values.dedup();
+        Ok(values)
+    }
+}
