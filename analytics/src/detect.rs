@@ -3,10 +3,12 @@
 //! learns a threshold for a target false-positive rate.
 //!
 //! Every detector works on rows normalised by a [`Scaler`] (robust z-scores from the
-//! training data). Per series: [`robust::Mad`] (median/MAD z-score) and [`robust::Ewma`]
-//! (exponentially weighted mean and variance, per entity). Multivariate: [`linear::Pca`]
+//! training data). Per series, against each entity's own recent past: [`robust::Mad`]
+//! (median/MAD z-score over a moving window) and [`robust::Ewma`] (exponentially weighted
+//! mean and variance). Multivariate: [`linear::Pca`]
 //! (reconstruction error), [`mixture::Gmm`] (negative log-likelihood), [`mixture::KMeans`]
-//! (distance to the nearest centroid), all fitted with linfa, and [`iforest::IsolationForest`]
+//! (distance to the nearest centroid), with linfa (PCA, k-means; the mixture's EM starts
+//! from linfa's k-means), and [`iforest::IsolationForest`]
 //! (written here: the dimension is only known at run time). [`Ensemble`] averages members'
 //! scores, each divided by its own threshold.
 
@@ -37,7 +39,7 @@ pub const DEFAULT_DETECTOR: DetectorKind = DetectorKind::Ewma;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DetectorKind {
-    /// Per feature: |x − median| / MAD against the training data.
+    /// Per feature: |x − median| / MAD over the entity's recent rows; stateful per entity.
     Mad,
     /// Per feature: distance from an exponentially weighted moving mean, in moving standard
     /// deviations; stateful per entity.
@@ -192,6 +194,8 @@ pub struct Scored {
 pub struct EntityState {
     /// EWMA mean and variance per feature (empty until the first row).
     pub(crate) ewma: Vec<(f64, f64)>,
+    /// The entity's most recent normalised rows, oldest first (moving median/MAD).
+    pub(crate) recent: std::collections::VecDeque<Vec<f64>>,
 }
 
 /// A fitted detector of any kind.
@@ -237,8 +241,8 @@ impl Detector {
         options: &FitOptions,
     ) -> Result<Self> {
         Ok(match kind {
-            DetectorKind::Mad => Self::Mad(robust::Mad),
-            DetectorKind::Ewma => Self::Ewma(robust::Ewma::fit(z, sequences)),
+            DetectorKind::Mad => Self::Mad(robust::Mad::fit(z, sequences, options.target_fpr)),
+            DetectorKind::Ewma => Self::Ewma(robust::Ewma::fit(z, sequences, options.target_fpr)),
             DetectorKind::Pca => Self::Pca(linear::Pca::fit(&cap_matrix(z))?),
             DetectorKind::Gmm => Self::Gmm(mixture::Gmm::fit(&cap_matrix(z), options.seed)?),
             DetectorKind::Kmeans => {
@@ -255,7 +259,7 @@ impl Detector {
     /// detectors see it clipped to ±[`Z_CAP`], as in training.
     fn score(&self, z: &[f64], state: &mut EntityState) -> Scored {
         match self {
-            Self::Mad(d) => d.score(z),
+            Self::Mad(d) => d.score(z, state),
             Self::Ewma(d) => d.score(z, state),
             Self::Pca(d) => d.score(&capped(z)),
             Self::Gmm(d) => d.score(&capped(z)),
@@ -402,7 +406,8 @@ impl Fitted {
     }
 
     /// The `k` features that contributed most to `scored`, largest first, with their share
-    /// of the total contribution.
+    /// of the total contribution, rounded to three decimals (as stored in anomaly events, so
+    /// an anomaly read back from the store equals the one scored).
     pub fn explain(&self, scored: &Scored, k: usize) -> Vec<(String, f64)> {
         let total: f64 = scored.contributions.iter().sum();
         let mut ranked: Vec<(usize, f64)> =
@@ -414,7 +419,7 @@ impl Fitted {
             .filter(|(_, c)| *c > 0.0)
             .map(|(j, c)| {
                 let share = if total > 0.0 { c / total } else { 0.0 };
-                (self.features[j].clone(), share)
+                (self.features[j].clone(), (share * 1000.0).round() / 1000.0)
             })
             .collect()
     }

@@ -127,7 +127,7 @@ pub fn load(train: &Path, test: &Path, labels: &Path) -> Result<Vec<Service>> {
             );
         }
     }
-    names.sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
+    names.sort_by_key(|n| natural_key(n));
     ensure!(
         !names.is_empty(),
         EvalDataSnafu {
@@ -260,7 +260,13 @@ fn run_detector(
 ) -> Result<(Vec<f64>, Vec<bool>)> {
     let features = (0..service.train.cols()).map(|j| format!("m{j}")).collect();
     let rows = service.train.rows();
-    let model = Fitted::fit(kind, features, &service.train, &[0..rows], options)?;
+    let model = Fitted::fit(
+        kind,
+        features,
+        &service.train,
+        std::slice::from_ref(&(0..rows)),
+        options,
+    )?;
     let mut state = EntityState::default();
     for row in service.train.iter_rows() {
         model.score(row, &mut state);

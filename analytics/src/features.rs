@@ -417,8 +417,9 @@ pub async fn aggregate(
 /// The columns for training data: every (metric, split) seen, as a rate if it is a
 /// counter (its mean never falls from one window to the next for any entity, and rises).
 pub fn training_columns(aggregates: &[Aggregate]) -> Vec<Column> {
-    let mut series: BTreeMap<(String, Vec<String>), BTreeMap<String, Vec<(i64, f64)>>> =
-        BTreeMap::new();
+    // (metric, split) → entity → (window, mean).
+    type Points = BTreeMap<String, Vec<(i64, f64)>>;
+    let mut series: BTreeMap<(String, Vec<String>), Points> = BTreeMap::new();
     for a in aggregates {
         series
             .entry((a.metric.clone(), a.split.clone()))

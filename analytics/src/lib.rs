@@ -60,12 +60,6 @@ pub enum Error {
         /// linfa's error.
         source: linfa_reduction::ReductionError,
     },
-    /// linfa's Gaussian mixture failed.
-    #[snafu(display("Gaussian mixture fit failed: {source}"))]
-    Gmm {
-        /// linfa's error.
-        source: linfa_clustering::GmmError,
-    },
     /// linfa's k-means failed.
     #[snafu(display("k-means fit failed: {source}"))]
     KMeans {

@@ -40,11 +40,7 @@ impl Matrix {
 
     /// Number of rows.
     pub fn rows(&self) -> usize {
-        if self.cols == 0 {
-            0
-        } else {
-            self.data.len() / self.cols
-        }
+        self.data.len().checked_div(self.cols).unwrap_or(0)
     }
 
     /// Number of columns.

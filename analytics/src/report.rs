@@ -436,7 +436,7 @@ pub async fn list(store: &Store) -> Result<Vec<ReportInfo>> {
             out.push(info);
         }
     }
-    out.sort_by(|a, b| b.created_ns.cmp(&a.created_ns));
+    out.sort_by_key(|r| std::cmp::Reverse(r.created_ns));
     Ok(out)
 }
 

@@ -166,7 +166,7 @@ impl Scorer {
                 _ = tick.tick() => {
                     reload_tick += 1;
                     // Models trained elsewhere (another process) show up within a minute.
-                    if reload_tick % 120 == 0 {
+                    if reload_tick.is_multiple_of(120) {
                         self.load_models().await;
                     }
                     self.score_due().await;

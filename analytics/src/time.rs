@@ -35,10 +35,10 @@ pub fn parse_time(text: &str, now_ns: i64) -> Result<i64> {
         let n: f64 = number.parse().map_err(|_| TimeSnafu { text }.build())?;
         return Ok(now_ns - (n * seconds * 1e9) as i64);
     }
-    if let Ok(seconds) = text.parse::<f64>() {
-        if seconds.is_finite() {
-            return Ok((seconds * 1e9) as i64);
-        }
+    if let Ok(seconds) = text.parse::<f64>()
+        && seconds.is_finite()
+    {
+        return Ok((seconds * 1e9) as i64);
     }
     chrono::DateTime::parse_from_rfc3339(text)
         .ok()

@@ -22,7 +22,8 @@ fn node_samples(node: usize, t: i64, hot: bool, rng: &mut fastrand::Rng) -> Vec<
             ("plugin".to_owned(), plugin.to_owned()),
         ]
     };
-    let load = 0.5 + 0.3 * ((t - T0) as f64 / 6e10 + node as f64).sin();
+    let secs = (t - T0) as f64 / 1e9;
+    let load = 0.5 + 0.3 * (secs / 60.0 + node as f64).sin();
     let temp = 40.0 + 20.0 * load + rng.f64() + if hot { 30.0 } else { 0.0 };
     vec![
         Sample::new(
@@ -38,12 +39,13 @@ fn node_samples(node: usize, t: i64, hot: bool, rng: &mut fastrand::Rng) -> Vec<
             t,
             Value::Float(100.0 * load + rng.f64() * 3.0),
         ),
-        // A counter: becomes a rate feature.
+        // A counter (bytes at a rate of 1 + load MB/s, the integral of it): becomes a rate
+        // feature.
         Sample::new(
             "rx_bytes",
             tags("procfs"),
             t,
-            Value::Float(((t - T0) / 1_000_000) as f64 * (1.0 + load)),
+            Value::Float(1e6 * (1.5 * secs - 18.0 * (secs / 60.0 + node as f64).cos())),
         ),
     ]
 }
@@ -91,8 +93,8 @@ async fn train_save_load_score_report() {
         info.features,
         [
             "ipmi/power",
-            "ipmi/temp",
             "procfs/rx_bytes:rate",
+            "ipmi/temp",
             "procfs/util"
         ]
     );

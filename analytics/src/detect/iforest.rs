@@ -1,9 +1,20 @@
 //! Isolation forest (Liu, Ting and Zhou, 2008) for any number of features: random
 //! axis-parallel splits isolate unusual rows in few steps. Score `2^(−E[h(x)] / c(ψ))`.
 //!
-//! Explanation: at each split along the row's path where it falls on the side that held
-//! fewer training rows, the split's feature is credited (more when it happens nearer the
-//! root); the credits summed over the trees are the contributions.
+//! One addition: each split remembers the range `[low, high]` of its feature among the
+//! training rows that reached it. In the original algorithm a row outside that range follows
+//! the most extreme training rows to their leaf, so a value far beyond anything seen in
+//! training scores no higher than the training extremes (a fan at 0 rpm scores like the
+//! slowest fan seen). Had the row been among the tree's rows, the split value would have
+//! been drawn from `[low, x]` (for `x > high`), isolating it with probability
+//! `(x − high) / (x − low)`; the expected path length is computed with that probability at
+//! every such split, which is ~0 for a row just outside a small node's range and → 1 for a
+//! value far beyond the training data.
+//!
+//! Explanation: each split along the row's path shrinks the set of training rows that share
+//! the row's cell from `n` to `m`; the split's feature is credited `ln(n / m)` (and
+//! `ln(n) + 1` when the row is isolated there), weighted by the probability that the path
+//! got that far; summed over the trees these are the contributions.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +35,10 @@ pub enum Node {
         feature: usize,
         /// Split value.
         value: f64,
+        /// Smallest value of the feature among the training rows that reached this node.
+        low: f64,
+        /// Largest value of the feature among the training rows that reached this node.
+        high: f64,
         /// Index of the left child.
         left: usize,
         /// Index of the right child.
@@ -78,30 +93,45 @@ impl IsolationForest {
         for tree in &self.trees {
             let mut i = 0;
             let mut depth = 0.0;
+            // Probability that the row is not isolated yet.
+            let mut alive = 1.0;
             loop {
                 match &tree[i] {
                     Node::Leaf { size } => {
-                        total_depth += depth + average_path(*size);
+                        total_depth += alive * (depth + average_path(*size));
                         break;
                     }
                     Node::Split {
                         feature,
                         value,
+                        low,
+                        high,
                         left,
                         right,
                         left_size,
                         right_size,
                     } => {
-                        let go_left = z[*feature] < *value;
-                        let (next, here, other) = if go_left {
-                            (*left, *left_size, *right_size)
-                        } else {
-                            (*right, *right_size, *left_size)
-                        };
-                        if here < other {
-                            contributions[*feature] += 1.0 / (depth + 1.0);
-                        }
+                        let x = z[*feature];
+                        let reached = (left_size + right_size) as f64;
                         depth += 1.0;
+                        let isolated = if x > *high {
+                            (x - high) / (x - low)
+                        } else if x < *low {
+                            (low - x) / (high - x)
+                        } else {
+                            0.0
+                        };
+                        if isolated > 0.0 {
+                            contributions[*feature] += alive * isolated * (reached.ln() + 1.0);
+                            total_depth += alive * isolated * depth;
+                            alive *= 1.0 - isolated;
+                        }
+                        let (next, here) = if x < *value {
+                            (*left, *left_size)
+                        } else {
+                            (*right, *right_size)
+                        };
+                        contributions[*feature] += alive * (reached / here.max(1) as f64).ln();
                         i = next;
                     }
                 }
@@ -144,8 +174,8 @@ fn build(
     if ranges.is_empty() {
         return index;
     }
-    let (feature, lo, hi) = ranges[rng.usize(..ranges.len())];
-    let value = lo + (hi - lo) * rng.f64();
+    let (feature, low, high) = ranges[rng.usize(..ranges.len())];
+    let value = low + (high - low) * rng.f64();
     let (left_rows, right_rows): (Vec<usize>, Vec<usize>) =
         rows.into_iter().partition(|&r| z.row(r)[feature] < value);
     let (left_size, right_size) = (left_rows.len(), right_rows.len());
@@ -154,6 +184,8 @@ fn build(
     nodes[index] = Node::Split {
         feature,
         value,
+        low,
+        high,
         left,
         right,
         left_size,
