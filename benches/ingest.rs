@@ -16,247 +16,21 @@
 //! `BENCH_BACKGROUND_RATE`, `BENCH_GEN` = path of gen_nodes.py). Needs `python3` and
 //! `mosquitto`. Prints medians and the command line to paste into `benches/RESULTS.md`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+#[path = "support.rs"]
+mod support;
+
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use support::*;
 
-const EXAWATCH: &str = env!("CARGO_BIN_EXE_exawatch");
-const PUBLISHERS: usize = 4;
 const PROBE_TOPIC: &str = "org/bench/cluster/bench/node/probe/plugin/bench/chnl/data/bench_probe";
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-// ---- MQTT 3.1.1 packets, just enough for QoS 0 publishing and one subscription ----
-
-fn put_len(buf: &mut Vec<u8>, mut n: usize) {
-    loop {
-        let mut byte = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            byte |= 0x80;
-        }
-        buf.push(byte);
-        if n == 0 {
-            break;
-        }
-    }
-}
-
-fn put_str(buf: &mut Vec<u8>, s: &[u8]) {
-    buf.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    buf.extend_from_slice(s);
-}
-
-fn publish_packet(buf: &mut Vec<u8>, topic: &[u8], payload: &[u8]) {
-    buf.push(0x30);
-    put_len(buf, 2 + topic.len() + payload.len());
-    put_str(buf, topic);
-    buf.extend_from_slice(payload);
-}
-
-fn connect(port: u16, id: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("broker accepts connections");
-    stream.set_nodelay(true).unwrap();
-    let mut body = Vec::new();
-    put_str(&mut body, b"MQTT");
-    body.extend_from_slice(&[4, 0x02]);
-    body.extend_from_slice(&600u16.to_be_bytes());
-    put_str(&mut body, id.as_bytes());
-    let mut packet = vec![0x10];
-    put_len(&mut packet, body.len());
-    packet.extend_from_slice(&body);
-    stream.write_all(&packet).unwrap();
-    let mut ack = [0u8; 4];
-    stream.read_exact(&mut ack).unwrap();
-    assert!(ack[0] == 0x20 && ack[3] == 0, "CONNACK {ack:?}");
-    stream
-}
-
-fn read_header(reader: &mut impl Read) -> Option<(u8, usize)> {
-    let mut byte = [0u8; 1];
-    reader.read_exact(&mut byte).ok()?;
-    let kind = byte[0];
-    let (mut multiplier, mut len) = (1usize, 0usize);
-    loop {
-        reader.read_exact(&mut byte).ok()?;
-        len += (byte[0] & 0x7f) as usize * multiplier;
-        multiplier *= 128;
-        if byte[0] & 0x80 == 0 {
-            return Some((kind, len));
-        }
-    }
-}
-
-/// The workload: one pre-encoded buffer of PUBLISH packets per connection.
-struct Workload {
-    buffers: Vec<Vec<u8>>,
-    messages: u64,
-}
-
-fn workload(nodes: usize, seconds: usize) -> Workload {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-data");
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join(format!("n{nodes}d{seconds}.examon"));
-    if !file.exists() {
-        let generator: PathBuf = std::env::var("BENCH_GEN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| {
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/gen_nodes.py")
-            });
-        eprintln!("generating {} with {}", file.display(), generator.display());
-        let status = Command::new("python3")
-            .arg(&generator)
-            .args([
-                "-n",
-                &nodes.to_string(),
-                "-d",
-                &seconds.to_string(),
-                "--format",
-                "examon",
-                "-o",
-            ])
-            .arg(&file)
-            .status()
-            .expect("python3 runs gen_nodes.py");
-        assert!(status.success());
-    }
-    let reader = BufReader::with_capacity(1 << 20, std::fs::File::open(&file).unwrap());
-    let mut buffers = vec![Vec::new(); PUBLISHERS];
-    let mut messages = 0u64;
-    for line in reader.split(b'\n') {
-        let line = line.unwrap();
-        let Some(tab) = line.iter().position(|&c| c == b'\t') else {
-            continue;
-        };
-        publish_packet(
-            &mut buffers[messages as usize % PUBLISHERS],
-            &line[..tab],
-            &line[tab + 1..],
-        );
-        messages += 1;
-    }
-    Workload { buffers, messages }
-}
-
-/// Publishes every buffer on its own connection at once; returns when all is written.
-fn blast(port: u16, buffers: &[Vec<u8>]) {
-    let streams: Vec<TcpStream> = (0..buffers.len())
-        .map(|i| connect(port, &format!("bench-pub-{i}")))
-        .collect();
-    std::thread::scope(|scope| {
-        for (mut stream, buffer) in streams.into_iter().zip(buffers) {
-            scope.spawn(move || {
-                for chunk in buffer.chunks(256 * 1024) {
-                    stream.write_all(chunk).unwrap();
-                }
-                stream.write_all(&[0xe0, 0]).unwrap();
-            });
-        }
-    });
-}
-
-/// Publishes the buffers at about `rate` messages per second until `stop`.
-fn paced(port: u16, buffers: Vec<Vec<u8>>, per_buffer: u64, rate: u64, stop: Arc<AtomicBool>) {
-    let mut stream = connect(port, "bench-background");
-    let started = Instant::now();
-    let mut sent = 0u64;
-    'outer: loop {
-        for buffer in &buffers {
-            // Packets are of similar size: send in slices of ~1/100 s of load.
-            let slice = (buffer.len() as u64 * rate / per_buffer.max(1) / 100).max(1024) as usize;
-            for chunk in buffer.chunks(slice) {
-                if stop.load(Ordering::Relaxed) {
-                    break 'outer;
-                }
-                stream.write_all(chunk).unwrap();
-                sent += (rate / 100).max(1);
-                let due = Duration::from_secs_f64(sent as f64 / rate as f64);
-                if let Some(wait) = due.checked_sub(started.elapsed()) {
-                    std::thread::sleep(wait);
-                }
-            }
-        }
-    }
-}
-
-// ---- the systems under test ----
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into()
-}
-
-fn sql(agent: &ureq::Agent, http: u16, query: &str) -> serde_json::Value {
-    let mut response = agent
-        .post(&format!("http://127.0.0.1:{http}/api/v1/sql"))
-        .send(query)
-        .unwrap();
-    let body = response.body_mut().read_to_string().unwrap();
-    assert_eq!(response.status(), 200, "{query}: {body}");
-    serde_json::from_str(&body).unwrap()
-}
-
-fn metric(agent: &ureq::Agent, http: u16, name: &str) -> f64 {
-    let text = agent
-        .get(&format!("http://127.0.0.1:{http}/metrics"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
-/// utime + stime of a process, seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap();
-    kib / 1024.0
-}
 
 /// mosquitto relaying the workload to one subscriber on `#`: messages per second.
 fn mosquitto_run(workload: &Workload, dir: &Path) -> f64 {
@@ -326,37 +100,16 @@ struct ExawatchFigures {
 }
 
 fn exawatch_run(workload: &Workload, dir: &Path, background_rate: u64) -> ExawatchFigures {
-    let (http, mqtt) = (free_port(), free_port());
     let data = dir.join("exawatch-data");
     let _ = std::fs::remove_dir_all(&data);
-    let mut server = Process(
-        Command::new(EXAWATCH)
-            .args(["up", "--no-collector", "--data-dir"])
-            .arg(&data)
-            .args([
-                "--http-port",
-                &http.to_string(),
-                "--mqtt-port",
-                &mqtt.to_string(),
-            ])
-            // The whole burst must fit in the broker's backlog: this measures ingest capacity.
-            .args(["--set", "broker.backlog_bytes=4294967296"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("exawatch.log")).unwrap())
-            .spawn()
-            .unwrap(),
+    // The whole burst must fit in the broker's backlog: this measures ingest capacity.
+    let (mut server, http, mqtt) = start_exawatch(
+        &data,
+        &dir.join("exawatch.log"),
+        &["--set", "broker.backlog_bytes=4294967296"],
     );
     let pid = server.0.id();
     let agent = agent();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while agent
-        .get(&format!("http://127.0.0.1:{http}/health"))
-        .call()
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "exawatch did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 
     // Throughput.
     let cpu_before = cpu_seconds(pid);
@@ -466,11 +219,6 @@ fn exawatch_run(workload: &Workload, dir: &Path, background_rate: u64) -> Exawat
         latency,
         probe_query,
     }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 fn main() {

@@ -6,6 +6,7 @@ mod analytics;
 mod config;
 mod query;
 mod stats;
+mod tls;
 mod up;
 
 use std::path::PathBuf;

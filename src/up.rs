@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::tls;
 
 /// How long the ingest link must stay quiet, after collectors stop, before the final flush.
 const DRAIN_QUIET: Duration = Duration::from_millis(300);
@@ -55,7 +56,14 @@ pub(crate) async fn run(mut config: Config, simulate: usize) -> Result<()> {
     let store = Store::open(&config.data_dir, config.store.clone(), &mut registry)
         .await
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
-    let mut broker = EmbeddedBroker::start(&config.broker, &mut registry)?;
+    let mqtt_tls = match config.broker.tls_listen.as_str() {
+        "" => None,
+        _ => Some(tls::server_config(
+            config.broker.tls_cert.as_ref(),
+            config.broker.tls_key.as_ref(),
+        )?),
+    };
+    let mut broker = EmbeddedBroker::start(&config.broker, mqtt_tls, &mut registry)?;
     let link = broker
         .take_ingest_link()
         .expect("a fresh broker has its link");
@@ -73,11 +81,19 @@ pub(crate) async fn run(mut config: Config, simulate: usize) -> Result<()> {
     let (stop_sources, sources_stopped) = watch::channel(false);
     let (stop_api, api_stopped) = watch::channel(false);
 
-    let api = tokio::spawn(exawatch_api::serve(
-        http,
-        exawatch_api::router(state),
-        until(api_stopped),
-    ));
+    let router = exawatch_api::router(state);
+    let api = match config.api.tls_cert.as_str() {
+        "" => tokio::spawn(exawatch_api::serve(http, router, until(api_stopped))),
+        cert => {
+            let tls = tls::server_config(cert.as_ref(), config.api.tls_key.as_ref())?;
+            tokio::spawn(exawatch_api::serve_tls(
+                http,
+                router,
+                tls,
+                until(api_stopped),
+            ))
+        }
+    };
     let flusher = {
         let store = store.clone();
         let stopped = sources_stopped.clone();

@@ -312,3 +312,127 @@ fn sql_is_read_only_sandboxed_and_bounded() {
     assert!(body.contains("query_timeout_secs"), "{body}");
     assert_eq!(server.count(""), 1, "the server carries on");
 }
+
+/// Runs curl; returns its exit status and output.
+fn curl(args: &[&str]) -> (bool, String) {
+    let output = Command::new("curl")
+        .args(["-s", "-S", "--max-time", "5"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn https_and_mqtt_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let openssl = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args([
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed");
+    assert!(openssl.status.success(), "{openssl:?}");
+    let (http, mqtt, mqtts) = (
+        support::server::free_port(),
+        support::server::free_port(),
+        support::server::free_port(),
+    );
+    let mut child = Command::new(support::server::EXAWATCH)
+        .args(["up", "--no-collector", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args([
+            "--http-port",
+            &http.to_string(),
+            "--mqtt-port",
+            &mqtt.to_string(),
+        ])
+        .args([
+            "--set",
+            &format!("api.tls_cert={}", cert.display()),
+            "--set",
+            &format!("api.tls_key={}", key.display()),
+        ])
+        .args(["--set", &format!("broker.tls_listen=127.0.0.1:{mqtts}")])
+        .args([
+            "--set",
+            &format!("broker.tls_cert={}", cert.display()),
+            "--set",
+            &format!("broker.tls_key={}", key.display()),
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let health = format!("https://127.0.0.1:{http}/health");
+    let cacert = cert.to_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !curl(&["--cacert", cacert, &health]).0 {
+        assert!(Instant::now() < deadline, "no HTTPS /health");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !curl(&[&format!("http://127.0.0.1:{http}/health")]).0,
+        "plain HTTP is not served"
+    );
+    assert!(
+        !curl(&[&health]).0,
+        "an unknown certificate is refused by the client"
+    );
+
+    let published = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &mqtts.to_string(),
+            "--cafile",
+            cacert,
+            "-q",
+            "1",
+        ])
+        .args(["-t", "org/o/node/tls01/m", "-m", "7;1700000000"])
+        .output()
+        .unwrap();
+    assert!(published.status.success(), "{published:?}");
+    let query = format!("https://127.0.0.1:{http}/api/v1/sql");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, body) = curl(&[
+            "--cacert",
+            cacert,
+            &query,
+            "-d",
+            "SELECT value FROM samples WHERE node = 'tls01'",
+        ]);
+        if ok && body == r#"[{"value":7.0}]"# {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sample published over TLS never arrived: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

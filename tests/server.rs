@@ -331,3 +331,76 @@ fn collect_once_publishes_a_fixture_machine() {
         .unwrap();
     assert!(String::from_utf8(list.stdout).unwrap().contains("linux"));
 }
+
+#[test]
+fn collect_once_publishes_x86_and_arm_sensor_families() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("collectors/tests/fixtures");
+    for machine in [
+        "x86-amd-epyc9224",
+        "x86-amd-ryzen-zenpower",
+        "arm-jetson-xavier-nx",
+    ] {
+        let output = Command::new(EXAWATCH)
+            .args(["collect", "--once", "--broker"])
+            .arg(format!("127.0.0.1:{}", server.mqtt))
+            .arg("--root")
+            .arg(fixtures.join(machine))
+            .args(["--set", &format!("collector.node={machine}")])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{machine}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    server.wait_for_count("WHERE node = 'arm-jetson-xavier-nx'", 9);
+    server.wait_for_count("WHERE node = 'x86-amd-epyc9224'", 5);
+    server.wait_for_count("WHERE node = 'x86-amd-ryzen-zenpower'", 9);
+
+    // EPYC 9224, k10temp: temp1_input 34800 (Tctl), temp3_input 29400 (Tccd1).
+    let epyc = server.sql(
+        "SELECT sensor, value, chip FROM samples WHERE node = 'x86-amd-epyc9224' \
+         AND metric = 'temp_c' AND sensor IN ('Tctl', 'Tccd1') ORDER BY sensor",
+    );
+    assert_eq!(
+        Value::Array(epyc),
+        json!([
+            {"sensor": "Tccd1", "value": 29.4, "chip": "k10temp"},
+            {"sensor": "Tctl", "value": 34.8, "chip": "k10temp"}
+        ])
+    );
+    // Ryzen with zenpower: core power from power1_input in µW, SoC voltage in mV.
+    let ryzen = server.sql(
+        "SELECT metric, sensor, value FROM samples WHERE node = 'x86-amd-ryzen-zenpower' \
+         AND sensor IN ('SVI2_P_Core', 'SVI2_SoC') ORDER BY metric",
+    );
+    assert_eq!(
+        Value::Array(ryzen),
+        json!([
+            {"metric": "in_v", "sensor": "SVI2_SoC", "value": 1.188},
+            {"metric": "power_w", "sensor": "SVI2_P_Core", "value": 15.646}
+        ])
+    );
+    // Jetson Xavier NX, INA3221 rail VDD_IN: 5016 mV × 1268 mA.
+    let jetson = server.sql(
+        "SELECT metric, value FROM samples WHERE node = 'arm-jetson-xavier-nx' \
+         AND plugin = 'jetson' AND rail = 'VDD_IN' ORDER BY metric",
+    );
+    let values: Vec<(String, f64)> = jetson
+        .iter()
+        .map(|r| {
+            (
+                r["metric"].as_str().unwrap().to_owned(),
+                r["value"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(values.len(), 3, "{values:?}");
+    let get = |m: &str| values.iter().find(|(n, _)| n == m).unwrap().1;
+    assert_eq!(get("current_a"), 1.268);
+    assert_eq!(get("voltage_v"), 5.016);
+    assert!((get("power_w") - 5.016 * 1.268).abs() < 1e-12, "{values:?}");
+}

@@ -151,13 +151,16 @@ pub(crate) fn required_role(method: &Method, path: &str) -> Option<Role> {
         paths::INFLUX_V2_WRITE,
         paths::INFLUX_V1_WRITE,
         paths::REMOTE_WRITE,
-        "/api/v1/datapoints",
+        paths::KAIROSDB_DATAPOINTS,
     ];
-    if path == paths::HEALTH
-        || path == "/"
-        || path.starts_with("/console")
-        || path == "/favicon.ico"
-    {
+    let public = [
+        paths::HEALTH,
+        paths::KAIROSDB_HEALTH_CHECK,
+        paths::KAIROSDB_HEALTH_STATUS,
+        "/",
+        "/favicon.ico",
+    ];
+    if public.contains(&path) || path.starts_with("/console") {
         None
     } else if *method == Method::DELETE || (*method == Method::POST && path == paths::MODELS) {
         // Training runs a long query and a fit, and changes what the live scoring uses.

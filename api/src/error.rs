@@ -51,7 +51,8 @@ impl ApiError {
         }
     }
 
-    fn message(&self) -> &str {
+    /// The reason, for the client.
+    pub(crate) fn message(&self) -> &str {
         match self {
             Self::BadRequest(m)
             | Self::NotFound(m)

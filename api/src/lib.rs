@@ -1,6 +1,7 @@
 //! The exawatch HTTP API (axum): `POST /api/v1/sql`, Prometheus' query API (`/api/v1/query`,
-//! `/api/v1/query_range`, labels, series, metadata), writes, analytics (anomalies, models,
-//! reports), `/metrics`, `/health`.
+//! `/api/v1/query_range`, labels, series, metadata), KairosDB's REST API ([`kairosdb`]),
+//! the write endpoints, analytics (anomalies, models, reports), `/metrics`, `/health`, and
+//! the web console at `/` ([`console`]).
 //!
 //! Data flow: a handler parses the request once, runs it against the [`Store`] through a
 //! fresh, read-only, memory- and time-bounded DataFusion session ([`sql`]), and encodes the
@@ -8,7 +9,9 @@
 
 mod anomalies;
 mod auth;
+mod console;
 mod error;
+mod kairosdb;
 mod metrics;
 pub mod paths;
 mod prometheus;
@@ -50,6 +53,10 @@ pub struct ApiConfig {
     pub promql_max_samples: usize,
     /// Users; when any is configured every request but `/health` needs credentials.
     pub users: Vec<ApiUser>,
+    /// PEM certificate chain for HTTPS; empty: plain HTTP.
+    pub tls_cert: String,
+    /// PEM private key for HTTPS.
+    pub tls_key: String,
 }
 
 impl Default for ApiConfig {
@@ -62,6 +69,8 @@ impl Default for ApiConfig {
             max_body_bytes: 16 << 20,
             promql_max_samples: 50_000_000,
             users: Vec::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -122,11 +131,54 @@ pub fn router(state: ApiState) -> Router {
         .route(paths::METRICS, get(metrics_text))
         .route(paths::HEALTH, get(health))
         .merge(prometheus::routes())
+        .merge(kairosdb::routes())
+        .merge(console::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state);
     match auth {
         Some(auth) => router.layer(axum::middleware::from_fn_with_state(auth, auth::authorize)),
         None => router,
+    }
+}
+
+/// Serves `router` over TLS on `listener` until `shutdown` resolves; connections already open
+/// finish on their own. A handshake must complete within 10 s.
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "Cannot accept an HTTPS connection.");
+                    continue;
+                }
+            },
+        };
+        let (acceptor, router) = (acceptor.clone(), router.clone());
+        tokio::spawn(async move {
+            let handshake =
+                tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp));
+            let stream = match handshake.await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => return tracing::debug!(%error, %peer, "TLS handshake failed."),
+                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out."),
+            };
+            let service = hyper_util::service::TowerToHyperService::new(router);
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, %peer, "HTTPS connection ended with an error.");
+            }
+        });
     }
 }
 

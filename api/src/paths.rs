@@ -36,3 +36,25 @@ pub const MODELS: &str = "/api/v1/models";
 pub const REPORTS: &str = "/api/v1/reports";
 /// One report's HTML: `/reports/<id>.html`.
 pub const REPORT_PAGE: &str = "/reports/{file}";
+/// KairosDB: query data points.
+pub const KAIROSDB_QUERY: &str = "/api/v1/datapoints/query";
+/// KairosDB: the tags of the series a query matches.
+pub const KAIROSDB_QUERY_TAGS: &str = "/api/v1/datapoints/query/tags";
+/// KairosDB: write data points.
+pub const KAIROSDB_DATAPOINTS: &str = "/api/v1/datapoints";
+/// KairosDB: metric names (`?prefix=`).
+pub const KAIROSDB_METRIC_NAMES: &str = "/api/v1/metricnames";
+/// KairosDB: tag names.
+pub const KAIROSDB_TAG_NAMES: &str = "/api/v1/tagnames";
+/// KairosDB: tag values.
+pub const KAIROSDB_TAG_VALUES: &str = "/api/v1/tagvalues";
+/// KairosDB: version.
+pub const KAIROSDB_VERSION: &str = "/api/v1/version";
+/// KairosDB: 204 when healthy.
+pub const KAIROSDB_HEALTH_CHECK: &str = "/api/v1/health/check";
+/// KairosDB: the health checks and their state.
+pub const KAIROSDB_HEALTH_STATUS: &str = "/api/v1/health/status";
+/// The web console's page.
+pub const CONSOLE: &str = "/";
+/// The web console's scripts, styles and vendored libraries.
+pub const CONSOLE_ASSETS: &str = "/console/{*file}";

@@ -9,6 +9,7 @@
 
 mod acl;
 mod any_version;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,6 +59,14 @@ pub struct BrokerConfig {
     pub connection_timeout_ms: u16,
     /// Users; when any is configured, clients must log in (no anonymous access).
     pub users: Vec<BrokerUser>,
+    /// Address of an MQTT-over-TLS listener (e.g. `0.0.0.0:8883`); empty: none. Its
+    /// connections are decrypted and handed to the plain listener over loopback, so set
+    /// `listen` to `127.0.0.1:…` to accept TLS only from outside.
+    pub tls_listen: String,
+    /// PEM certificate chain of the TLS listener.
+    pub tls_cert: String,
+    /// PEM private key of the TLS listener.
+    pub tls_key: String,
 }
 
 impl Default for BrokerConfig {
@@ -70,6 +79,9 @@ impl Default for BrokerConfig {
             backlog_bytes: 64 << 20,
             connection_timeout_ms: 10_000,
             users: Vec::new(),
+            tls_listen: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -99,7 +111,11 @@ impl EmbeddedBroker {
     /// Starts the router, the listener task (on the current tokio runtime) and the ingest
     /// link. Fails if the address is bad; a port already in use is reported by the listener
     /// task (it logs and exits), so callers wanting certainty should bind-check first.
-    pub fn start(config: &BrokerConfig, registry: &mut Registry) -> Result<Self> {
+    pub fn start(
+        config: &BrokerConfig,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        registry: &mut Registry,
+    ) -> Result<Self> {
         let listen: SocketAddr = config
             .listen
             .parse()
@@ -167,6 +183,19 @@ impl EmbeddedBroker {
             }
         });
         tracing::info!(%listen, "MQTT broker listening (3.1.1 and 5).");
+        if let Some(tls) = tls {
+            let tls_listen: SocketAddr =
+                config
+                    .tls_listen
+                    .parse()
+                    .map_err(|e: std::net::AddrParseError| Error::BadAddress {
+                        address: config.tls_listen.clone(),
+                        message: e.to_string(),
+                    })?;
+            let plain = SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), listen.port());
+            tokio::spawn(tls::terminate(tls_listen, plain, tls));
+            tracing::info!(listen = %tls_listen, "MQTT over TLS listening.");
+        }
         Ok(Self {
             listen,
             ingest: Some(IngestLink::new(link_tx, link_rx, registry)),

@@ -32,7 +32,7 @@ async fn v311_and_v5_clients_share_one_port() {
         listen: format!("127.0.0.1:{port}"),
         ..BrokerConfig::default()
     };
-    let mut broker = EmbeddedBroker::start(&config, &mut Registry::default()).unwrap();
+    let mut broker = EmbeddedBroker::start(&config, None, &mut Registry::default()).unwrap();
     let mut link = broker.take_ingest_link().unwrap();
     assert!(broker.take_ingest_link().is_none());
 

@@ -46,13 +46,14 @@ const HWMON: &str = "sys/class/hwmon";
 /// Chips another family reports.
 const SKIPPED_CHIPS: [&str; 1] = ["ina3221"];
 
-/// Sensor kinds: file prefix, metric, factor from the file's unit.
+/// Sensor kinds: file prefix, metric, divisor from the file's unit (dividing keeps
+/// 29400 m°C exactly 29.4, where multiplying by 1e-3 gives 29.400000000000002).
 const KINDS: [(&str, &str, f64); 5] = [
-    ("temp", "temp_c", 1e-3),
+    ("temp", "temp_c", 1e3),
     ("fan", "fan_rpm", 1.0),
-    ("in", "in_v", 1e-3),
-    ("curr", "curr_a", 1e-3),
-    ("power", "power_w", 1e-6),
+    ("in", "in_v", 1e3),
+    ("curr", "curr_a", 1e3),
+    ("power", "power_w", 1e6),
 ];
 
 /// One sensor input file and its tags.
@@ -63,7 +64,7 @@ pub(crate) struct Sensor {
     /// The metric name.
     pub(crate) metric: &'static str,
     /// Multiplier from the file's unit to the metric's.
-    pub(crate) factor: f64,
+    pub(crate) divisor: f64,
     /// Item tags, in order.
     pub(crate) tags: Vec<(&'static str, String)>,
 }
@@ -86,7 +87,7 @@ pub(crate) fn sensors(root: &Path) -> Vec<Sensor> {
             .then(|| coretemp_socket(&chip_dir, &files))
             .flatten();
         for file in &files {
-            let Some((kind, metric, factor, stem)) = classify(file, &files) else {
+            let Some((kind, metric, divisor, stem)) = classify(file, &files) else {
                 continue;
             };
             let label = sysfs::read_string(&chip_dir.join(format!("{stem}_label")));
@@ -107,7 +108,7 @@ pub(crate) fn sensors(root: &Path) -> Vec<Sensor> {
             found.push(Sensor {
                 file: chip_dir.join(file),
                 metric,
-                factor,
+                divisor,
                 tags,
             });
         }
@@ -115,14 +116,14 @@ pub(crate) fn sensors(root: &Path) -> Vec<Sensor> {
     found
 }
 
-/// `(kind, metric, factor, stem)` of an input file, e.g. `temp2_input` → `temp2`. Power
+/// `(kind, metric, divisor, stem)` of an input file, e.g. `temp2_input` → `temp2`. Power
 /// uses `powerN_average` when the chip has no `powerN_input`.
 fn classify<'a>(
     file: &'a str,
     files: &[String],
 ) -> Option<(&'static str, &'static str, f64, &'a str)> {
     let (stem, suffix) = file.rsplit_once('_')?;
-    let (kind, metric, factor) = KINDS.into_iter().find(|(kind, _, _)| {
+    let (kind, metric, divisor) = KINDS.into_iter().find(|(kind, _, _)| {
         stem.strip_prefix(kind)
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
     })?;
@@ -131,7 +132,7 @@ fn classify<'a>(
         "average" => kind == "power" && !files.iter().any(|f| *f == format!("{stem}_input")),
         _ => false,
     };
-    wanted.then_some((kind, metric, factor, stem))
+    wanted.then_some((kind, metric, divisor, stem))
 }
 
 /// The package number of a coretemp chip, from its `Package id N` (or, on older kernels,
@@ -198,7 +199,7 @@ impl Collector for HwmonCollector {
             };
             let items: Vec<(&str, &str)> =
                 sensor.tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            emitter.emit(&items, sensor.metric, raw as f64 * sensor.factor);
+            emitter.emit(&items, sensor.metric, raw as f64 / sensor.divisor);
         }
     }
 }

@@ -3,9 +3,11 @@
 //!
 //! Data flow: a collector builds samples and encodes them with [`examon::encode_topic`] /
 //! [`examon::encode_payload`]; the server decodes each MQTT message with [`examon::decode`]
-//! into samples that the store ingests.
+//! into samples that the store ingests; [`kairosdb::decode_datapoints`] does the same for
+//! KairosDB's `POST /api/v1/datapoints` JSON.
 
 pub mod examon;
+pub mod kairosdb;
 pub mod line_protocol;
 pub mod mqtt;
 pub mod remote_write;

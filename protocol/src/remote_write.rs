@@ -7,6 +7,9 @@ use prost::Message;
 
 use crate::{RESERVED_COLUMNS, Sample, Value};
 
+/// Largest decompressed request accepted (Prometheus sends a few MiB at most).
+pub const MAX_DECOMPRESSED_BYTES: usize = 256 << 20;
+
 /// `prometheus.WriteRequest` (only the fields exawatch reads).
 #[derive(Clone, PartialEq, Message)]
 pub struct WriteRequest {
@@ -51,6 +54,14 @@ pub struct RemoteSample {
 /// Decodes a remote-write body into samples; any error rejects the whole request, as
 /// Prometheus expects (it retries only on 5xx).
 pub fn decode(body: &[u8]) -> Result<Vec<Sample>, String> {
+    // The length header is the sender's claim: check it before allocating for it.
+    let claimed = snap::raw::decompress_len(body)
+        .map_err(|e| format!("the body is not snappy-compressed: {e}"))?;
+    if claimed > MAX_DECOMPRESSED_BYTES {
+        return Err(format!(
+            "the body claims {claimed} bytes decompressed, more than {MAX_DECOMPRESSED_BYTES}"
+        ));
+    }
     let raw = snap::raw::Decoder::new()
         .decompress_vec(body)
         .map_err(|e| format!("the body is not snappy-compressed: {e}"))?;
@@ -157,6 +168,14 @@ mod tests {
             panic!()
         };
         assert_eq!(v.to_bits(), 0x7ff0_0000_0000_0002);
+    }
+
+    /// Found by `cargo fuzz run remote_write`: a five-byte body claiming 4 GiB made the
+    /// decoder allocate it.
+    #[test]
+    fn a_huge_claimed_length_is_refused_before_allocating() {
+        let error = decode(&[0xff, 0xff, 0xff, 0xff, 0x0f]).unwrap_err();
+        assert!(error.contains("claims 4294967295 bytes"), "{error}");
     }
 
     #[test]

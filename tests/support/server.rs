@@ -27,6 +27,8 @@ pub struct Server {
     pub mqtt: u16,
     log: PathBuf,
     pub agent: ureq::Agent,
+    /// Sent as `Authorization` with every request the harness makes, once set.
+    authorization: Option<String>,
 }
 
 impl Server {
@@ -65,6 +67,7 @@ impl Server {
             mqtt,
             log,
             agent,
+            authorization: None,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -95,11 +98,25 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Sends `authorization` as the `Authorization` header of every later request.
+    pub fn authorize(&mut self, authorization: &str) {
+        self.authorization = Some(authorization.to_owned());
+    }
+
+    fn with_auth<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.authorization {
+            Some(value) => request.header("Authorization", value),
+            None => request,
+        }
+    }
+
     /// POSTs SQL; returns the status and body.
     pub fn post_sql(&self, query: &str, format: &str) -> (u16, String) {
-        let mut response = self
+        let request = self
             .agent
-            .post(&self.url(&format!("/api/v1/sql?format={format}")))
+            .post(&self.url(&format!("/api/v1/sql?format={format}")));
+        let mut response = self
+            .with_auth(request)
             .header("Content-Type", "text/plain")
             .send(query)
             .unwrap();
@@ -114,7 +131,7 @@ impl Server {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> (u16, String, Option<String>) {
-        let mut request = self.agent.post(&self.url(path));
+        let mut request = self.with_auth(self.agent.post(&self.url(path)));
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -170,8 +187,7 @@ impl Server {
     }
 
     pub fn metrics(&self) -> String {
-        self.agent
-            .get(&self.url("/metrics"))
+        self.with_auth(self.agent.get(&self.url("/metrics")))
             .call()
             .unwrap()
             .body_mut()
