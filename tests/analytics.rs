@@ -1,8 +1,9 @@
 //! End to end, anomaly detection in the real binary: `exawatch up --simulate 6` with a fan
 //! failure injected into node002 after 40 s; a model trained with `exawatch train` on the
 //! healthy start scores the live stream; the anomaly shows in `GET /api/v1/anomalies`, in SQL
-//! (`anomalies` view and the `anomaly_score` series), and in the next scheduled report, which
-//! headless Chromium renders with its plots. (PromQL is not in this branch yet.)
+//! (`anomalies` view and the `anomaly_score` series), in PromQL (`anomaly_score > 1`, the
+//! dashboards' annotation query), and in the next scheduled report, which headless Chromium
+//! renders with its plots.
 
 mod support {
     pub mod server;
@@ -141,6 +142,29 @@ fn injected_fault_is_found_explained_and_reported() {
     let worst = server.sql("SELECT node, max(value) AS worst FROM samples WHERE metric = 'anomaly_score' GROUP BY node ORDER BY worst DESC LIMIT 1");
     assert_eq!(worst[0]["node"], "node002", "{worst:?}");
     assert!(worst[0]["worst"].as_f64().unwrap() > 1.0);
+
+    // PromQL: the Grafana annotation query of the dashboards finds node002.
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut response = server
+        .agent
+        .get(&server.url("/api/v1/query_range"))
+        .query("query", "anomaly_score{model=\"sim\"} > 1")
+        .query("start", (now_s - 300).to_string())
+        .query("end", now_s.to_string())
+        .query("step", "10")
+        .call()
+        .unwrap();
+    let body: Value = serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+    let nodes: Vec<&str> = body["data"]["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .iter()
+        .map(|s| s["metric"]["node"].as_str().unwrap())
+        .collect();
+    assert!(nodes.contains(&"node002"), "{body}");
 
     // The next scheduled report has node002, and headless Chromium draws its plots.
     let seen_ns = std::time::SystemTime::now()
