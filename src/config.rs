@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use exawatch_analytics::AnalyticsConfig;
 use exawatch_api::ApiConfig;
 use exawatch_broker::BrokerConfig;
 use exawatch_collectors::{CollectorConfig, SimulateConfig};
@@ -28,6 +29,8 @@ pub(crate) struct Config {
     pub(crate) collector: CollectorConfig,
     /// Simulated nodes for `exawatch up --simulate N`.
     pub(crate) simulate: SimulateConfig,
+    /// Anomaly detection and reports.
+    pub(crate) analytics: AnalyticsConfig,
 }
 
 impl Default for Config {
@@ -40,6 +43,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             collector: CollectorConfig::default(),
             simulate: SimulateConfig::default(),
+            analytics: AnalyticsConfig::default(),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The `exawatch` command: the server (`up`), the node collector (`collect`), a SQL client
-//! (`query`) and the PromQL test runner (`promqltest`). Wiring only; the work is in the
-//! crates.
+//! (`query`), store inspection (`store stats`), the PromQL test runner (`promqltest`) and
+//! analytics (`train`, `models`, `report`, `eval`). Wiring only; the work is in the crates.
 
+mod analytics;
 mod config;
 mod query;
 mod stats;
@@ -36,6 +37,14 @@ enum Command {
     Collect(CollectArgs),
     /// Run SQL against a running server.
     Query(QueryArgs),
+    /// Train an anomaly model from the store of a running server (a new version if it exists).
+    Train(analytics::TrainArgs),
+    /// List the trained models of a running server.
+    Models(analytics::UrlArgs),
+    /// Make an anomaly report of a time range now.
+    Report(analytics::ReportArgs),
+    /// Measure anomaly detectors on labelled CSV data (one file per service).
+    Eval(analytics::EvalArgs),
     /// Inspect the store.
     #[command(subcommand)]
     Store(StoreCommand),
@@ -213,6 +222,10 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Query(args) => query::run(&args.url, args.format, &args.sql),
+        Command::Train(args) => analytics::train(&args),
+        Command::Models(args) => analytics::models(&args),
+        Command::Report(args) => analytics::report(&args),
+        Command::Eval(args) => analytics::eval(&args),
         Command::Store(StoreCommand::Stats(args)) => {
             let config = args.config.load()?;
             let data_dir = args.data_dir.unwrap_or(config.data_dir);

@@ -1,10 +1,11 @@
-//! `exawatch up`: broker, store, API, flusher, and optionally a local collector and simulated
+//! `exawatch up`: broker, store, API, flusher, anomaly scoring and scheduled reports, and optionally a local collector and simulated
 //! nodes, in one process. Shutdown order: collectors, ingest drain, store flush, API.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use exawatch_analytics::Analytics;
 use exawatch_api::{ApiMetrics, ApiState};
 use exawatch_broker::{EmbeddedBroker, IngestLink};
 use exawatch_store::Store;
@@ -67,12 +68,15 @@ pub(crate) async fn run(mut config: Config, simulate: usize) -> Result<()> {
         .take_ingest_link()
         .expect("a fresh broker has its link");
     let api_metrics = ApiMetrics::new(&mut registry, &config.api);
+    let analytics = Analytics::new(store.clone(), config.analytics.clone())
+        .context("invalid [analytics] configuration")?;
     let state = ApiState::new(
         store.clone(),
         Arc::new(registry),
         api_metrics,
         config.api.clone(),
-    );
+    )
+    .with_analytics(Arc::new(analytics.clone()));
 
     let (stop_sources, sources_stopped) = watch::channel(false);
     let (stop_api, api_stopped) = watch::channel(false);
@@ -96,6 +100,15 @@ pub(crate) async fn run(mut config: Config, simulate: usize) -> Result<()> {
         tokio::spawn(async move { store.run_flusher(until(stopped)).await })
     };
     let ingest = tokio::spawn(ingest(link, store.clone(), sources_stopped.clone()));
+    let scoring = {
+        let analytics = analytics.clone();
+        let stopped = until(sources_stopped.clone());
+        tokio::spawn(async move { analytics.run_scoring(stopped).await })
+    };
+    let reports = {
+        let stopped = until(sources_stopped.clone());
+        tokio::spawn(async move { analytics.run_reports(stopped).await })
+    };
 
     let local_broker = format!("127.0.0.1:{}", broker.listen().port());
     let mut sources = Vec::new();
@@ -134,6 +147,7 @@ pub(crate) async fn run(mut config: Config, simulate: usize) -> Result<()> {
         data_dir = %config.data_dir.display(),
         local_collector = config.local_collector,
         simulated_nodes = simulate,
+        live_models = ?config.analytics.models,
         "exawatch is up."
     );
 
@@ -144,6 +158,8 @@ pub(crate) async fn run(mut config: Config, simulate: usize) -> Result<()> {
         let _ = source.await;
     }
     let _ = ingest.await;
+    let _ = scoring.await;
+    let _ = reports.await;
     let _ = flusher.await;
     let flushed = store.shutdown().await;
     let _ = stop_api.send(true);

@@ -161,6 +161,33 @@ fn every_dashboard_query_returns_data() {
                 checked += 1;
             }
         }
+        // Annotation queries (anomalies): valid PromQL that the API answers. No model scores
+        // here, so they may be empty; tests/analytics.rs finds `anomaly_score > 1` with data.
+        for annotation in dashboard["annotations"]["list"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let Some(expr) = annotation["expr"].as_str() else {
+                continue;
+            };
+            let expr = substitute(expr, &variables);
+            let end = now();
+            let (start, end_s) = ((end - 30.0).to_string(), end.to_string());
+            let (status, body) = server.post_form(
+                "/api/v1/query_range",
+                &[
+                    ("query", &expr),
+                    ("start", &start),
+                    ("end", &end_s),
+                    ("step", "10"),
+                ],
+            );
+            assert!(
+                status == 200 && body["data"]["result"].is_array(),
+                "{name}: annotation {expr}: {body}"
+            );
+        }
     }
     println!("{checked} dashboard queries returned data");
 }

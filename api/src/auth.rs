@@ -3,9 +3,9 @@
 //!
 //! | role | may |
 //! |---|---|
-//! | `read` | query (SQL, PromQL, KairosDB queries), `/metrics`, anomalies, reports |
-//! | `write` | the above, and write (line protocol, remote write, KairosDB datapoints) |
-//! | `admin` | everything |
+//! | `read` | query (SQL, PromQL, KairosDB queries), `/metrics`, anomalies, models, reports |
+//! | `write` | the above, write (line protocol, remote write, KairosDB datapoints), make a report |
+//! | `admin` | everything, e.g. train a model |
 //!
 //! `/health` and the console's static pages are public (the console asks for a token).
 
@@ -162,9 +162,10 @@ pub(crate) fn required_role(method: &Method, path: &str) -> Option<Role> {
     ];
     if public.contains(&path) || path.starts_with("/console") {
         None
-    } else if *method == Method::DELETE {
+    } else if *method == Method::DELETE || (*method == Method::POST && path == paths::MODELS) {
+        // Training runs a long query and a fit, and changes what the live scoring uses.
         Some(Role::Admin)
-    } else if *method == Method::POST && write_paths.contains(&path) {
+    } else if *method == Method::POST && (write_paths.contains(&path) || path == paths::REPORTS) {
         Some(Role::Write)
     } else {
         Some(Role::Read)
@@ -242,6 +243,22 @@ mod tests {
         assert_eq!(
             required_role(&Method::DELETE, "/api/v1/models/x"),
             Some(Role::Admin)
+        );
+        assert_eq!(
+            required_role(&Method::POST, "/api/v1/models"),
+            Some(Role::Admin)
+        );
+        assert_eq!(
+            required_role(&Method::GET, "/api/v1/models"),
+            Some(Role::Read)
+        );
+        assert_eq!(
+            required_role(&Method::POST, "/api/v1/reports"),
+            Some(Role::Write)
+        );
+        assert_eq!(
+            required_role(&Method::GET, "/reports/r.html"),
+            Some(Role::Read)
         );
         assert!(Role::Admin > Role::Write && Role::Write > Role::Read);
     }

@@ -11,6 +11,8 @@ use datafusion::error::DataFusionError;
 pub enum ApiError {
     /// The request itself is wrong (bad SQL, unknown column, refused statement, …).
     BadRequest(String),
+    /// What was asked for does not exist.
+    NotFound(String),
     /// The query needs more than a configured limit allows.
     LimitExceeded(String),
     /// The query ran past its time limit.
@@ -28,6 +30,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::LimitExceeded(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Timeout(_) | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -39,6 +42,7 @@ impl ApiError {
     pub fn label(&self) -> &'static str {
         match self {
             Self::BadRequest(_) => "bad_request",
+            Self::NotFound(_) => "not_found",
             Self::LimitExceeded(_) => "limit_exceeded",
             Self::Timeout(_) => "timeout",
             Self::TooManyRequests(_) => "too_many_requests",
@@ -51,6 +55,7 @@ impl ApiError {
     pub(crate) fn message(&self) -> &str {
         match self {
             Self::BadRequest(m)
+            | Self::NotFound(m)
             | Self::LimitExceeded(m)
             | Self::Timeout(m)
             | Self::TooManyRequests(m)

@@ -1,11 +1,13 @@
 //! The exawatch HTTP API (axum): `POST /api/v1/sql`, Prometheus' query API (`/api/v1/query`,
 //! `/api/v1/query_range`, labels, series, metadata), KairosDB's REST API ([`kairosdb`]),
-//! the write endpoints, `/metrics`, `/health`, and the web console at `/` ([`console`]).
+//! the write endpoints, analytics (anomalies, models, reports), `/metrics`, `/health`, and
+//! the web console at `/` ([`console`]).
 //!
 //! Data flow: a handler parses the request once, runs it against the [`Store`] through a
 //! fresh, read-only, memory- and time-bounded DataFusion session ([`sql`]), and encodes the
 //! result; every error is classified once ([`ApiError`]) into an HTTP status and a JSON body.
 
+mod anomalies;
 mod auth;
 mod console;
 mod error;
@@ -23,6 +25,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use exawatch_analytics::AnalyticsHandlerRef;
 use exawatch_store::Store;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
@@ -79,6 +82,7 @@ pub struct ApiState {
     registry: Arc<Registry>,
     metrics: ApiMetrics,
     config: Arc<ApiConfig>,
+    analytics: Option<AnalyticsHandlerRef>,
 }
 
 impl ApiState {
@@ -94,7 +98,14 @@ impl ApiState {
             registry,
             metrics,
             config: Arc::new(config),
+            analytics: None,
         }
+    }
+
+    /// Serves the analytics routes (anomalies, models, reports) with `handler`.
+    pub fn with_analytics(mut self, handler: AnalyticsHandlerRef) -> Self {
+        self.analytics = Some(handler);
+        self
     }
 }
 
@@ -107,6 +118,16 @@ pub fn router(state: ApiState) -> Router {
         .route(paths::INFLUX_V2_WRITE, post(write::line_protocol))
         .route(paths::INFLUX_V1_WRITE, post(write::line_protocol))
         .route(paths::REMOTE_WRITE, post(write::remote_write))
+        .route(paths::ANOMALIES, get(anomalies::list_anomalies))
+        .route(
+            paths::MODELS,
+            get(anomalies::list_models).post(anomalies::train),
+        )
+        .route(
+            paths::REPORTS,
+            get(anomalies::list_reports).post(anomalies::make_report),
+        )
+        .route(paths::REPORT_PAGE, get(anomalies::report_page))
         .route(paths::METRICS, get(metrics_text))
         .route(paths::HEALTH, get(health))
         .merge(prometheus::routes())

@@ -28,6 +28,14 @@ pub const PROM_METADATA: &str = "/api/v1/metadata";
 pub const PROM_BUILDINFO: &str = "/api/v1/status/buildinfo";
 /// Exemplars (exawatch stores none).
 pub const PROM_EXEMPLARS: &str = "/api/v1/query_exemplars";
+/// Anomaly events (analytics).
+pub const ANOMALIES: &str = "/api/v1/anomalies";
+/// Models: list (GET) and train (POST).
+pub const MODELS: &str = "/api/v1/models";
+/// Reports: list (GET) and make one (POST).
+pub const REPORTS: &str = "/api/v1/reports";
+/// One report's HTML: `/reports/<id>.html`.
+pub const REPORT_PAGE: &str = "/reports/{file}";
 /// KairosDB: query data points.
 pub const KAIROSDB_QUERY: &str = "/api/v1/datapoints/query";
 /// KairosDB: the tags of the series a query matches.

@@ -109,6 +109,7 @@ pub(crate) async fn run(
     let timeout = Duration::from_secs_f64(config.query_timeout_secs);
     let execution = async {
         let ctx = session(state)?;
+        exawatch_analytics::anomalies::register_view(&ctx).await?;
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)

@@ -111,6 +111,11 @@ pub struct SimulateConfig {
     pub username: String,
     /// MQTT password.
     pub password: String,
+    /// Inject a fan failure into this node (index) for testing anomaly detection: see
+    /// [`simulate::Fault`].
+    pub fault_node: Option<usize>,
+    /// Seconds after the simulator starts when the fault begins.
+    pub fault_at_secs: f64,
 }
 
 impl Default for SimulateConfig {
@@ -124,6 +129,8 @@ impl Default for SimulateConfig {
             seed: 42,
             username: String::new(),
             password: String::new(),
+            fault_node: None,
+            fault_at_secs: 0.0,
         }
     }
 }

@@ -81,6 +81,28 @@ impl SimNode {
     }
 }
 
+/// An injected fault, for testing anomaly detection: from `at_secs` after the start, node
+/// `node`'s fans read 0 rpm and its CPU and exhaust temperatures read 25 °C hotter (a fan
+/// failure).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fault {
+    /// Index of the faulty node.
+    pub node: usize,
+    /// Seconds after the start.
+    pub at_secs: f64,
+}
+
+impl Fault {
+    /// `value` of `slot` as the faulty node reports it.
+    pub fn apply(slot: &Slot, value: f64) -> f64 {
+        match slot.metric {
+            "fan1" | "fan2" | "fan3" | "fan4" => 0.0,
+            "cpu0_temp" | "cpu1_temp" | "exhaust_temp" => value + 25.0,
+            _ => value,
+        }
+    }
+}
+
 /// Publishes every node once per `period`, staggered across it, until the future is
 /// dropped. Cycles that are already over when reached are skipped, not caught up in a burst.
 pub(crate) async fn drive(config: &SimulateConfig, period: Duration, publisher: &Publisher) {
@@ -94,6 +116,10 @@ pub(crate) async fn drive(config: &SimulateConfig, period: Duration, publisher: 
         .collect();
     let spacing = period.div_f64(nodes.len().max(1) as f64);
     let start = Instant::now();
+    let fault = config.fault_node.map(|node| Fault {
+        node,
+        at_secs: config.fault_at_secs,
+    });
     let mut cycle: u64 = 0;
     let mut warned_late = false;
     loop {
@@ -101,7 +127,20 @@ pub(crate) async fn drive(config: &SimulateConfig, period: Duration, publisher: 
         for (i, (node, topics)) in nodes.iter_mut().enumerate() {
             tokio::time::sleep_until(cycle_start + spacing.mul_f64(i as f64)).await;
             node.advance_to(start.elapsed().as_secs() + 1);
-            publisher.publish_many(node.messages(topics, crate::now_ns()));
+            let now_ns = crate::now_ns();
+            match fault {
+                Some(f) if f.node == i && start.elapsed().as_secs_f64() >= f.at_secs => {
+                    let values = node.values().iter().zip(SLOTS.iter());
+                    publisher.publish_many(topics.iter().zip(values).map(|(topic, (v, slot))| {
+                        Message {
+                            topic: topic.clone(),
+                            payload: encode_payload(&Value::Float(Fault::apply(slot, *v)), now_ns)
+                                .into_bytes(),
+                        }
+                    }));
+                }
+                _ => publisher.publish_many(node.messages(topics, now_ns)),
+            }
         }
         cycle += 1;
         let due = (start.elapsed().as_secs_f64() / period.as_secs_f64()) as u64;

@@ -31,8 +31,8 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use exawatch_protocol::Sample;
-use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
+use object_store::{ObjectStore, ObjectStoreExt};
 use parking_lot::{Mutex, RwLock};
 use prometheus_client::registry::Registry;
 use snafu::{ResultExt, Snafu};
@@ -98,6 +98,20 @@ pub enum Error {
     /// The WAL queue stayed full; retry later.
     #[snafu(display("the write queue is full (store.write_queue); retry later"))]
     QueueFull,
+    /// A named object's path is invalid or belongs to the store itself.
+    #[snafu(display("object path {path:?}: {reason}"))]
+    ObjectPath { path: String, reason: &'static str },
+}
+
+/// A named object kept in the store's object store by another component (models, reports).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Path relative to the object store's root, e.g. `models/cluster/0001.json`.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification, nanoseconds since the Unix epoch.
+    pub modified_ns: i64,
 }
 
 /// Compactions per flusher round, so one round never runs for long.
@@ -329,6 +343,52 @@ impl Store {
         Ok(())
     }
 
+    /// Stores `bytes` as the object `path` (replacing it) in the store's object store, for
+    /// other components' objects such as models and reports. Durable when this returns.
+    /// Paths under `files/` and `rollups/` and the catalog belong to the store and are
+    /// refused.
+    pub async fn put_object(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
+        let path = object_path(path)?;
+        self.inner
+            .object_store
+            .put(&path, bytes::Bytes::from(bytes).into())
+            .await
+            .context(ObjectStoreSnafu)?;
+        Ok(())
+    }
+
+    /// The object `path` stored with [`Store::put_object`], or `None` if there is none.
+    pub async fn get_object(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        let path = object_path(path)?;
+        match self.inner.object_store.get(&path).await {
+            Ok(result) => Ok(Some(
+                result.bytes().await.context(ObjectStoreSnafu)?.to_vec(),
+            )),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(Error::ObjectStore { source }),
+        }
+    }
+
+    /// The objects under `prefix` (a directory-like path such as `models/`), sorted by path.
+    pub async fn list_objects(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        use futures::TryStreamExt;
+        let prefix = object_path(prefix.trim_end_matches('/'))?;
+        let mut objects: Vec<ObjectInfo> = self
+            .inner
+            .object_store
+            .list(Some(&prefix))
+            .map_ok(|meta| ObjectInfo {
+                path: meta.location.to_string(),
+                size: meta.size,
+                modified_ns: meta.last_modified.timestamp_nanos_opt().unwrap_or(0),
+            })
+            .try_collect()
+            .await
+            .context(ObjectStoreSnafu)?;
+        objects.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(objects)
+    }
+
     /// Rows waiting in memory (buffer and frozen buffers not yet in files).
     pub fn buffered_rows(&self) -> usize {
         let state = self.inner.state.read();
@@ -411,6 +471,25 @@ impl Store {
         }
         flushed
     }
+}
+
+/// A named object's path, refused if it is empty, malformed or the store's own.
+fn object_path(path: &str) -> Result<object_store::path::Path> {
+    let fail = |reason| ObjectPathSnafu { path, reason }.fail();
+    if path.is_empty() {
+        return fail("empty");
+    }
+    let parsed = match object_store::path::Path::parse(path) {
+        Ok(parsed) => parsed,
+        Err(_) => return fail("not a valid object path"),
+    };
+    let first = parsed.parts().next().map(|p| p.as_ref().to_owned());
+    if parsed.as_ref() == catalog::CATALOG_PATH
+        || matches!(first.as_deref(), Some("files" | "rollups"))
+    {
+        return fail("belongs to the store (files/, rollups/, catalog.json)");
+    }
+    Ok(parsed)
 }
 
 /// The object store (`data_dir/store`, or S3 as configured) and its catalog.
