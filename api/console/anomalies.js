@@ -11,6 +11,7 @@ import {
   rangeParam,
   rangeSeconds,
   rangeSelect,
+  tableHead,
 } from './ui.js';
 
 const LIMIT = 200;
@@ -69,15 +70,7 @@ function anomalyTable(items) {
   return el(
     'table',
     { class: 'rows' },
-    el(
-      'thead',
-      {},
-      el(
-        'tr',
-        {},
-        ['Time', 'Node', 'Model', 'Score', 'Threshold', 'Top metrics'].map((h) => el('th', {}, h)),
-      ),
-    ),
+    tableHead(['Time', 'Node', 'Model', 'Score', 'Threshold', 'Top metrics']),
     el(
       'tbody',
       {},
@@ -117,15 +110,7 @@ function reportTable(items, viewer) {
   return el(
     'table',
     { class: 'rows' },
-    el(
-      'thead',
-      {},
-      el(
-        'tr',
-        {},
-        ['Range', 'Anomalies', 'Nodes', 'Made', ''].map((h) => el('th', {}, h)),
-      ),
-    ),
+    tableHead(['Range', 'Anomalies', 'Nodes', 'Made', '']),
     el(
       'tbody',
       {},

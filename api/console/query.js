@@ -3,7 +3,7 @@
 
 import { rangeQuery, sql } from './api.js';
 import { drawChart } from './chart.js';
-import { el, errorBox, rangeParam, rangeSeconds, rangeSelect, stepFor } from './ui.js';
+import { el, errorBox, rangeParam, rangeSeconds, rangeSelect, stepFor, tableHead } from './ui.js';
 
 const HISTORY_KEY = 'exawatch.history';
 const HISTORY_SIZE = 30;
@@ -182,15 +182,7 @@ export function renderQuery(main, params) {
     const table = el(
       'table',
       { class: 'rows' },
-      el(
-        'thead',
-        {},
-        el(
-          'tr',
-          {},
-          columns.map((c) => el('th', {}, c)),
-        ),
-      ),
+      tableHead(columns),
       el(
         'tbody',
         {},

@@ -3,7 +3,7 @@
 // (SQL over the samples).
 
 import { health, serverMetrics, sql } from './api.js';
-import { el, errorBox, formatBytes, formatNumber, formatTime } from './ui.js';
+import { el, errorBox, formatBytes, formatNumber, formatTime, tableHead } from './ui.js';
 
 const REFRESH_MS = 5000;
 const COLLECTORS_SQL = `SELECT plugin, count(DISTINCT node) AS nodes, count(*) AS samples,
@@ -118,15 +118,7 @@ export function renderStatus(main) {
           ? el(
               'table',
               { class: 'rows' },
-              el(
-                'thead',
-                {},
-                el(
-                  'tr',
-                  {},
-                  ['Plugin', 'Nodes', 'Samples', 'Last seen'].map((h) => el('th', {}, h)),
-                ),
-              ),
+              tableHead(['Plugin', 'Nodes', 'Samples', 'Last seen']),
               el(
                 'tbody',
                 {},
@@ -160,15 +152,7 @@ function queryTable(samples) {
   return el(
     'table',
     { class: 'rows' },
-    el(
-      'thead',
-      {},
-      el(
-        'tr',
-        {},
-        ['API', 'Outcome', 'Count'].map((h) => el('th', {}, h)),
-      ),
-    ),
+    tableHead(['API', 'Outcome', 'Count']),
     el(
       'tbody',
       {},

@@ -12,6 +12,11 @@ export function el(tag, attributes = {}, ...children) {
   return node;
 }
 
+/** The header row of a `rows` table: one cell per name. */
+export function tableHead(names) {
+  return el('thead', {}, el('tr', {}, names.map((name) => el('th', {}, name))));
+}
+
 /** A number for people: 3 significant digits, SI prefixes above 10 000. */
 export function formatNumber(value) {
   if (value === null || value === undefined || Number.isNaN(value)) return '–';
