@@ -93,36 +93,17 @@ fn queries(end: i64) -> Vec<Query> {
 
 /// Runs one query; returns the latency in µs and the number of series (or 1 for a scalar).
 fn run(agent: &ureq::Agent, base: &str, path: &str, params: &[(&str, String)]) -> (u64, usize) {
-    let body = params
-        .iter()
-        .map(|(k, v)| format!("{k}={}", urlencoding(v)))
-        .collect::<Vec<_>>()
-        .join("&");
     let asked = Instant::now();
     let mut response = agent
         .post(&format!("{base}{path}"))
-        .content_type("application/x-www-form-urlencoded")
-        .send(&body)
+        .send_form(params.iter().map(|(k, v)| (*k, v.as_str())))
         .unwrap();
     let text = response.body_mut().read_to_string().unwrap();
     let micros = asked.elapsed().as_micros() as u64;
-    assert_eq!(response.status(), 200, "{base}{path} {body}: {text}");
+    assert_eq!(response.status(), 200, "{base}{path} {params:?}: {text}");
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     let series = json["data"]["result"].as_array().map_or(1, Vec::len);
     (micros, series)
-}
-
-/// Percent-encoding for a form value.
-fn urlencoding(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn main() {

@@ -276,33 +276,37 @@ fn sigkill_loses_nothing_that_was_in_the_wal_and_sigterm_flushes() {
     assert_eq!(server.count("WHERE node = 'n2' AND core = '3'"), 125);
 }
 
+/// Runs `exawatch collect --once` on the fixture tree `root` into `server`, with `settings`
+/// (`key=value`), and checks that it succeeded.
+fn collect_once(server: &Server, root: &Path, settings: &[&str]) {
+    let mut command = Command::new(EXAWATCH);
+    command
+        .args(["collect", "--once", "--broker"])
+        .arg(format!("127.0.0.1:{}", server.mqtt))
+        .arg("--root")
+        .arg(root);
+    for setting in settings {
+        command.args(["--set", setting]);
+    }
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}: {}",
+        root.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 #[test]
 fn collect_once_publishes_a_fixture_machine() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &[]);
     let root =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("collectors/tests/fixtures/linux-node-exporter");
-    let output = Command::new(EXAWATCH)
-        .args([
-            "collect",
-            "--once",
-            "--broker",
-            &format!("127.0.0.1:{}", server.mqtt),
-        ])
-        .arg("--root")
-        .arg(&root)
-        .args([
-            "--set",
-            "collector.node=fixture01",
-            "--set",
-            "collector.cluster=test",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    collect_once(
+        &server,
+        &root,
+        &["collector.node=fixture01", "collector.cluster=test"],
     );
     let filter = "WHERE node = 'fixture01' AND metric = 'mem_total_bytes'";
     server.wait_for_count(filter, 1);
@@ -342,18 +346,10 @@ fn collect_once_publishes_x86_and_arm_sensor_families() {
         "x86-amd-ryzen-zenpower",
         "arm-jetson-xavier-nx",
     ] {
-        let output = Command::new(EXAWATCH)
-            .args(["collect", "--once", "--broker"])
-            .arg(format!("127.0.0.1:{}", server.mqtt))
-            .arg("--root")
-            .arg(fixtures.join(machine))
-            .args(["--set", &format!("collector.node={machine}")])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{machine}: {}",
-            String::from_utf8_lossy(&output.stderr)
+        collect_once(
+            &server,
+            &fixtures.join(machine),
+            &[&format!("collector.node={machine}")],
         );
     }
     server.wait_for_count("WHERE node = 'arm-jetson-xavier-nx'", 9);
