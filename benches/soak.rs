@@ -2,7 +2,8 @@
 //! default) with Grafana-style PromQL queries running alongside. Every minute it prints the
 //! server's resident memory and the queries' p50/p99; at the end, whether RSS stayed flat
 //! (the last third against the middle third) and how p99 under load compares with p99 at
-//! idle, measured first on the same data.
+//! idle. Every query covers the last [`WINDOW_SECS`], and the load runs for that long before
+//! the idle baseline is taken, so idle and loaded queries read the same amount of data.
 //!
 //! Run: `cargo bench --bench soak` (env: `SOAK_MINUTES` = 30, `SOAK_RATE` = 50000 samples/s,
 //! `SOAK_NODES` = 200). Paste the output into `benches/RESULTS.md`.
@@ -31,6 +32,9 @@ const METRICS: [&str; 10] = [
     "fan1",
     "node_power",
 ];
+
+/// The time range of every query: the last 5 minutes.
+const WINDOW_SECS: u64 = 300;
 
 const QUERIES: [&str; 3] = [
     "avg by (node) (cpu_util)",
@@ -96,7 +100,7 @@ fn query_for(
         let url = format!(
             "http://127.0.0.1:{http}/api/v1/query_range?query={}&start={}&end={end}&step=15",
             urlencode(QUERIES[i % QUERIES.len()]),
-            end - 900
+            end - WINDOW_SECS
         );
         let asked = Instant::now();
         let mut response = agent.get(&url).call().unwrap();
@@ -136,17 +140,17 @@ fn main() {
     let pid = server.0.id();
     let agent = agent();
     println!(
-        "soak: {minutes} min at {rate} samples/s from {nodes} nodes; PromQL queries 4/s over 15 min ranges"
+        "soak: {minutes} min at {rate} samples/s from {nodes} nodes; PromQL queries 4/s over the last {WINDOW_SECS} s"
     );
 
-    // Some data, then the idle baseline on it.
+    // A full query window of data, then the idle baseline on it.
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let warmup = {
         let (stop, sent) = (Arc::clone(&stop), Arc::clone(&sent));
         std::thread::spawn(move || publisher(mqtt, nodes, rate, stop, sent))
     };
-    std::thread::sleep(Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(WINDOW_SECS));
     stop.store(true, Ordering::Relaxed);
     warmup.join().unwrap();
     let idle = query_for(

@@ -13,7 +13,7 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
-use datafusion::prelude::{SQLOptions, SessionContext};
+use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use serde::Deserialize;
 
@@ -110,11 +110,9 @@ pub(crate) async fn run(
     let execution = async {
         let ctx = session(state)?;
         exawatch_analytics::anomalies::register_view(&ctx).await?;
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
-        let frame = ctx.sql_with_options(query, options).await?;
+        let frame = ctx
+            .sql_with_options(query, exawatch_store::Store::read_only_sql())
+            .await?;
         let schema: SchemaRef = Arc::clone(frame.schema().inner());
         let mut stream = frame.execute_stream().await?;
         let mut batches = Vec::new();

@@ -3,8 +3,8 @@
 //!
 //! Data flow: [`Engine::instant`] / [`Engine::range`] parse the query, walk it once to find
 //! every selector and the time range it needs (lookback, ranges, offsets, `@`, subqueries),
-//! read each selector once from the source (the store pushes the metric name, the label
-//! matchers and the time range down into one DataFusion scan), then evaluate the expression
+//! read each selector once from the source (the store picks the matching series from its
+//! files' series indexes and reads only their rows in the time range), then evaluate the expression
 //! in memory over the grid of evaluation times (`eval`): selectors, `binary` operators,
 //! `aggregate`ions and `functions`. [`promqltest`] runs Prometheus' own test files against
 //! this engine over a real store.
@@ -17,9 +17,11 @@ mod binary;
 mod engine;
 mod eval;
 mod functions;
+#[cfg(feature = "store")]
 pub mod promqltest;
 mod source;
 mod stats;
+#[cfg(feature = "store")]
 mod store_source;
 mod value;
 
@@ -29,6 +31,7 @@ pub use engine::{Engine, EngineOptions, QueryResult, matcher_sets, parse};
 pub use eval::Annotations;
 pub use source::{SeriesSource, SourceError};
 pub use stats::almost_equal;
+#[cfg(feature = "store")]
 pub use store_source::StoreSource;
 pub use value::{
     Labels, METRIC_NAME, Point, QueryValue, STALE_NAN_BITS, Series, format_value, is_stale,

@@ -1,24 +1,25 @@
 //! [`StoreSource`]: the [`SeriesSource`] over the exawatch store's `samples` table.
 //!
-//! Each selector becomes one DataFusion query on `samples` (through
-//! [`Store::query_context`]): the metric name and every label matcher become SQL predicates
-//! on the `metric` and tag columns, and the time range becomes predicates on `time`, which
-//! the table uses to skip buffers and Parquet files outside it. A tag column's NULL is an
-//! absent label, which Prometheus matches as the empty string.
+//! A selector is one [`Store::select_series`]: the matchers pick series by their keys (from
+//! each file's series index and the buffer's series table) and only those series' `time`
+//! and `value` in the time range are read. Label queries (`series`, `label_values`) are
+//! DataFusion queries on `samples` (through [`Store::query_context`]) with the matchers and
+//! the time range as predicates. A missing tag (NULL) is an absent label, which Prometheus
+//! matches as the empty string.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, Int32Array, StringArray};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Float64Type, Int32Type, TimestampNanosecondType};
+use arrow::datatypes::{DataType, Int32Type};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, cast as cast_expr};
 use datafusion::prelude::{DataFrame, ident, lit};
 use exawatch_protocol::RESERVED_COLUMNS;
-use exawatch_store::Store;
+use exawatch_store::buffer::SeriesKey;
+use exawatch_store::{SeriesSamples, Store};
 use promql_parser::label::{MatchOp, Matcher};
 
 use crate::source::{SeriesSource, SourceError};
@@ -117,7 +118,28 @@ fn predicate(column: &str, matcher: &Matcher) -> Expr {
     }
 }
 
-/// Metric and tag columns of a batch as strings.
+/// A selected series as PromQL sees it: times in milliseconds, one sample per millisecond
+/// (the last written).
+fn to_series(samples: SeriesSamples) -> Series {
+    let key = &samples.key;
+    let labels = Labels::new(
+        std::iter::once((METRIC_NAME.to_owned(), key.metric.clone()))
+            .chain(key.tags.iter().cloned()),
+    );
+    let mut points: Vec<Point> = Vec::with_capacity(samples.times.len());
+    for (&t, &v) in samples.times.iter().zip(&samples.values) {
+        let p = Point {
+            t: t.div_euclid(1_000_000),
+            v,
+        };
+        match points.last_mut() {
+            Some(last) if last.t == p.t => *last = p,
+            _ => points.push(p),
+        }
+    }
+    Series { labels, points }
+}
+
 /// One label column of a result batch, read without materialising strings: the store's
 /// tag columns are dictionary-encoded, so rows of one series share dictionary keys.
 enum LabelColumn {
@@ -154,18 +176,6 @@ impl LabelColumn {
             Self::Plain(strings) => strings.is_valid(row).then(|| strings.value(row)),
         }
     }
-
-    /// Whether rows `a` and `b` certainly hold the same value (same dictionary key).
-    fn same(&self, a: usize, b: usize) -> bool {
-        match self {
-            Self::Dictionary { keys, .. } => {
-                keys.is_valid(a) == keys.is_valid(b) && keys.value(a) == keys.value(b)
-            }
-            Self::Plain(strings) => {
-                strings.is_valid(a) == strings.is_valid(b) && strings.value(a) == strings.value(b)
-            }
-        }
-    }
 }
 
 /// The `metric` and tag columns of `batch`, in that order.
@@ -193,17 +203,6 @@ fn labels_of(columns: &[LabelColumn], tags: &[String], row: usize) -> Labels {
     Labels::new(pairs)
 }
 
-/// A key for the label values of a row (NULL and "" differ from any value).
-fn row_key(columns: &[LabelColumn], row: usize, key: &mut String) {
-    key.clear();
-    for column in columns {
-        if let Some(value) = column.value(row) {
-            key.push_str(value);
-        }
-        key.push('\u{0}');
-    }
-}
-
 #[async_trait]
 impl SeriesSource for StoreSource {
     async fn select(
@@ -212,72 +211,25 @@ impl SeriesSource for StoreSource {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<Series>, SourceError> {
-        let Some((frame, tags)) = self.filtered(matchers, start_ms, end_ms).await? else {
-            return Ok(Vec::new());
-        };
-        let columns: Vec<Expr> = ["time", "value", "metric"]
-            .into_iter()
-            .chain(tags.iter().map(String::as_str))
-            .map(ident)
-            .collect();
-        let batches = frame.select(columns)?.collect().await?;
-        let mut index: HashMap<String, usize> = HashMap::new();
-        let mut series: Vec<Series> = Vec::new();
-        let mut key = String::new();
-        for batch in &batches {
-            let columns = label_columns(batch, &tags)?;
-            let time = batch
-                .column_by_name("time")
-                .ok_or("no time column")?
-                .as_primitive::<TimestampNanosecondType>();
-            let value = batch
-                .column_by_name("value")
-                .ok_or("no value column")?
-                .as_primitive::<Float64Type>();
-            // Files are sorted by series, so most rows continue the previous row's series:
-            // that is checked on dictionary keys before any string is hashed.
-            let mut previous: Option<(usize, usize)> = None;
-            for row in 0..batch.num_rows() {
-                if value.is_null(row) {
-                    continue;
-                }
-                let i = match previous {
-                    Some((p, i)) if columns.iter().all(|c| c.same(p, row)) => i,
-                    _ => {
-                        row_key(&columns, row, &mut key);
-                        match index.get(&key) {
-                            Some(&i) => i,
-                            None => {
-                                index.insert(key.clone(), series.len());
-                                series.push(Series {
-                                    labels: labels_of(&columns, &tags, row),
-                                    points: Vec::new(),
-                                });
-                                series.len() - 1
-                            }
-                        }
-                    }
+        let wanted = |key: &SeriesKey| {
+            matchers.iter().all(|m| {
+                let value = if m.name == METRIC_NAME {
+                    key.metric.as_str()
+                } else {
+                    key.tag(&m.name).unwrap_or("")
                 };
-                previous = Some((row, i));
-                series[i].points.push(Point {
-                    t: time.value(row).div_euclid(1_000_000),
-                    v: value.value(row),
-                });
-            }
-        }
-        for s in &mut series {
-            s.points.sort_by_key(|p| p.t);
-            // One sample per timestamp (times are truncated to milliseconds).
-            let mut deduped: Vec<Point> = Vec::with_capacity(s.points.len());
-            for p in s.points.drain(..) {
-                match deduped.last_mut() {
-                    Some(last) if last.t == p.t => *last = p,
-                    _ => deduped.push(p),
-                }
-            }
-            s.points = deduped;
-        }
-        Ok(series)
+                m.is_match(value)
+            })
+        };
+        let min_ns = start_ms.saturating_mul(1_000_000);
+        let max_ns = end_ms.saturating_mul(1_000_000).saturating_add(999_999);
+        // A sample costs 16 bytes read and 16 bytes as a point.
+        let max_samples = self.memory_bytes / 32;
+        let selected = self
+            .store
+            .select_series(&wanted, min_ns, max_ns, max_samples)
+            .await?;
+        Ok(selected.into_iter().map(to_series).collect())
     }
 
     async fn series(

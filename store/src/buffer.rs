@@ -31,7 +31,9 @@ pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomSta
 const EXAMON_TAG_ORDER: [&str; 5] = ["org", "cluster", "node", "plugin", "chnl"];
 
 /// The identity of a series: metric name and sorted tags.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct SeriesKey {
     /// Metric name.
     pub metric: String,

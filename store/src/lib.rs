@@ -17,6 +17,8 @@ mod maintenance;
 mod metrics;
 mod persist;
 pub mod rollup;
+mod select;
+mod series_index;
 mod stats;
 mod table;
 pub mod wal;
@@ -29,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use exawatch_protocol::Sample;
 use object_store::local::LocalFileSystem;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -46,6 +48,7 @@ use crate::wal::SegmentWriter;
 
 pub use config::{FsyncPolicy, StoreConfig};
 pub use ingest::MqttIngest;
+pub use select::SeriesSamples;
 pub use stats::{Figures, StoreStats};
 pub use table::SamplesTable;
 
@@ -95,6 +98,11 @@ pub enum Error {
     /// Some samples were refused by a cardinality limit (the others were stored).
     #[snafu(display("{rejected} samples refused by a cardinality limit: {message}"))]
     LimitExceeded { rejected: u64, message: String },
+    /// A [`Store::select_series`] read more samples than its limit.
+    #[snafu(display(
+        "the selection reads more than {limit} samples; narrow the selector or the time range"
+    ))]
+    TooManySamples { limit: usize },
     /// The WAL queue stayed full; retry later.
     #[snafu(display("the write queue is full (store.write_queue); retry later"))]
     QueueFull,
@@ -174,6 +182,8 @@ struct Inner {
     flushing: tokio::sync::Mutex<()>,
     /// Files out of the catalog, deleted when due.
     pending_deletes: Mutex<Vec<(Instant, object_store::path::Path)>>,
+    /// The metadata and series index of files read by [`Store::select_series`], by path.
+    file_indexes: Mutex<std::collections::HashMap<String, Arc<select::IndexedFile>>>,
 }
 
 /// The store. Cheap to clone.
@@ -320,6 +330,15 @@ impl Store {
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         self.register(&ctx)?;
         Ok(ctx)
+    }
+
+    /// What SQL from API users may do in a [`Store::query_context`]: queries only (no DDL,
+    /// DML, `COPY` or `SET`).
+    pub fn read_only_sql() -> SQLOptions {
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false)
     }
 
     /// Registers the `samples` table (as of now), the rollup views `samples_1m` and
@@ -573,6 +592,7 @@ impl Inner {
             flush_wanted: Notify::new(),
             flushing: tokio::sync::Mutex::new(()),
             pending_deletes: Mutex::new(Vec::new()),
+            file_indexes: Mutex::new(std::collections::HashMap::new()),
         }
     }
 }

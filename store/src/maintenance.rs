@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use arrow::compute::SortOptions;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use arrow::row::{RowConverter, SortField};
 use bytes::Bytes;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
@@ -22,12 +21,14 @@ use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ArrowWriter;
+use parquet::file::metadata::KeyValue;
 use snafu::ResultExt;
 
 use crate::buffer::sort_order;
 use crate::catalog::{CATALOG_PATH, Catalog, FileMeta};
 use crate::persist::writer_properties;
 use crate::rollup::{self, Resolution};
+use crate::series_index::{INDEX_KEY, SeriesIndexBuilder};
 use crate::{Error, Inner, ObjectStoreSnafu, Result, table};
 
 /// Nanoseconds in a day: compaction never merges files across UTC days, so retention can
@@ -226,11 +227,14 @@ async fn merge(
     )
     .map_err(encode_error)?;
     let series_columns = &keys[..keys.len() - 1];
-    let mut counter = SeriesCounter::new(schema, series_columns)?;
+    let arrow_error = |e: arrow::error::ArrowError| Error::Encode {
+        message: e.to_string(),
+    };
+    let mut index = SeriesIndexBuilder::new(tag_columns).map_err(arrow_error)?;
     let mut rows = 0u64;
     let mut write = |batch: &RecordBatch| -> Result<()> {
         rows += batch.num_rows() as u64;
-        counter.count(batch)?;
+        index.push(batch).map_err(arrow_error)?;
         writer.write(batch).map_err(encode_error)
     };
     match set {
@@ -248,67 +252,17 @@ async fn merge(
                 .into_iter()
                 .collect::<datafusion::error::Result<_>>()
                 .map_err(plan_error)?;
-            let arrow_error = |e: arrow::error::ArrowError| Error::Encode {
-                message: e.to_string(),
-            };
             let all = arrow::compute::concat_batches(schema, &batches).map_err(arrow_error)?;
             write(&rollup::combine_sorted(&all, series_columns).map_err(arrow_error)?)?;
         }
     }
+    let series = index.series();
+    if matches!(set, FileSet::Raw) {
+        let index = index.finish().encode();
+        writer.append_key_value_metadata(KeyValue::new(INDEX_KEY.to_owned(), index));
+    }
     writer.close().map_err(encode_error)?;
-    Ok((out, rows, counter.series))
-}
-
-/// Counts distinct series in a stream sorted by series.
-struct SeriesCounter {
-    columns: Vec<usize>,
-    converter: RowConverter,
-    last: Option<arrow::row::OwnedRow>,
-    series: u64,
-}
-
-impl SeriesCounter {
-    fn new(schema: &SchemaRef, key_columns: &[String]) -> Result<Self> {
-        let arrow_error = |e: arrow::error::ArrowError| Error::Encode {
-            message: e.to_string(),
-        };
-        let columns: Vec<usize> = key_columns
-            .iter()
-            .map(|name| schema.index_of(name))
-            .collect::<Result<_, _>>()
-            .map_err(arrow_error)?;
-        let fields = columns
-            .iter()
-            .map(|&i| SortField::new(schema.field(i).data_type().clone()))
-            .collect();
-        Ok(Self {
-            columns,
-            converter: RowConverter::new(fields).map_err(arrow_error)?,
-            last: None,
-            series: 0,
-        })
-    }
-
-    fn count(&mut self, batch: &RecordBatch) -> Result<()> {
-        let arrays: Vec<_> = self
-            .columns
-            .iter()
-            .map(|&i| Arc::clone(batch.column(i)))
-            .collect();
-        let rows = self
-            .converter
-            .convert_columns(&arrays)
-            .map_err(|e| Error::Encode {
-                message: e.to_string(),
-            })?;
-        for row in rows.iter() {
-            if self.last.as_ref().is_none_or(|last| last.row() != row) {
-                self.series += 1;
-                self.last = Some(row.owned());
-            }
-        }
-        Ok(())
-    }
+    Ok((out, rows, series))
 }
 
 /// Drops the files whose newest sample is older than `retention_days` (rollup files:

@@ -9,6 +9,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 use snafu::ResultExt;
@@ -18,6 +19,7 @@ use arrow::record_batch::RecordBatch;
 use crate::buffer::{Chunk, HashMap, SeriesKey, sorted_batch};
 use crate::catalog::{CATALOG_PATH, CATALOG_VERSION, Catalog, FileMeta};
 use crate::rollup::{self, Resolution};
+use crate::series_index::{INDEX_KEY, SeriesIndex, SeriesIndexBuilder};
 use crate::{Error, Inner, ObjectStoreSnafu, Result, wal};
 
 /// Reads the catalog, or starts an empty one if there is none.
@@ -158,11 +160,14 @@ fn encode_flush(
         message: e.to_string(),
     };
     let sorted = sorted_batch(chunks, keys, tag_columns).map_err(arrow_error)?;
-    let mut files = vec![(None, encode_file(&sorted.batch, zstd_level)?)];
+    let mut index = SeriesIndexBuilder::new(tag_columns).map_err(arrow_error)?;
+    index.push(&sorted.batch).map_err(arrow_error)?;
+    let index = index.finish();
+    let mut files = vec![(None, encode_file(&sorted.batch, zstd_level, Some(&index))?)];
     for resolution in Resolution::ALL {
         let rolled = rollup::from_sorted(&sorted, resolution, tag_columns).map_err(arrow_error)?;
         if rolled.num_rows() > 0 {
-            files.push((Some(resolution), encode_file(&rolled, zstd_level)?));
+            files.push((Some(resolution), encode_file(&rolled, zstd_level, None)?));
         }
     }
     Ok(EncodedFlush {
@@ -171,10 +176,14 @@ fn encode_flush(
     })
 }
 
-fn encode_file(batch: &RecordBatch, zstd_level: i32) -> Result<EncodedFile> {
+fn encode_file(
+    batch: &RecordBatch,
+    zstd_level: i32,
+    index: Option<&SeriesIndex>,
+) -> Result<EncodedFile> {
     let (min_time, max_time) = time_range(batch);
     Ok(EncodedFile {
-        bytes: encode_parquet(batch, zstd_level)?,
+        bytes: encode_parquet(batch, zstd_level, index)?,
         rows: batch.num_rows() as u64,
         min_time,
         max_time,
@@ -215,14 +224,16 @@ pub(crate) fn writer_properties(zstd_level: i32) -> Result<WriterProperties> {
         .set_compression(Compression::ZSTD(level))
         .set_column_dictionary_enabled(ColumnPath::from("time"), false)
         .set_column_encoding(ColumnPath::from("time"), Encoding::DELTA_BINARY_PACKED)
+        .set_column_dictionary_enabled(ColumnPath::from("value"), false)
         .set_max_row_group_row_count(Some(1 << 20))
         .build())
 }
 
-/// Encodes a sorted batch as a Parquet file.
+/// Encodes a sorted batch as a Parquet file, with its series index in the footer if given.
 pub(crate) fn encode_parquet(
     batch: &arrow::record_batch::RecordBatch,
     zstd_level: i32,
+    index: Option<&SeriesIndex>,
 ) -> Result<Vec<u8>> {
     let encode_error = |e: parquet::errors::ParquetError| Error::Encode {
         message: e.to_string(),
@@ -232,6 +243,9 @@ pub(crate) fn encode_parquet(
     let mut writer =
         ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).map_err(encode_error)?;
     writer.write(batch).map_err(encode_error)?;
+    if let Some(index) = index {
+        writer.append_key_value_metadata(KeyValue::new(INDEX_KEY.to_owned(), index.encode()));
+    }
     writer.close().map_err(encode_error)?;
     Ok(out)
 }

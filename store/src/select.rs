@@ -1,0 +1,530 @@
+//! [`Store::select_series`]: the float samples of chosen series over a time range, for
+//! selectors (PromQL) that want whole series rather than SQL rows.
+//!
+//! Files are read through their series index ([`crate::series_index`]): the wanted series
+//! are picked from the index in memory, and only their rows of `time` and `value` in the
+//! range are decoded (Parquet row selection over the page index), never a label column.
+//! Buffered rows are picked by their chunk's series list. Each file's Parquet metadata and
+//! index are read once and kept while the file is in the catalog.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Float64Type, TimestampNanosecondType};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{FutureExt, TryFutureExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, RowSelection, RowSelector,
+};
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
+
+use crate::buffer::{Chunk, SeriesKey};
+use crate::catalog::FileMeta;
+use crate::series_index::{INDEX_KEY, SeriesIndex, SeriesIndexBuilder};
+use crate::{Error, Inner, Result, Store};
+
+/// Rows decoded per batch when reading a file's selected rows.
+const READ_BATCH_ROWS: usize = 64 * 1024;
+
+/// Rows of a file read by one task at least: a selection over many rows is read in parallel
+/// pieces.
+const PIECE_ROWS: u64 = 256 * 1024;
+
+/// One series' float samples, as [`Store::select_series`] returns them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesSamples {
+    /// The series.
+    pub key: Arc<SeriesKey>,
+    /// Nanoseconds since the epoch, ascending; of samples with the same time, the one
+    /// written last is last.
+    pub times: Vec<i64>,
+    /// The values, by `times` (text samples are left out).
+    pub values: Vec<f64>,
+}
+
+/// What is kept of a file for selections: its Parquet metadata (with the page index) and
+/// its series index.
+#[derive(Debug)]
+pub(crate) struct IndexedFile {
+    metadata: ArrowReaderMetadata,
+    index: SeriesIndex,
+}
+
+impl Store {
+    /// The float samples in `[min_ns, max_ns]` of every series that `wanted` accepts, from
+    /// the files and the buffer, one entry per series (in no particular order). Fails with
+    /// [`Error::TooManySamples`] once more than `max_samples` samples are read.
+    pub async fn select_series(
+        &self,
+        wanted: &(dyn Fn(&SeriesKey) -> bool + Send + Sync),
+        min_ns: i64,
+        max_ns: i64,
+        max_samples: usize,
+    ) -> Result<Vec<SeriesSamples>> {
+        let (files, chunks, keys) = {
+            let state = self.inner.state.read();
+            let files: Vec<FileMeta> = state
+                .catalog
+                .files
+                .iter()
+                .filter(|f| f.min_time <= max_ns && f.max_time >= min_ns)
+                .cloned()
+                .collect();
+            let mut chunks: Vec<Arc<Chunk>> = state
+                .frozen
+                .iter()
+                .flat_map(|f| f.chunks.iter().cloned())
+                .collect();
+            chunks.extend(
+                state
+                    .buffer
+                    .chunks(&state.table)
+                    .map_err(|e| Error::Encode {
+                        message: e.to_string(),
+                    })?,
+            );
+            chunks.retain(|c| c.min_time <= max_ns && c.max_time >= min_ns);
+            let keys = state.table.keys_of(&chunks);
+            (files, chunks, keys)
+        };
+        // Pick the series of each file from its index, then read the picked rows in parallel
+        // pieces. Files in catalog order (older writes first), then the buffer: of two
+        // samples with the same time, the later write comes last.
+        let mut reads = Vec::new();
+        for file in files {
+            let indexed = indexed_file(&self.inner, &file).await?;
+            let runs = indexed.runs(wanted, min_ns, max_ns);
+            let file = Arc::new(file);
+            for piece in split(runs, indexed.metadata.metadata()) {
+                let (inner, file, indexed) = (
+                    Arc::clone(&self.inner),
+                    Arc::clone(&file),
+                    Arc::clone(&indexed),
+                );
+                reads.push(tokio::spawn(async move {
+                    read_runs(&inner, &file, &indexed, piece, min_ns, max_ns).await
+                }));
+            }
+        }
+        let mut out = Selection::new(max_samples);
+        for read in reads {
+            let series = read.await.map_err(|e| Error::Encode {
+                message: format!("reading files: {e}"),
+            })??;
+            for s in series {
+                out.add(s)?;
+            }
+        }
+        for chunk in &chunks {
+            for s in read_chunk(chunk, &keys, wanted, min_ns, max_ns) {
+                out.add(s)?;
+            }
+        }
+        Ok(out.finish())
+    }
+}
+
+/// The series gathered so far, merged by key.
+struct Selection {
+    series: Vec<SeriesSamples>,
+    by_key: HashMap<Arc<SeriesKey>, usize>,
+    samples: usize,
+    max_samples: usize,
+}
+
+impl Selection {
+    fn new(max_samples: usize) -> Self {
+        Self {
+            series: Vec::new(),
+            by_key: HashMap::new(),
+            samples: 0,
+            max_samples,
+        }
+    }
+
+    fn add(&mut self, part: SeriesSamples) -> Result<()> {
+        self.samples += part.times.len();
+        if self.samples > self.max_samples {
+            return Err(Error::TooManySamples {
+                limit: self.max_samples,
+            });
+        }
+        match self.by_key.get(&part.key) {
+            Some(&i) => {
+                let s = &mut self.series[i];
+                s.times.extend_from_slice(&part.times);
+                s.values.extend_from_slice(&part.values);
+            }
+            None => {
+                self.by_key.insert(Arc::clone(&part.key), self.series.len());
+                self.series.push(part);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every series with its samples in time order (stable: the later write of a time last).
+    fn finish(mut self) -> Vec<SeriesSamples> {
+        for s in &mut self.series {
+            if s.times.is_sorted() {
+                continue;
+            }
+            let mut order: Vec<usize> = (0..s.times.len()).collect();
+            order.sort_by_key(|&i| s.times[i]);
+            s.times = order.iter().map(|&i| s.times[i]).collect();
+            s.values = order.iter().map(|&i| s.values[i]).collect();
+        }
+        self.series.retain(|s| !s.times.is_empty());
+        self.series
+    }
+}
+
+impl IndexedFile {
+    /// The rows of the series that `wanted` accepts that may hold times in `[min_ns, max_ns]`,
+    /// in file order: (series in the index, rows).
+    fn runs(
+        &self,
+        wanted: &(dyn Fn(&SeriesKey) -> bool + Send + Sync),
+        min_ns: i64,
+        max_ns: i64,
+    ) -> Vec<(usize, Range<u64>)> {
+        let mut runs: Vec<(usize, Range<u64>)> = self
+            .index
+            .series
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| wanted(&s.key))
+            .map(|(i, s)| (i, s.rows_in(min_ns, max_ns)))
+            .filter(|(_, rows)| !rows.is_empty())
+            .collect();
+        runs.sort_by_key(|(_, rows)| rows.start);
+        runs
+    }
+}
+
+/// Splits a file's runs into pieces of whole row groups and at least [`PIECE_ROWS`] rows,
+/// read in parallel (a piece decodes the dictionary pages of the row groups it touches, so
+/// pieces do not share row groups but for a run that crosses into the next).
+fn split(
+    runs: Vec<(usize, Range<u64>)>,
+    metadata: &ParquetMetaData,
+) -> Vec<Vec<(usize, Range<u64>)>> {
+    let mut group_ends = metadata
+        .row_groups()
+        .iter()
+        .scan(0u64, |end, group| {
+            *end += group.num_rows() as u64;
+            Some(*end)
+        })
+        .peekable();
+    let mut pieces = Vec::new();
+    let mut piece: Vec<(usize, Range<u64>)> = Vec::new();
+    let mut rows = 0;
+    for run in runs {
+        // Close the piece when this run starts in a later row group and the piece is big.
+        let mut crossed = false;
+        while group_ends.peek().is_some_and(|&end| run.1.start >= end) {
+            group_ends.next();
+            crossed = true;
+        }
+        if crossed && rows >= PIECE_ROWS {
+            pieces.push(std::mem::take(&mut piece));
+            rows = 0;
+        }
+        rows += run.1.end - run.1.start;
+        piece.push(run);
+    }
+    if !piece.is_empty() {
+        pieces.push(piece);
+    }
+    pieces
+}
+
+/// Reads `runs` (in file order) of one file: `time` and `value` of those rows only.
+async fn read_runs(
+    inner: &Arc<Inner>,
+    file: &FileMeta,
+    indexed: &IndexedFile,
+    runs: Vec<(usize, Range<u64>)>,
+    min_ns: i64,
+    max_ns: i64,
+) -> Result<Vec<SeriesSamples>> {
+    let mut selectors = Vec::with_capacity(runs.len() * 2);
+    let mut at = 0u64;
+    for (_, rows) in &runs {
+        selectors.push(RowSelector::skip((rows.start - at) as usize));
+        selectors.push(RowSelector::select((rows.end - rows.start) as usize));
+        at = rows.end;
+    }
+    let schema = indexed.metadata.schema();
+    let column = |name: &str| {
+        schema.index_of(name).map_err(|e| Error::Encode {
+            message: format!("file {}: {e}", file.path),
+        })
+    };
+    let mask = ProjectionMask::roots(
+        indexed.metadata.metadata().file_metadata().schema_descr(),
+        [column("time")?, column("value")?],
+    );
+    let reader = FileReader::new(inner, file);
+    let parquet_error = |e: parquet::errors::ParquetError| Error::Encode {
+        message: format!("reading {}: {e}", file.path),
+    };
+    let mut stream =
+        ParquetRecordBatchStreamBuilder::new_with_metadata(reader, indexed.metadata.clone())
+            .with_projection(mask)
+            .with_row_selection(RowSelection::from(selectors))
+            .with_batch_size(READ_BATCH_ROWS)
+            .build()
+            .map_err(parquet_error)?;
+
+    let mut out: Vec<SeriesSamples> = runs
+        .iter()
+        .map(|(i, rows)| SeriesSamples {
+            key: Arc::new(indexed.index.series[*i].key.clone()),
+            times: Vec::with_capacity((rows.end - rows.start) as usize),
+            values: Vec::with_capacity((rows.end - rows.start) as usize),
+        })
+        .collect();
+    // The selected rows arrive in file order: run after run.
+    let mut run = 0;
+    let mut left = runs[0].1.end - runs[0].1.start;
+    while let Some(batch) = stream.try_next().await.map_err(parquet_error)? {
+        let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
+        let values = batch.column(1).as_primitive::<Float64Type>();
+        let mut row = 0;
+        while row < batch.num_rows() {
+            while left == 0 {
+                run += 1;
+                left = runs[run].1.end - runs[run].1.start;
+            }
+            let take = (left as usize).min(batch.num_rows() - row);
+            let s = &mut out[run];
+            let span = &times.values()[row..row + take];
+            let whole = span.first().is_some_and(|&t| t >= min_ns)
+                && span.last().is_some_and(|&t| t <= max_ns)
+                && values.slice(row, take).null_count() == 0;
+            if whole {
+                s.times.extend_from_slice(span);
+                s.values
+                    .extend_from_slice(&values.values()[row..row + take]);
+            } else {
+                for r in row..row + take {
+                    let t = times.value(r);
+                    if t >= min_ns && t <= max_ns && values.is_valid(r) {
+                        s.times.push(t);
+                        s.values.push(values.value(r));
+                    }
+                }
+            }
+            row += take;
+            left -= take as u64;
+        }
+    }
+    Ok(out)
+}
+
+/// The file's metadata and index: kept from an earlier read, or read now (and kept). A file
+/// written before files carried an index has one built from its label columns, once.
+async fn indexed_file(inner: &Arc<Inner>, file: &FileMeta) -> Result<Arc<IndexedFile>> {
+    if let Some(found) = inner.file_indexes.lock().get(&file.path) {
+        return Ok(Arc::clone(found));
+    }
+    let parquet_error = |e: parquet::errors::ParquetError| Error::Encode {
+        message: format!("reading {}: {e}", file.path),
+    };
+    let mut reader = FileReader::new(inner, file);
+    let metadata = ArrowReaderMetadata::load_async(
+        &mut reader,
+        // The offset index lets a row selection skip whole pages.
+        ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional),
+    )
+    .await
+    .map_err(parquet_error)?;
+    let stored = metadata
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|kv| kv.key == INDEX_KEY))
+        .and_then(|kv| kv.value.as_deref());
+    let index = match stored {
+        Some(text) => SeriesIndex::decode(text).map_err(|message| Error::Encode {
+            message: format!("series index of {}: {message}", file.path),
+        })?,
+        None => build_index(reader, &metadata, &file.path).await?,
+    };
+    let indexed = Arc::new(IndexedFile { metadata, index });
+    let mut cache = inner.file_indexes.lock();
+    let current: std::collections::HashSet<String> = inner
+        .state
+        .read()
+        .catalog
+        .files
+        .iter()
+        .map(|f| f.path.clone())
+        .collect();
+    cache.retain(|path, _| current.contains(path));
+    cache.insert(file.path.clone(), Arc::clone(&indexed));
+    Ok(indexed)
+}
+
+/// Builds the index of a file without one by reading its label and time columns.
+async fn build_index(
+    reader: FileReader,
+    metadata: &ArrowReaderMetadata,
+    path: &str,
+) -> Result<SeriesIndex> {
+    let parquet_error = |e: parquet::errors::ParquetError| Error::Encode {
+        message: format!("reading {path}: {e}"),
+    };
+    let arrow_error = |e: arrow::error::ArrowError| Error::Encode {
+        message: format!("indexing {path}: {e}"),
+    };
+    let schema = metadata.schema();
+    let tag_columns: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|n| !exawatch_protocol::RESERVED_COLUMNS.contains(&n.as_str()))
+        .collect();
+    let roots: Vec<usize> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.name() != "value" && f.name() != "text")
+        .map(|(i, _)| i)
+        .collect();
+    let mask = ProjectionMask::roots(metadata.metadata().file_metadata().schema_descr(), roots);
+    let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata.clone())
+        .with_projection(mask)
+        .build()
+        .map_err(parquet_error)?;
+    let mut builder = SeriesIndexBuilder::new(&tag_columns).map_err(arrow_error)?;
+    while let Some(batch) = stream.try_next().await.map_err(parquet_error)? {
+        builder.push(&batch).map_err(arrow_error)?;
+    }
+    tracing::info!(
+        file = path,
+        series = builder.series(),
+        "Indexed a file written without a series index."
+    );
+    Ok(builder.finish())
+}
+
+/// The wanted series' samples of one buffered chunk.
+fn read_chunk(
+    chunk: &Chunk,
+    keys: &crate::buffer::HashMap<u32, Arc<SeriesKey>>,
+    wanted: &(dyn Fn(&SeriesKey) -> bool + Send + Sync),
+    min_ns: i64,
+    max_ns: i64,
+) -> Vec<SeriesSamples> {
+    // Local series index → position in `out`.
+    let mut out: Vec<SeriesSamples> = Vec::new();
+    let slots: Vec<Option<usize>> = chunk
+        .series
+        .iter()
+        .map(|id| {
+            let key = &keys[id];
+            wanted(key).then(|| {
+                out.push(SeriesSamples {
+                    key: Arc::clone(key),
+                    times: Vec::new(),
+                    values: Vec::new(),
+                });
+                out.len() - 1
+            })
+        })
+        .collect();
+    if out.is_empty() {
+        return out;
+    }
+    let batch = &chunk.batch;
+    let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
+    let Some(values) = batch
+        .column_by_name("value")
+        .and_then(|c| c.as_primitive_opt::<Float64Type>())
+    else {
+        return Vec::new();
+    };
+    for (row, key) in chunk.keys.values().iter().enumerate() {
+        let Some(slot) = slots[*key as usize] else {
+            continue;
+        };
+        let t = times.value(row);
+        if t >= min_ns && t <= max_ns && values.is_valid(row) {
+            out[slot].times.push(t);
+            out[slot].values.push(values.value(row));
+        }
+    }
+    out
+}
+
+/// Reads one file of the store's object store for the Parquet reader.
+struct FileReader {
+    store: Arc<dyn ObjectStore>,
+    path: ObjectPath,
+    size: u64,
+}
+
+impl FileReader {
+    fn new(inner: &Inner, file: &FileMeta) -> Self {
+        Self {
+            store: Arc::clone(&inner.object_store),
+            path: ObjectPath::from(file.path.as_str()),
+            size: file.bytes,
+        }
+    }
+}
+
+fn external(e: object_store::Error) -> ParquetError {
+    ParquetError::External(Box::new(e))
+}
+
+impl AsyncFileReader for FileReader {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        self.store
+            .get_range(&self.path, range)
+            .map_err(external)
+            .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(external)
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}

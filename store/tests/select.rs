@@ -1,0 +1,231 @@
+//! `Store::select_series`: whole series by key from files (through their series index) and
+//! the buffer, checked against SQL over the same store.
+
+use std::sync::Arc;
+
+use datafusion::prelude::SessionContext;
+use exawatch_protocol::{Sample, Value};
+use exawatch_store::buffer::SeriesKey;
+use exawatch_store::{Error, SeriesSamples, Store, StoreConfig};
+use prometheus_client::registry::Registry;
+
+const SEC: i64 = 1_000_000_000;
+
+fn sample(metric: &str, node: &str, secs: i64, value: f64) -> Sample {
+    Sample::new(
+        metric,
+        vec![("node".into(), node.into())],
+        secs * SEC,
+        Value::Float(value),
+    )
+}
+
+async fn open(dir: &std::path::Path) -> Store {
+    let config = StoreConfig {
+        compaction_min_files: 2,
+        delete_delay_secs: 0.0,
+        ..StoreConfig::test_config()
+    };
+    Store::open(dir, config, &mut Registry::default())
+        .await
+        .unwrap()
+}
+
+/// `temp` of node `node`, whole.
+async fn temp_of(store: &Store, node: &str, min_ns: i64, max_ns: i64) -> Vec<SeriesSamples> {
+    let wanted = |key: &SeriesKey| key.metric == "temp" && key.tag("node") == Some(node);
+    store
+        .select_series(&wanted, min_ns, max_ns, usize::MAX)
+        .await
+        .unwrap()
+}
+
+/// The number of float `temp` samples of `node` in `[min_ns, max_ns]`, by SQL.
+async fn sql_count(store: &Store, node: &str, min_ns: i64, max_ns: i64) -> usize {
+    let ctx = SessionContext::new();
+    store.register(&ctx).unwrap();
+    let query = format!(
+        "SELECT count(value) FROM samples WHERE metric = 'temp' AND node = '{node}' \
+         AND time >= to_timestamp_nanos({min_ns}) AND time <= to_timestamp_nanos({max_ns})"
+    );
+    let batches = ctx.sql(&query).await.unwrap().collect().await.unwrap();
+    let counts = batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .unwrap();
+    counts.value(0) as usize
+}
+
+/// 3 nodes × `temp` and `load` at 1 s for 10 000 s (several index marks per series), a
+/// text sample, then more `temp` of n1 in the buffer, one at a time already in a file.
+async fn filled(dir: &std::path::Path) -> Store {
+    let store = open(dir).await;
+    let mut samples = Vec::new();
+    for node in ["n3", "n1", "n2"] {
+        for metric in ["temp", "load"] {
+            samples.extend((0..10_000).map(|s| sample(metric, node, s, s as f64)));
+        }
+    }
+    samples.push(Sample::new(
+        "temp",
+        vec![("node".into(), "n1".into())],
+        20_000 * SEC,
+        Value::Text("fan fault".into()),
+    ));
+    store.write(samples).await.unwrap();
+    store.flush().await.unwrap();
+    store
+        .write(
+            (10_000..10_010)
+                .map(|s| sample("temp", "n1", s, s as f64))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    store
+        .write(vec![sample("temp", "n1", 5, -1.0)])
+        .await
+        .unwrap();
+    store
+}
+
+#[tokio::test]
+async fn series_come_whole_from_files_and_buffer_in_time_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = filled(dir.path()).await;
+    let all = temp_of(&store, "n1", i64::MIN, i64::MAX).await;
+    assert_eq!(all.len(), 1);
+    let n1 = &all[0];
+    assert_eq!(
+        *n1.key,
+        SeriesKey {
+            metric: "temp".into(),
+            tags: vec![("node".into(), "n1".into())]
+        }
+    );
+    assert_eq!(
+        n1.times.len(),
+        10_011,
+        "10 000 in the file, 11 buffered, no text"
+    );
+    assert!(n1.times.is_sorted());
+    // Time 5 s: the file's 5.0, then the later write -1.0.
+    let at5: Vec<f64> = n1
+        .times
+        .iter()
+        .zip(&n1.values)
+        .filter(|(t, _)| **t == 5 * SEC)
+        .map(|(_, v)| *v)
+        .collect();
+    assert_eq!(at5, vec![5.0, -1.0]);
+    assert_eq!(*n1.times.last().unwrap(), 10_009 * SEC);
+
+    // Ranges inside one index block, across blocks, at the edges: the same counts as SQL.
+    for (min, max) in [
+        (4_500, 4_505),
+        (4_000, 9_000),
+        (0, 0),
+        (9_999, 10_005),
+        (-10, -1),
+        (10_100, 30_000),
+    ] {
+        let (min, max) = (min * SEC, max * SEC);
+        let got: usize = temp_of(&store, "n1", min, max)
+            .await
+            .iter()
+            .map(|s| s.times.len())
+            .sum();
+        assert_eq!(
+            got,
+            sql_count(&store, "n1", min, max).await,
+            "{min}..={max}"
+        );
+    }
+    let window = &temp_of(&store, "n2", 4_500 * SEC, 4_505 * SEC).await[0];
+    assert_eq!(
+        window.values,
+        vec![4500.0, 4501.0, 4502.0, 4503.0, 4504.0, 4505.0]
+    );
+
+    // Every series of a metric; none for an unknown one.
+    let temps = store
+        .select_series(&|k: &SeriesKey| k.metric == "temp", 0, i64::MAX, usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(temps.len(), 3);
+    let nothing = store
+        .select_series(&|k: &SeriesKey| k.metric == "nope", 0, i64::MAX, usize::MAX)
+        .await
+        .unwrap();
+    assert!(nothing.is_empty());
+
+    // Reading past the limit is refused, not truncated.
+    let refused = store
+        .select_series(&|k: &SeriesKey| k.metric == "temp", 0, i64::MAX, 20_000)
+        .await;
+    assert!(
+        matches!(refused, Err(Error::TooManySamples { limit: 20_000 })),
+        "{refused:?}"
+    );
+
+    // After a second flush and a compaction the answer is the same.
+    store.flush().await.unwrap();
+    assert_eq!(store.catalog().files.len(), 2);
+    store.maintain(0).await.unwrap();
+    assert_eq!(store.catalog().files.len(), 1);
+    assert_eq!(
+        temp_of(&store, "n1", i64::MIN, i64::MAX).await,
+        all,
+        "the same samples, the later write of 5 s still last"
+    );
+    store.shutdown().await.unwrap();
+}
+
+/// A file written without a series index (by an earlier version) is indexed from its label
+/// columns when first read, with the same answers.
+#[tokio::test]
+async fn files_without_a_series_index_are_indexed_when_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = filled(dir.path()).await;
+    let expected = temp_of(&store, "n2", 0, i64::MAX).await;
+    store.shutdown().await.unwrap();
+
+    // Rewrite the file without its footer metadata, and tell the catalog its new size.
+    let catalog_path = dir.path().join("store/catalog.json");
+    let mut catalog: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&catalog_path).unwrap()).unwrap();
+    let file = dir
+        .path()
+        .join("store")
+        .join(catalog["files"][0]["path"].as_str().unwrap());
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(&file).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        reader
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .is_some_and(|kv| kv
+                .iter()
+                .any(|kv| kv.key.starts_with("exawatch.series_index"))),
+        "files are written with their series index"
+    );
+    let schema = Arc::clone(reader.schema());
+    let batches: Vec<_> = reader.build().unwrap().map(Result::unwrap).collect();
+    let mut bytes = Vec::new();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, schema, None).unwrap();
+    for batch in &batches {
+        writer.write(batch).unwrap();
+    }
+    writer.close().unwrap();
+    std::fs::write(&file, &bytes).unwrap();
+    catalog["files"][0]["bytes"] = bytes.len().into();
+    std::fs::write(&catalog_path, serde_json::to_vec(&catalog).unwrap()).unwrap();
+
+    let store = open(dir.path()).await;
+    assert_eq!(temp_of(&store, "n2", 0, i64::MAX).await, expected);
+    store.shutdown().await.unwrap();
+}
