@@ -165,23 +165,22 @@ fn an_object_store_outage_keeps_data_in_the_wal_and_catches_up() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("moto_server (pip install 'moto[server]') is installed");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", s3_port)).is_err() {
-        assert!(Instant::now() < deadline, "moto_server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .new_agent();
-    assert_eq!(
-        agent
+    // Ready once it creates the bucket (a bare TCP connect can race with its start-up).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let created = agent
             .put(&format!("http://127.0.0.1:{s3_port}/bucket"))
-            .send_empty()
-            .unwrap()
-            .status(),
-        200
-    );
+            .send_empty();
+        if created.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "moto_server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let switch = Switch::new(s3_port);
 
     let endpoint = format!("store.s3_endpoint=http://127.0.0.1:{}", switch.port);

@@ -181,6 +181,11 @@ impl SeriesTable {
         &self.keys[id as usize]
     }
 
+    /// Every series' key, by id.
+    pub fn keys(&self) -> &[Arc<SeriesKey>] {
+        &self.keys
+    }
+
     /// The keys of the series of `chunks`, to sort them without holding the table.
     pub fn keys_of(&self, chunks: &[Arc<Chunk>]) -> HashMap<u32, Arc<SeriesKey>> {
         chunks

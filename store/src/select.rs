@@ -92,7 +92,7 @@ impl Store {
                     })?,
             );
             chunks.retain(|c| c.min_time <= max_ns && c.max_time >= min_ns);
-            let keys = state.table.keys_of(&chunks);
+            let keys = state.table.keys().to_vec();
             (files, chunks, keys)
         };
         // Pick the series of each file from its index, then read the picked rows in parallel
@@ -123,10 +123,8 @@ impl Store {
                 out.add(s)?;
             }
         }
-        for chunk in &chunks {
-            for s in read_chunk(chunk, &keys, wanted, min_ns, max_ns) {
-                out.add(s)?;
-            }
+        for s in read_buffer(&chunks, &keys, wanted, min_ns, max_ns) {
+            out.add(s)?;
         }
         Ok(out.finish())
     }
@@ -419,50 +417,66 @@ async fn build_index(
     Ok(builder.finish())
 }
 
-/// The wanted series' samples of one buffered chunk.
-fn read_chunk(
-    chunk: &Chunk,
-    keys: &crate::buffer::HashMap<u32, Arc<SeriesKey>>,
+/// The wanted series' samples of the buffered chunks (in write order). `keys` are the
+/// series table's keys by id; `wanted` is asked once per series.
+fn read_buffer(
+    chunks: &[Arc<Chunk>],
+    keys: &[Arc<SeriesKey>],
     wanted: &(dyn Fn(&SeriesKey) -> bool + Send + Sync),
     min_ns: i64,
     max_ns: i64,
 ) -> Vec<SeriesSamples> {
-    // Local series index → position in `out`.
+    const UNSEEN: u32 = u32::MAX;
+    const UNWANTED: u32 = u32::MAX - 1;
     let mut out: Vec<SeriesSamples> = Vec::new();
-    let slots: Vec<Option<usize>> = chunk
-        .series
-        .iter()
-        .map(|id| {
-            let key = &keys[id];
-            wanted(key).then(|| {
-                out.push(SeriesSamples {
-                    key: Arc::clone(key),
-                    times: Vec::new(),
-                    values: Vec::new(),
-                });
-                out.len() - 1
+    // Series id → position in `out`, UNWANTED, or UNSEEN.
+    let mut slots = vec![UNSEEN; keys.len()];
+    for chunk in chunks {
+        let local: Vec<u32> = chunk
+            .series
+            .iter()
+            .map(|&id| {
+                let Some(slot) = slots.get_mut(id as usize) else {
+                    return UNWANTED;
+                };
+                if *slot == UNSEEN {
+                    let key = &keys[id as usize];
+                    *slot = if wanted(key) {
+                        out.push(SeriesSamples {
+                            key: Arc::clone(key),
+                            times: Vec::new(),
+                            values: Vec::new(),
+                        });
+                        (out.len() - 1) as u32
+                    } else {
+                        UNWANTED
+                    };
+                }
+                *slot
             })
-        })
-        .collect();
-    if out.is_empty() {
-        return out;
-    }
-    let batch = &chunk.batch;
-    let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
-    let Some(values) = batch
-        .column_by_name("value")
-        .and_then(|c| c.as_primitive_opt::<Float64Type>())
-    else {
-        return Vec::new();
-    };
-    for (row, key) in chunk.keys.values().iter().enumerate() {
-        let Some(slot) = slots[*key as usize] else {
+            .collect();
+        if local.iter().all(|&slot| slot == UNWANTED) {
+            continue;
+        }
+        let batch = &chunk.batch;
+        let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
+        let Some(values) = batch
+            .column_by_name("value")
+            .and_then(|c| c.as_primitive_opt::<Float64Type>())
+        else {
             continue;
         };
-        let t = times.value(row);
-        if t >= min_ns && t <= max_ns && values.is_valid(row) {
-            out[slot].times.push(t);
-            out[slot].values.push(values.value(row));
+        for (row, key) in chunk.keys.values().iter().enumerate() {
+            let slot = local[*key as usize];
+            if slot == UNWANTED {
+                continue;
+            }
+            let t = times.value(row);
+            if t >= min_ns && t <= max_ns && values.is_valid(row) {
+                let s = &mut out[slot as usize];
+                s.times.push(t);
+                s.values.push(values.value(row));
+            }
         }
     }
     out
