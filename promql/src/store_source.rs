@@ -211,8 +211,11 @@ impl SeriesSource for StoreSource {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<Series>, SourceError> {
+        // The metric name first: it is cheap to compare and rules out most series.
+        let mut ordered: Vec<&Matcher> = matchers.iter().collect();
+        ordered.sort_by_key(|m| m.name != METRIC_NAME);
         let wanted = |key: &SeriesKey| {
-            matchers.iter().all(|m| {
+            ordered.iter().all(|m| {
                 let value = if m.name == METRIC_NAME {
                     key.metric.as_str()
                 } else {
