@@ -41,10 +41,15 @@ page.setDefaultTimeout(15000);
 
 // The console must work offline: anything not from the server is refused and reported.
 const external = [];
+// A request a page-level route (below) already answered may still reach this handler: Playwright
+// then refuses a second answer ("Route is already handled"), which is not a failure.
+const ignoreHandled = (error) => {
+  if (!String(error).includes('already handled')) throw error;
+};
 await context.route('**/*', (route) => {
-  if (route.request().url().startsWith(origin)) return route.continue();
+  if (route.request().url().startsWith(origin)) return route.continue().catch(ignoreHandled);
   external.push(route.request().url());
-  return route.abort();
+  return route.abort().catch(ignoreHandled);
 });
 // Script errors fail the test, and so does a missing page file; failed API requests are
 // expected (bad queries, absent analytics endpoints).
