@@ -140,8 +140,8 @@ fn to_series(samples: SeriesSamples) -> Series {
     Series { labels, points }
 }
 
-/// One label column of a result batch, read without materialising strings: the store's
-/// tag columns are dictionary-encoded, so rows of one series share dictionary keys.
+/// One label column of a result batch: the store's dictionary-encoded columns are read
+/// through their keys without casting the column to strings.
 enum LabelColumn {
     /// Dictionary keys and their string values.
     Dictionary {

@@ -573,6 +573,17 @@ impl State {
             catalog,
         }
     }
+
+    /// Every row not yet in a file: the frozen chunks (oldest first), then the buffer's.
+    fn unflushed_chunks(&self) -> Result<Vec<Arc<Chunk>>, arrow::error::ArrowError> {
+        let mut chunks: Vec<Arc<Chunk>> = self
+            .frozen
+            .iter()
+            .flat_map(|f| f.chunks.iter().cloned())
+            .collect();
+        chunks.extend(self.buffer.chunks(&self.table)?);
+        Ok(chunks)
+    }
 }
 
 impl Inner {

@@ -19,7 +19,7 @@ use arrow::record_batch::RecordBatch;
 use crate::buffer::{Chunk, HashMap, SeriesKey, sorted_batch};
 use crate::catalog::{CATALOG_PATH, CATALOG_VERSION, Catalog, FileMeta};
 use crate::rollup::{self, Resolution};
-use crate::series_index::{INDEX_KEY, SeriesIndex, SeriesIndexBuilder};
+use crate::series_index::{INDEX_KEY, SeriesIndex};
 use crate::{Error, Inner, ObjectStoreSnafu, Result, wal};
 
 /// Reads the catalog, or starts an empty one if there is none.
@@ -160,9 +160,7 @@ fn encode_flush(
         message: e.to_string(),
     };
     let sorted = sorted_batch(chunks, keys, tag_columns).map_err(arrow_error)?;
-    let mut index = SeriesIndexBuilder::new(tag_columns).map_err(arrow_error)?;
-    index.push(&sorted.batch).map_err(arrow_error)?;
-    let index = index.finish();
+    let index = SeriesIndex::of_sorted(&sorted);
     let mut files = vec![(None, encode_file(&sorted.batch, zstd_level, Some(&index))?)];
     for resolution in Resolution::ALL {
         let rolled = rollup::from_sorted(&sorted, resolution, tag_columns).map_err(arrow_error)?;

@@ -78,19 +78,9 @@ impl Store {
                 .filter(|f| f.min_time <= max_ns && f.max_time >= min_ns)
                 .cloned()
                 .collect();
-            let mut chunks: Vec<Arc<Chunk>> = state
-                .frozen
-                .iter()
-                .flat_map(|f| f.chunks.iter().cloned())
-                .collect();
-            chunks.extend(
-                state
-                    .buffer
-                    .chunks(&state.table)
-                    .map_err(|e| Error::Encode {
-                        message: e.to_string(),
-                    })?,
-            );
+            let mut chunks = state.unflushed_chunks().map_err(|e| Error::Encode {
+                message: e.to_string(),
+            })?;
             chunks.retain(|c| c.min_time <= max_ns && c.max_time >= min_ns);
             let keys = state.table.keys().to_vec();
             (files, chunks, keys)

@@ -10,14 +10,14 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, TimestampNanosecondArray, new_null_array};
-use arrow::datatypes::{DataType, Int32Type};
+use arrow::datatypes::{DataType, Int32Type, TimestampNanosecondType};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use arrow::row::{OwnedRow, RowConverter, SortField};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::buffer::{SeriesKey, dictionary_type};
+use crate::buffer::{SeriesKey, SortedRows, dictionary_type};
 
 /// The Parquet key-value metadata key that holds a file's index.
 pub(crate) const INDEX_KEY: &str = "exawatch.series_index.v1";
@@ -56,6 +56,45 @@ impl IndexedSeries {
 }
 
 impl SeriesIndex {
+    /// The index of rows sorted for a file, from the series of each row that the sort
+    /// already knows.
+    pub(crate) fn of_sorted(sorted: &SortedRows) -> Self {
+        let times = sorted
+            .batch
+            .column(0)
+            .as_primitive::<TimestampNanosecondType>();
+        let mut index = Self::default();
+        let mut previous = None;
+        for (&series, &time) in sorted.keys.values().iter().zip(times.values()) {
+            let starts_run = previous != Some(series);
+            previous = Some(series);
+            index.add_row(
+                starts_run,
+                || sorted.series[series as usize].as_ref().clone(),
+                time,
+            );
+        }
+        index
+    }
+
+    /// Appends the next row of the file; `key` is asked for when the row starts a run.
+    fn add_row(&mut self, starts_run: bool, key: impl FnOnce() -> SeriesKey, time: i64) {
+        if starts_run {
+            let start = self.series.last().map_or(0, |s| s.start + s.rows);
+            self.series.push(IndexedSeries {
+                key: key(),
+                start,
+                rows: 0,
+                marks: Vec::new(),
+            });
+        }
+        let run = self.series.last_mut().expect("a run was started");
+        if run.rows.is_multiple_of(MARK_ROWS) {
+            run.marks.push(time);
+        }
+        run.rows += 1;
+    }
+
     /// The index as the footer stores it.
     pub(crate) fn encode(&self) -> String {
         let json = serde_json::to_vec(self).expect("the index serializes");
@@ -79,7 +118,6 @@ pub(crate) struct SeriesIndexBuilder {
     columns: Vec<String>,
     converter: RowConverter,
     last: Option<OwnedRow>,
-    rows: u64,
     index: SeriesIndex,
 }
 
@@ -97,7 +135,6 @@ impl SeriesIndexBuilder {
             columns,
             converter: RowConverter::new(fields)?,
             last: None,
-            rows: 0,
             index: SeriesIndex::default(),
         })
     }
@@ -120,22 +157,16 @@ impl SeriesIndexBuilder {
             .ok_or_else(|| ArrowError::SchemaError("no nanosecond time column".into()))?;
         let rows = self.converter.convert_columns(&arrays)?;
         for (i, row) in rows.iter().enumerate() {
-            if self.last.as_ref().is_none_or(|last| last.row() != row) {
-                self.index.series.push(IndexedSeries {
-                    key: key_at(&self.columns, &arrays, i),
-                    start: self.rows + i as u64,
-                    rows: 0,
-                    marks: Vec::new(),
-                });
+            let starts_run = self.last.as_ref().is_none_or(|last| last.row() != row);
+            if starts_run {
                 self.last = Some(row.owned());
             }
-            let run = self.index.series.last_mut().expect("a run was started");
-            if run.rows.is_multiple_of(MARK_ROWS) {
-                run.marks.push(times.value(i));
-            }
-            run.rows += 1;
+            self.index.add_row(
+                starts_run,
+                || key_at(&self.columns, &arrays, i),
+                times.value(i),
+            );
         }
-        self.rows += n as u64;
         Ok(())
     }
 

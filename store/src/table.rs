@@ -20,7 +20,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
 
 use crate::Inner;
-use crate::buffer::{Chunk, conform};
+use crate::buffer::conform;
 use crate::rollup::{self, Resolution};
 
 #[cfg(test)]
@@ -92,17 +92,9 @@ impl TableProvider for SamplesTable {
             let state = self.inner.state.read();
             let (chunks, files) = match self.rollup {
                 None => {
-                    let mut chunks: Vec<Arc<Chunk>> = state
-                        .frozen
-                        .iter()
-                        .flat_map(|f| f.chunks.iter().cloned())
-                        .collect();
-                    chunks.extend(
-                        state
-                            .buffer
-                            .chunks(&state.table)
-                            .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))?,
-                    );
+                    let chunks = state
+                        .unflushed_chunks()
+                        .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))?;
                     (chunks, state.catalog.files.as_slice())
                 }
                 Some(resolution) => {
