@@ -5,12 +5,13 @@
 /// (Prometheus' `kahanSumInc`).
 pub(crate) fn kahan_sum_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
     let t = sum + inc;
+    // Selects rather than branches: which operand is larger is a coin toss on real data.
+    let sum_larger = sum.abs() >= inc.abs();
+    let (larger, smaller) = if sum_larger { (sum, inc) } else { (inc, sum) };
     let c = if t.is_infinite() {
         0.0
-    } else if sum.abs() >= inc.abs() {
-        c + ((sum - t) + inc)
     } else {
-        c + ((inc - t) + sum)
+        c + ((larger - t) + smaller)
     };
     (t, c)
 }
