@@ -4,7 +4,9 @@
 
 use std::sync::{Arc, OnceLock};
 
-use exawatch_promql::{Engine, EngineOptions, Labels, Point, Series, SeriesSource, SourceError};
+use exawatch_promql::{
+    Engine, EngineOptions, Labels, Point, Series, SeriesSource, SourceError, Steps,
+};
 use libfuzzer_sys::fuzz_target;
 use promql_parser::label::Matcher;
 
@@ -14,7 +16,7 @@ struct Fixed(Vec<Series>);
 
 #[async_trait::async_trait]
 impl SeriesSource for Fixed {
-    async fn select(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Result<Vec<Series>, SourceError> {
+    async fn select(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64, _steps: Option<Steps>) -> Result<Vec<Series>, SourceError> {
         Ok(self
             .0
             .iter()

@@ -12,7 +12,7 @@ use snafu::ensure;
 use crate::eval::{
     Annotations, Evaluator, Grid, Settings, Value, at_ms, finish, offset_ms, selector_key,
 };
-use crate::source::SeriesSource;
+use crate::source::{SeriesSource, Steps};
 use crate::value::{Labels, METRIC_NAME, QueryValue, Series};
 use crate::{BadQuerySnafu, Error, Result};
 
@@ -66,6 +66,8 @@ struct Need {
     selector: VectorSelector,
     start: i64,
     end: i64,
+    /// When every use is an instant selector at the query's own steps: those steps.
+    steps: Option<Steps>,
 }
 
 impl Engine {
@@ -185,7 +187,14 @@ impl Engine {
             deadline,
         };
         let mut needs = HashMap::new();
-        plan(expr, grid.start, grid.end, &settings, &mut needs);
+        plan(
+            expr,
+            grid.start,
+            grid.end,
+            Some(&grid),
+            &settings,
+            &mut needs,
+        );
         let mut data = HashMap::with_capacity(needs.len());
         let mut fetched = 0usize;
         for (key, need) in needs {
@@ -222,7 +231,7 @@ impl Engine {
         for matchers in matcher_sets(&need.selector) {
             let series = self
                 .source
-                .select(&matchers, need.start, need.end)
+                .select(&matchers, need.start, need.end, need.steps)
                 .await
                 .map_err(|e| Error::Source {
                     message: e.to_string(),
@@ -273,25 +282,43 @@ fn value_type_name(kind: ValueType) -> &'static str {
 }
 
 /// Records, for every selector under `expr`, the time range it needs when `expr` is
-/// evaluated at times in `[start, end]`.
-fn plan(expr: &Expr, start: i64, end: i64, settings: &Settings, needs: &mut HashMap<String, Need>) {
-    let mut need = |vs: &VectorSelector, back: i64| {
+/// evaluated at times in `[start, end]`: on `grid` (the query's steps), or anywhere in it
+/// (`None`, under a subquery).
+fn plan(
+    expr: &Expr,
+    start: i64,
+    end: i64,
+    grid: Option<&Grid>,
+    settings: &Settings,
+    needs: &mut HashMap<String, Need>,
+) {
+    let mut need = |vs: &VectorSelector, back: i64, instant: bool| {
         let offset = offset_ms(&vs.offset);
-        let (s, e) = match at_ms(&vs.at, settings) {
+        let at = at_ms(&vs.at, settings);
+        let (s, e) = match at {
             Some(t) => (t - offset, t - offset),
             None => (start - offset, end - offset),
         };
+        let steps = grid.filter(|_| instant && at.is_none()).map(|g| Steps {
+            first_ms: g.start - offset,
+            interval_ms: g.interval,
+            lookback_ms: settings.lookback,
+        });
         let entry = needs.entry(selector_key(vs)).or_insert_with(|| Need {
             selector: vs.clone(),
             start: s - back,
             end: e,
+            steps,
         });
         entry.start = entry.start.min(s - back);
         entry.end = entry.end.max(e);
+        if entry.steps != steps {
+            entry.steps = None;
+        }
     };
     match expr {
-        Expr::VectorSelector(vs) => need(vs, settings.lookback),
-        Expr::MatrixSelector(ms) => need(&ms.vs, ms.range.as_millis() as i64),
+        Expr::VectorSelector(vs) => need(vs, settings.lookback, true),
+        Expr::MatrixSelector(ms) => need(&ms.vs, ms.range.as_millis() as i64, false),
         Expr::Subquery(sq) => {
             let offset = offset_ms(&sq.offset);
             let (s, e) = match at_ms(&sq.at, settings) {
@@ -299,23 +326,30 @@ fn plan(expr: &Expr, start: i64, end: i64, settings: &Settings, needs: &mut Hash
                 None => (start, end),
             };
             let range = sq.range.as_millis() as i64;
-            plan(&sq.expr, s - offset - range, e - offset, settings, needs);
+            plan(
+                &sq.expr,
+                s - offset - range,
+                e - offset,
+                None,
+                settings,
+                needs,
+            );
         }
-        Expr::Paren(p) => plan(&p.expr, start, end, settings, needs),
-        Expr::Unary(u) => plan(&u.expr, start, end, settings, needs),
+        Expr::Paren(p) => plan(&p.expr, start, end, grid, settings, needs),
+        Expr::Unary(u) => plan(&u.expr, start, end, grid, settings, needs),
         Expr::Binary(b) => {
-            plan(&b.lhs, start, end, settings, needs);
-            plan(&b.rhs, start, end, settings, needs);
+            plan(&b.lhs, start, end, grid, settings, needs);
+            plan(&b.rhs, start, end, grid, settings, needs);
         }
         Expr::Aggregate(a) => {
-            plan(&a.expr, start, end, settings, needs);
+            plan(&a.expr, start, end, grid, settings, needs);
             if let Some(param) = &a.param {
-                plan(param, start, end, settings, needs);
+                plan(param, start, end, grid, settings, needs);
             }
         }
         Expr::Call(c) => {
             for arg in &c.args.args {
-                plan(arg, start, end, settings, needs);
+                plan(arg, start, end, grid, settings, needs);
             }
         }
         Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}

@@ -8,6 +8,18 @@ use crate::value::{Labels, Series};
 /// A boxed error from a source, kept as text for the query's error.
 pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The evaluation times of an instant-vector selector: `first_ms + k * interval_ms`. At each,
+/// only the latest sample at or before it, and newer than `lookback_ms` before it, is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Steps {
+    /// The first evaluation time (ms).
+    pub first_ms: i64,
+    /// Between evaluation times (ms, > 0).
+    pub interval_ms: i64,
+    /// Prometheus' lookback delta (ms).
+    pub lookback_ms: i64,
+}
+
 /// A store of series that the engine selects from.
 ///
 /// One call per selector and query: the engine asks for everything a selector needs over the
@@ -18,12 +30,14 @@ pub trait SeriesSource: Send + Sync + std::fmt::Debug {
     /// series lacks matches as the empty string, as in Prometheus), each with its float samples
     /// in `[start_ms, end_ms]` (inclusive, milliseconds), ascending, one per timestamp.
     /// Staleness markers are returned as stored. Series without samples in the range may be
-    /// left out.
+    /// left out. With `steps` (an instant-vector selector) the samples no step uses may be
+    /// left out too.
     async fn select(
         &self,
         matchers: &[Matcher],
         start_ms: i64,
         end_ms: i64,
+        steps: Option<Steps>,
     ) -> Result<Vec<Series>, SourceError>;
 
     /// The label sets of the series that match all `matchers` and have a sample in

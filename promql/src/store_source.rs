@@ -22,7 +22,7 @@ use exawatch_store::buffer::SeriesKey;
 use exawatch_store::{SeriesSamples, Store};
 use promql_parser::label::{MatchOp, Matcher};
 
-use crate::source::{SeriesSource, SourceError};
+use crate::source::{SeriesSource, SourceError, Steps};
 use crate::value::{Labels, METRIC_NAME, Point, Series};
 
 /// Reads series from a [`Store`], one bounded DataFusion session per call.
@@ -210,6 +210,7 @@ impl SeriesSource for StoreSource {
         matchers: &[Matcher],
         start_ms: i64,
         end_ms: i64,
+        steps: Option<Steps>,
     ) -> Result<Vec<Series>, SourceError> {
         // The metric name first: it is cheap to compare and rules out most series.
         let mut ordered: Vec<&Matcher> = matchers.iter().collect();
@@ -226,11 +227,19 @@ impl SeriesSource for StoreSource {
         };
         let min_ns = start_ms.saturating_mul(1_000_000);
         let max_ns = end_ms.saturating_mul(1_000_000).saturating_add(999_999);
+        // Sample times are truncated to milliseconds: a sample is at or before step `t` if its
+        // time is at most `t` ms + 999 999 ns, and newer than `t - lookback` if it is at least
+        // `t - lookback + 1` ms.
+        let steps = steps.map(|s| exawatch_store::Steps {
+            first_ns: s.first_ms.saturating_mul(1_000_000).saturating_add(999_999),
+            interval_ns: s.interval_ms.saturating_mul(1_000_000),
+            lookback_ns: s.lookback_ms.saturating_mul(1_000_000).saturating_sub(1),
+        });
         // A sample costs 16 bytes read and 16 bytes as a point.
         let max_samples = self.memory_bytes / 32;
         let selected = self
             .store
-            .select_series(&wanted, min_ns, max_ns, max_samples)
+            .select_series(&wanted, min_ns, max_ns, steps, max_samples)
             .await?;
         Ok(selected.into_iter().map(to_series).collect())
     }

@@ -41,7 +41,9 @@ pub enum DecodeError {
     #[snafu(display("tag {key:?} appears twice"))]
     DuplicateTag { key: String },
     /// A tag key collides with a column of the `samples` table.
-    #[snafu(display("tag key {key:?} is reserved (time, metric, value, text)"))]
+    #[snafu(display(
+        "tag key {key:?} is reserved (time, metric, value, text, value_mantissa, value_scale)"
+    ))]
     ReservedTag { key: String },
     /// The payload is not valid UTF-8.
     #[snafu(display("payload is not valid UTF-8"))]

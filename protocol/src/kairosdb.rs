@@ -344,7 +344,7 @@ fn decode_tags(
         if RESERVED_COLUMNS.contains(&key.as_str()) {
             errors.add(
                 &format!("{at}.name"),
-                "is reserved (time, metric, value and text are columns).",
+                "is reserved (time, metric, value, text, value_mantissa and value_scale are columns).",
             );
             ok = false;
             continue;

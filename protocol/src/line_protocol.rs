@@ -145,7 +145,7 @@ fn parse_line(
     for (i, (key, _)) in tags.iter().enumerate() {
         if RESERVED_COLUMNS.contains(&key.as_str()) {
             return Err(format!(
-                "tag key {key:?} is reserved (time, metric, value, text)"
+                "tag key {key:?} is reserved (time, metric, value, text, value_mantissa, value_scale)"
             ));
         }
         if i > 0 && tags[i - 1].0 == *key {

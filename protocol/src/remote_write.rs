@@ -76,7 +76,7 @@ pub fn decode(body: &[u8]) -> Result<Vec<Sample>, String> {
                 metric = Some(label.value);
             } else if RESERVED_COLUMNS.contains(&label.name.as_str()) {
                 return Err(format!(
-                    "label {:?} is reserved (time, metric, value, text)",
+                    "label {:?} is reserved (time, metric, value, text, value_mantissa, value_scale)",
                     label.name
                 ));
             } else if !label.value.is_empty() {

@@ -1,7 +1,14 @@
 //! The data model: one timestamped value of one series.
 
-/// Column names of the `samples` table that tags may not use.
-pub const RESERVED_COLUMNS: [&str; 4] = ["time", "metric", "value", "text"];
+/// Column names of the `samples` table and of its files that tags may not use.
+pub const RESERVED_COLUMNS: [&str; 6] = [
+    "time",
+    "metric",
+    "value",
+    "text",
+    "value_mantissa",
+    "value_scale",
+];
 
 /// The value of a sample: a number, or a string (EXAMON also sends text, e.g. Nagios output).
 #[derive(Debug, Clone, PartialEq)]

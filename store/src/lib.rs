@@ -12,6 +12,7 @@
 pub mod buffer;
 pub mod catalog;
 mod config;
+mod decimal;
 mod ingest;
 mod maintenance;
 mod metrics;
@@ -48,7 +49,7 @@ use crate::wal::SegmentWriter;
 
 pub use config::{FsyncPolicy, StoreConfig};
 pub use ingest::MqttIngest;
-pub use select::SeriesSamples;
+pub use select::{SeriesSamples, Steps};
 pub use stats::{Figures, StoreStats};
 pub use table::SamplesTable;
 

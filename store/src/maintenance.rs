@@ -26,6 +26,7 @@ use snafu::ResultExt;
 
 use crate::buffer::sort_order;
 use crate::catalog::{CATALOG_PATH, Catalog, FileMeta};
+use crate::decimal;
 use crate::persist::writer_properties;
 use crate::rollup::{self, Resolution};
 use crate::series_index::{INDEX_KEY, SeriesIndexBuilder};
@@ -72,7 +73,7 @@ impl FileSet {
 
     fn schema(self, state: &crate::State) -> SchemaRef {
         match self {
-            Self::Raw => state.table.schema(),
+            Self::Raw => decimal::file_schema(&state.table.schema()),
             Self::Rollup(_) => rollup::schema(state.table.tag_columns()),
         }
     }

@@ -18,6 +18,7 @@ use arrow::record_batch::RecordBatch;
 
 use crate::buffer::{Chunk, HashMap, SeriesKey, sorted_batch};
 use crate::catalog::{CATALOG_PATH, CATALOG_VERSION, Catalog, FileMeta};
+use crate::decimal;
 use crate::rollup::{self, Resolution};
 use crate::series_index::{INDEX_KEY, SeriesIndex};
 use crate::{Error, Inner, ObjectStoreSnafu, Result, wal};
@@ -161,7 +162,12 @@ fn encode_flush(
     };
     let sorted = sorted_batch(chunks, keys, tag_columns).map_err(arrow_error)?;
     let index = SeriesIndex::of_sorted(&sorted);
-    let mut files = vec![(None, encode_file(&sorted.batch, zstd_level, Some(&index))?)];
+    let runs = index
+        .series
+        .iter()
+        .map(|s| s.start as usize..(s.start + s.rows) as usize);
+    let raw = decimal::encode(&sorted.batch, runs).map_err(arrow_error)?;
+    let mut files = vec![(None, encode_file(&raw, zstd_level, Some(&index))?)];
     for resolution in Resolution::ALL {
         let rolled = rollup::from_sorted(&sorted, resolution, tag_columns).map_err(arrow_error)?;
         if rolled.num_rows() > 0 {
@@ -223,6 +229,11 @@ pub(crate) fn writer_properties(zstd_level: i32) -> Result<WriterProperties> {
         .set_column_dictionary_enabled(ColumnPath::from("time"), false)
         .set_column_encoding(ColumnPath::from("time"), Encoding::DELTA_BINARY_PACKED)
         .set_column_dictionary_enabled(ColumnPath::from("value"), false)
+        .set_column_dictionary_enabled(ColumnPath::from(decimal::MANTISSA), false)
+        .set_column_encoding(
+            ColumnPath::from(decimal::MANTISSA),
+            Encoding::DELTA_BINARY_PACKED,
+        )
         .set_max_row_group_row_count(Some(1 << 20))
         .build())
 }

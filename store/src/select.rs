@@ -12,7 +12,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
-use arrow::datatypes::{Float64Type, TimestampNanosecondType};
+use arrow::datatypes::{Float64Type, Int8Type, Int64Type, TimestampNanosecondType};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, TryFutureExt, TryStreamExt};
@@ -29,7 +29,7 @@ use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataR
 use crate::buffer::{Chunk, SeriesKey};
 use crate::catalog::FileMeta;
 use crate::series_index::{INDEX_KEY, SeriesIndex, SeriesIndexBuilder};
-use crate::{Error, Inner, Result, Store};
+use crate::{Error, Inner, Result, Store, decimal};
 
 /// Rows decoded per batch when reading a file's selected rows.
 const READ_BATCH_ROWS: usize = 64 * 1024;
@@ -50,6 +50,72 @@ pub struct SeriesSamples {
     pub values: Vec<f64>,
 }
 
+/// Evaluation times of an instant selector: the times `first_ns + k * interval_ns`, at each
+/// of which only the latest sample at or before it, and no older than `lookback_ns` before it,
+/// is used. A selection for them leaves out the samples of files that no step uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Steps {
+    /// The first evaluation time (ns, inclusive bound).
+    pub first_ns: i64,
+    /// Between evaluation times (ns, > 0).
+    pub interval_ns: i64,
+    /// How far before an evaluation time a sample may be (ns, inclusive).
+    pub lookback_ns: i64,
+}
+
+impl Steps {
+    /// The first evaluation time at or after `t`.
+    fn next_at_or_after(&self, t: i64) -> i64 {
+        if t <= self.first_ns {
+            return self.first_ns;
+        }
+        let interval = self.interval_ns.max(1) as u64;
+        let steps = t.abs_diff(self.first_ns).div_ceil(interval);
+        let next = i128::from(self.first_ns) + i128::from(steps) * i128::from(interval);
+        next.min(i128::from(i64::MAX)) as i64
+    }
+}
+
+/// Keeps, of one series' samples arriving in time order, those some step uses. Holds back
+/// the latest sample until the next one shows whether a step falls between them.
+#[derive(Debug)]
+struct Thinning {
+    steps: Steps,
+    /// The held sample and the first step at or after it.
+    pending: Option<(i64, f64, i64)>,
+}
+
+impl Thinning {
+    fn new(steps: Steps) -> Self {
+        Self {
+            steps,
+            pending: None,
+        }
+    }
+
+    fn push(&mut self, t: i64, v: f64, out: &mut SeriesSamples) {
+        let step = match self.pending {
+            // The same step is next for the new sample: it replaces the held one.
+            Some((_, _, step)) if t <= step => step,
+            _ => {
+                self.flush(out);
+                self.steps.next_at_or_after(t)
+            }
+        };
+        self.pending = Some((t, v, step));
+    }
+
+    /// Ends the series: the held sample is kept if its next step is within lookback.
+    fn flush(&mut self, out: &mut SeriesSamples) {
+        if let Some((t, v, step)) = self.pending.take()
+            && t >= step.saturating_sub(self.steps.lookback_ns)
+        {
+            out.times.push(t);
+            out.values.push(v);
+        }
+    }
+}
+
 /// What is kept of a file for selections: its Parquet metadata (with the page index) and
 /// its series index.
 #[derive(Debug)]
@@ -60,13 +126,15 @@ pub(crate) struct IndexedFile {
 
 impl Store {
     /// The float samples in `[min_ns, max_ns]` of every series that `wanted` accepts, from
-    /// the files and the buffer, one entry per series (in no particular order). Fails with
-    /// [`Error::TooManySamples`] once more than `max_samples` samples are read.
+    /// the files and the buffer, one entry per series (in no particular order); with `steps`,
+    /// only those the steps use (and all of the buffer's). Fails with
+    /// [`Error::TooManySamples`] once more than `max_samples` samples are kept.
     pub async fn select_series(
         &self,
         wanted: &(dyn Fn(&SeriesKey) -> bool + Send + Sync),
         min_ns: i64,
         max_ns: i64,
+        steps: Option<Steps>,
         max_samples: usize,
     ) -> Result<Vec<SeriesSamples>> {
         let (files, chunks, keys) = {
@@ -100,7 +168,7 @@ impl Store {
                     Arc::clone(&indexed),
                 );
                 reads.push(tokio::spawn(async move {
-                    read_runs(&inner, &file, &indexed, piece, min_ns, max_ns).await
+                    read_runs(&inner, &file, &indexed, piece, (min_ns, max_ns), steps).await
                 }));
             }
         }
@@ -242,8 +310,8 @@ async fn read_runs(
     file: &FileMeta,
     indexed: &IndexedFile,
     runs: Vec<(usize, Range<u64>)>,
-    min_ns: i64,
-    max_ns: i64,
+    (min_ns, max_ns): (i64, i64),
+    steps: Option<Steps>,
 ) -> Result<Vec<SeriesSamples>> {
     let mut selectors = Vec::with_capacity(runs.len() * 2);
     let mut at = 0u64;
@@ -258,9 +326,15 @@ async fn read_runs(
             message: format!("file {}: {e}", file.path),
         })
     };
+    // Files written before values had mantissas hold them all in `value`.
+    let mut roots = vec![column("time")?, column("value")?];
+    let decimal = schema.index_of(decimal::MANTISSA).is_ok();
+    if decimal {
+        roots.extend([column(decimal::MANTISSA)?, column(decimal::SCALE)?]);
+    }
     let mask = ProjectionMask::roots(
         indexed.metadata.metadata().file_metadata().schema_descr(),
-        [column("time")?, column("value")?],
+        roots,
     );
     let reader = FileReader::new(inner, file);
     let parquet_error = |e: parquet::errors::ParquetError| Error::Encode {
@@ -285,37 +359,49 @@ async fn read_runs(
     // The selected rows arrive in file order: run after run.
     let mut run = 0;
     let mut left = runs[0].1.end - runs[0].1.start;
+    let mut thinning = steps.map(Thinning::new);
     while let Some(batch) = stream.try_next().await.map_err(parquet_error)? {
         let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
-        let values = batch.column(1).as_primitive::<Float64Type>();
+        let raw = batch.column(1).as_primitive::<Float64Type>();
+        let mantissas = decimal.then(|| {
+            (
+                batch.column(2).as_primitive::<Int64Type>(),
+                batch.column(3).as_primitive::<Int8Type>(),
+            )
+        });
         let mut row = 0;
         while row < batch.num_rows() {
             while left == 0 {
+                if let Some(thinning) = &mut thinning {
+                    thinning.flush(&mut out[run]);
+                }
                 run += 1;
                 left = runs[run].1.end - runs[run].1.start;
             }
             let take = (left as usize).min(batch.num_rows() - row);
             let s = &mut out[run];
-            let span = &times.values()[row..row + take];
-            let whole = span.first().is_some_and(|&t| t >= min_ns)
-                && span.last().is_some_and(|&t| t <= max_ns)
-                && values.slice(row, take).null_count() == 0;
-            if whole {
-                s.times.extend_from_slice(span);
-                s.values
-                    .extend_from_slice(&values.values()[row..row + take]);
-            } else {
-                for r in row..row + take {
-                    let t = times.value(r);
-                    if t >= min_ns && t <= max_ns && values.is_valid(r) {
+            for r in row..row + take {
+                let t = times.value(r);
+                if t < min_ns || t > max_ns {
+                    continue;
+                }
+                let Some(v) = decimal::decode_column(raw, mantissas, r) else {
+                    continue;
+                };
+                match &mut thinning {
+                    Some(thinning) => thinning.push(t, v, s),
+                    None => {
                         s.times.push(t);
-                        s.values.push(values.value(r));
+                        s.values.push(v);
                     }
                 }
             }
             row += take;
             left -= take as u64;
         }
+    }
+    if let Some(thinning) = &mut thinning {
+        thinning.flush(&mut out[run]);
     }
     Ok(out)
 }
@@ -387,7 +473,7 @@ async fn build_index(
         .fields()
         .iter()
         .enumerate()
-        .filter(|(_, f)| f.name() != "value" && f.name() != "text")
+        .filter(|(_, f)| !decimal::is_file_value_column(f.name()) && f.name() != "text")
         .map(|(i, _)| i)
         .collect();
     let mask = ProjectionMask::roots(metadata.metadata().file_metadata().schema_descr(), roots);

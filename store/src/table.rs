@@ -7,7 +7,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
-use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::object_store::ObjectStoreUrl;
@@ -16,12 +16,16 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Column as PhysicalColumn;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
 
-use crate::Inner;
 use crate::buffer::conform;
+use crate::catalog::FileMeta;
 use crate::rollup::{self, Resolution};
+use crate::{Inner, decimal};
 
 #[cfg(test)]
 mod tests;
@@ -130,36 +134,104 @@ impl TableProvider for SamplesTable {
             )?);
         }
         if !files.is_empty() {
-            let mut source = ParquetSource::new(Arc::clone(&self.schema));
-            if let Some(predicate) = conjunction(filters) {
-                let df_schema = DFSchema::try_from(Arc::clone(&self.schema))?;
-                if let Ok(predicate) = session.create_physical_expr(predicate, &df_schema) {
-                    source = source.with_predicate(predicate);
-                }
-            }
-            let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); partitions];
-            for (i, file) in files.iter().enumerate() {
-                groups[i % partitions].push(PartitionedFile::new(file.path.clone(), file.bytes));
-            }
-            let config = FileScanConfigBuilder::new(object_store_url().clone(), Arc::new(source))
-                .with_projection_indices(projection.cloned())?
-                .with_file_groups(
-                    groups
-                        .into_iter()
-                        .filter(|g| !g.is_empty())
-                        .map(FileGroup::new)
-                        .collect(),
-                )
-                .with_limit(limit)
-                .build();
-            inputs.push(DataSourceExec::from_data_source(config));
+            inputs.push(self.scan_files(session, projection, filters, limit, &files)?);
         }
         UnionExec::try_new(inputs)
     }
 }
 
-fn conjunction(filters: &[Expr]) -> Option<Expr> {
-    filters.iter().cloned().reduce(Expr::and)
+impl SamplesTable {
+    /// The scan of `files`, with the table's projection of columns. Raw files hold `value` as
+    /// a mantissa and scale ([`decimal`]); the scan reads those and decodes them.
+    fn scan_files(
+        &self,
+        session: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+        files: &[FileMeta],
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let file_schema = match self.rollup {
+            None => decimal::file_schema(&self.schema),
+            Some(_) => Arc::clone(&self.schema),
+        };
+        let wanted: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+        let decodes = self.rollup.is_none()
+            && wanted
+                .iter()
+                .any(|&i| self.schema.field(i).name() == "value");
+        // The file columns to read: by name, the value columns together.
+        let mut read: Vec<usize> = Vec::new();
+        for &i in &wanted {
+            let name = self.schema.field(i).name();
+            let names: &[&str] = if decodes && name == "value" {
+                &["value", decimal::MANTISSA, decimal::SCALE]
+            } else {
+                &[name.as_str()]
+            };
+            for name in names {
+                read.push(file_schema.index_of(name)?);
+            }
+        }
+        let mut source = ParquetSource::new(Arc::clone(&file_schema));
+        // In raw files `value` holds only the values without a mantissa: its statistics do
+        // not bound the column, so filters on it stay above the scan.
+        let prunable: Vec<Expr> = filters
+            .iter()
+            .filter(|f| self.rollup.is_some() || !f.column_refs().iter().any(|c| c.name == "value"))
+            .cloned()
+            .collect();
+        if let Some(predicate) = prunable.into_iter().reduce(Expr::and) {
+            let df_schema = DFSchema::try_from(Arc::clone(&file_schema))?;
+            if let Ok(predicate) = session.create_physical_expr(predicate, &df_schema) {
+                source = source.with_predicate(predicate);
+            }
+        }
+        let partitions = session.config().target_partitions().max(1);
+        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); partitions];
+        for (i, file) in files.iter().enumerate() {
+            groups[i % partitions].push(PartitionedFile::new(file.path.clone(), file.bytes));
+        }
+        let config = FileScanConfigBuilder::new(object_store_url().clone(), Arc::new(source))
+            .with_projection_indices(Some(read))?
+            .with_file_groups(
+                groups
+                    .into_iter()
+                    .filter(|g| !g.is_empty())
+                    .map(FileGroup::new)
+                    .collect(),
+            )
+            .with_limit(limit)
+            .build();
+        let scan: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
+        if !decodes {
+            return Ok(scan);
+        }
+        let read_schema = scan.schema();
+        let df_schema = DFSchema::try_from(Arc::clone(&read_schema))?;
+        let udf = decimal::decode_udf();
+        let column = |name: &str| Expr::Column(Column::new_unqualified(name));
+        let decode = udf.call(vec![
+            column("value"),
+            column(decimal::MANTISSA),
+            column(decimal::SCALE),
+        ]);
+        let decode = session.create_physical_expr(decode, &df_schema)?;
+        let mut exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = Vec::with_capacity(wanted.len());
+        for &i in &wanted {
+            let name = self.schema.field(i).name();
+            let expr = if name == "value" {
+                Arc::clone(&decode)
+            } else {
+                Arc::new(PhysicalColumn::new(name, read_schema.index_of(name)?))
+            };
+            exprs.push((expr, name.clone()));
+        }
+        Ok(Arc::new(ProjectionExec::try_new(exprs, scan)?))
+    }
 }
 
 /// Inclusive bounds on `time` (ns) implied by a query's filters.

@@ -3,10 +3,13 @@
 
 use std::sync::Arc;
 
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array};
+use arrow::datatypes::{Float64Type, Int8Type, Int64Type, Schema};
+use arrow::record_batch::RecordBatch;
 use datafusion::prelude::SessionContext;
 use exawatch_protocol::{Sample, Value};
 use exawatch_store::buffer::SeriesKey;
-use exawatch_store::{Error, SeriesSamples, Store, StoreConfig};
+use exawatch_store::{Error, SeriesSamples, Steps, Store, StoreConfig};
 use prometheus_client::registry::Registry;
 
 const SEC: i64 = 1_000_000_000;
@@ -35,7 +38,7 @@ async fn open(dir: &std::path::Path) -> Store {
 async fn temp_of(store: &Store, node: &str, min_ns: i64, max_ns: i64) -> Vec<SeriesSamples> {
     let wanted = |key: &SeriesKey| key.metric == "temp" && key.tag("node") == Some(node);
     store
-        .select_series(&wanted, min_ns, max_ns, usize::MAX)
+        .select_series(&wanted, min_ns, max_ns, None, usize::MAX)
         .await
         .unwrap()
 }
@@ -64,7 +67,9 @@ async fn filled(dir: &std::path::Path) -> Store {
     let mut samples = Vec::new();
     for node in ["n3", "n1", "n2"] {
         for metric in ["temp", "load"] {
-            samples.extend((0..10_000).map(|s| sample(metric, node, s, s as f64)));
+            // `load` in eighths: stored with a decimal scale of 3.
+            let divisor = if metric == "load" { 8.0 } else { 1.0 };
+            samples.extend((0..10_000).map(|s| sample(metric, node, s, s as f64 / divisor)));
         }
     }
     samples.push(Sample::new(
@@ -150,19 +155,37 @@ async fn series_come_whole_from_files_and_buffer_in_time_order() {
 
     // Every series of a metric; none for an unknown one.
     let temps = store
-        .select_series(&|k: &SeriesKey| k.metric == "temp", 0, i64::MAX, usize::MAX)
+        .select_series(
+            &|k: &SeriesKey| k.metric == "temp",
+            0,
+            i64::MAX,
+            None,
+            usize::MAX,
+        )
         .await
         .unwrap();
     assert_eq!(temps.len(), 3);
     let nothing = store
-        .select_series(&|k: &SeriesKey| k.metric == "nope", 0, i64::MAX, usize::MAX)
+        .select_series(
+            &|k: &SeriesKey| k.metric == "nope",
+            0,
+            i64::MAX,
+            None,
+            usize::MAX,
+        )
         .await
         .unwrap();
     assert!(nothing.is_empty());
 
     // Reading past the limit is refused, not truncated.
     let refused = store
-        .select_series(&|k: &SeriesKey| k.metric == "temp", 0, i64::MAX, 20_000)
+        .select_series(
+            &|k: &SeriesKey| k.metric == "temp",
+            0,
+            i64::MAX,
+            None,
+            20_000,
+        )
         .await;
     assert!(
         matches!(refused, Err(Error::TooManySamples { limit: 20_000 })),
@@ -182,13 +205,58 @@ async fn series_come_whole_from_files_and_buffer_in_time_order() {
     store.shutdown().await.unwrap();
 }
 
-/// A file written without a series index (by an earlier version) is indexed from its label
-/// columns when first read, with the same answers.
+/// Sum and count of every float value, by SQL.
+async fn sql_totals(store: &Store) -> String {
+    let ctx = SessionContext::new();
+    store.register(&ctx).unwrap();
+    let query = "SELECT metric, sum(value), count(value), min(value), max(value) FROM samples \
+                 GROUP BY metric ORDER BY metric";
+    let batches = ctx.sql(query).await.unwrap().collect().await.unwrap();
+    arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string()
+}
+
+/// A batch as an earlier version wrote it: every value a double in `value`, no mantissa.
+fn without_mantissas(batch: &RecordBatch) -> RecordBatch {
+    let column = |name: &str| Arc::clone(batch.column(batch.schema().index_of(name).unwrap()));
+    let raw = column("value");
+    let raw = raw.as_primitive::<Float64Type>();
+    let mantissas = column("value_mantissa");
+    let mantissas = mantissas.as_primitive::<Int64Type>();
+    let scales = column("value_scale");
+    let scales = scales.as_primitive::<Int8Type>();
+    let values: Float64Array = (0..batch.num_rows())
+        .map(|r| {
+            if mantissas.is_valid(r) {
+                Some(mantissas.value(r) as f64 / 10f64.powi(scales.value(r).into()))
+            } else {
+                raw.is_valid(r).then(|| raw.value(r))
+            }
+        })
+        .collect();
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    for (field, array) in batch.schema().fields().iter().zip(batch.columns()) {
+        match field.name().as_str() {
+            "value_mantissa" | "value_scale" => continue,
+            "value" => columns.push(Arc::new(values.clone()) as ArrayRef),
+            _ => columns.push(Arc::clone(array)),
+        }
+        fields.push(Arc::clone(field));
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+}
+
+/// A file written by an earlier version, without a series index and with every value a
+/// double, is indexed from its label columns when first read, with the same answers.
 #[tokio::test]
-async fn files_without_a_series_index_are_indexed_when_read() {
+async fn files_of_earlier_versions_read_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let store = filled(dir.path()).await;
     let expected = temp_of(&store, "n2", 0, i64::MAX).await;
+    let totals = sql_totals(&store).await;
+    assert!(totals.contains("| load   | 18748125.0 "), "{totals}");
     store.shutdown().await.unwrap();
 
     // Rewrite the file without its footer metadata, and tell the catalog its new size.
@@ -213,8 +281,12 @@ async fn files_without_a_series_index_are_indexed_when_read() {
                 .any(|kv| kv.key.starts_with("exawatch.series_index"))),
         "files are written with their series index"
     );
-    let schema = Arc::clone(reader.schema());
-    let batches: Vec<_> = reader.build().unwrap().map(Result::unwrap).collect();
+    let batches: Vec<_> = reader
+        .build()
+        .unwrap()
+        .map(|b| without_mantissas(&b.unwrap()))
+        .collect();
+    let schema = batches[0].schema();
     let mut bytes = Vec::new();
     let mut writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, schema, None).unwrap();
     for batch in &batches {
@@ -227,5 +299,76 @@ async fn files_without_a_series_index_are_indexed_when_read() {
 
     let store = open(dir.path()).await;
     assert_eq!(temp_of(&store, "n2", 0, i64::MAX).await, expected);
+    assert_eq!(sql_totals(&store).await, totals);
+    store.shutdown().await.unwrap();
+}
+
+/// The latest sample at or before `at` and no older than `lookback` before it.
+fn latest(s: &SeriesSamples, at: i64, lookback: i64) -> Option<(i64, f64)> {
+    let i = s.times.partition_point(|&t| t <= at);
+    (i > 0 && s.times[i - 1] >= at - lookback).then(|| (s.times[i - 1], s.values[i - 1]))
+}
+
+/// With steps, a selection keeps the sample each step uses, and not much more.
+#[tokio::test]
+async fn steps_keep_the_sample_each_step_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    // Every second but for a 400 s gap, then a second file that overlaps the first and
+    // rewrites some of its times.
+    let first: Vec<Sample> = (0..3000)
+        .filter(|s| !(1000..1400).contains(s))
+        .map(|s| sample("temp", "n1", s, s as f64))
+        .collect();
+    store.write(first).await.unwrap();
+    store.flush().await.unwrap();
+    let second: Vec<Sample> = (2500..3500)
+        .step_by(7)
+        .map(|s| sample("temp", "n1", s, -(s as f64)))
+        .collect();
+    store.write(second).await.unwrap();
+    store.flush().await.unwrap();
+    store
+        .write(vec![sample("temp", "n1", 3600, 1.5)])
+        .await
+        .unwrap();
+    let all = &temp_of(&store, "n1", i64::MIN, i64::MAX).await[0];
+
+    for (first_ns, interval_ns, lookback_ns) in [
+        (999_999, 15 * SEC, 300 * SEC - 1),
+        (7 * SEC + 500, 60 * SEC, 100 * SEC),
+        (-50 * SEC, SEC / 2, 0),
+    ] {
+        let steps = Steps {
+            first_ns,
+            interval_ns,
+            lookback_ns,
+        };
+        let wanted = |key: &SeriesKey| key.metric == "temp";
+        let thinned = store
+            .select_series(&wanted, i64::MIN, i64::MAX, Some(steps), usize::MAX)
+            .await
+            .unwrap();
+        let thinned = &thinned[0];
+        let mut used = 0;
+        let mut at = first_ns;
+        while at <= 3700 * SEC {
+            let expected = latest(all, at, lookback_ns);
+            assert_eq!(
+                latest(thinned, at, lookback_ns),
+                expected,
+                "{steps:?} at {at}"
+            );
+            used += usize::from(expected.is_some());
+            at += interval_ns;
+        }
+        // Each kept sample is used by a step, but for the overlap of the two files and the
+        // buffer's sample.
+        assert!(
+            thinned.times.len() <= used + 2 * 143 + 1,
+            "{steps:?}: {} kept for {used} steps",
+            thinned.times.len()
+        );
+    }
     store.shutdown().await.unwrap();
 }

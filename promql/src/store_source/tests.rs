@@ -62,7 +62,7 @@ fn matchers(selector: &str) -> Vec<Matcher> {
 
 async fn nodes(source: &StoreSource, selector: &str) -> Vec<String> {
     let mut nodes: Vec<String> = source
-        .select(&matchers(selector), 0, 10_000)
+        .select(&matchers(selector), 0, 10_000, None)
         .await
         .unwrap()
         .iter()
@@ -114,7 +114,7 @@ async fn samples_come_in_time_order_within_the_range_with_stale_markers_intact()
     let dir = tempfile::tempdir().unwrap();
     let source = StoreSource::new(store(dir.path()).await, 64 << 20);
     let series = source
-        .select(&matchers("power{node=\"n1\"}"), 0, 10_000)
+        .select(&matchers("power{node=\"n1\"}"), 0, 10_000, None)
         .await
         .unwrap();
     let points = &series[0].points;
@@ -124,13 +124,13 @@ async fn samples_come_in_time_order_within_the_range_with_stale_markers_intact()
     );
     assert!(is_stale(points[1].v), "the marker's bits survive Parquet");
     let later = source
-        .select(&matchers("power{node=\"n1\"}"), 1_500, 10_000)
+        .select(&matchers("power{node=\"n1\"}"), 1_500, 10_000, None)
         .await
         .unwrap();
     assert_eq!(later[0].points.len(), 2);
     assert!(
         source
-            .select(&matchers("power"), 20_000, 30_000)
+            .select(&matchers("power"), 20_000, 30_000, None)
             .await
             .unwrap()
             .is_empty()

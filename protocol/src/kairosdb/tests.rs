@@ -227,7 +227,7 @@ fn malformed_bodies_are_refused_with_every_reason() {
                 "metric[0](name=m).tag[0].name cannot be null or empty.",
                 "metric[0](name=m).tag[core].value cannot be null or empty.",
                 "metric[0](name=m).tag[node].value cannot be null or empty.",
-                "metric[0](name=m).tag[value].name is reserved (time, metric, value and text are columns).",
+                "metric[0](name=m).tag[value].name is reserved (time, metric, value, text, value_mantissa and value_scale are columns).",
             ],
         ),
         (
