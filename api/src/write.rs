@@ -3,6 +3,7 @@
 //! the WAL: 204 on success, 400 for bad input (good lines of a line-protocol body are still
 //! stored), 429/503 when the store is behind (clients retry).
 
+use std::borrow::Cow;
 use std::io::Read;
 
 use axum::body::Bytes;
@@ -75,7 +76,7 @@ pub(crate) async fn remote_write(
         let body = if headers.get(CONTENT_ENCODING).is_some_and(|v| v != "snappy") {
             inflate(&headers, &body)?
         } else {
-            body.to_vec()
+            Cow::Borrowed(&body[..])
         };
         let samples = remote_write::decode(&body).map_err(ApiError::BadRequest)?;
         state.store.write(samples).await.map_err(ApiError::from)
@@ -88,9 +89,9 @@ pub(crate) async fn remote_write(
 }
 
 /// The body, gunzipped if `Content-Encoding: gzip`.
-fn inflate(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+fn inflate<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Cow<'a, [u8]>, ApiError> {
     match headers.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
-        None | Some("identity") => Ok(body.to_vec()),
+        None | Some("identity") => Ok(Cow::Borrowed(body)),
         Some("gzip") => {
             let mut inflated = Vec::new();
             flate2::read::GzDecoder::new(body)
@@ -104,7 +105,7 @@ fn inflate(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, ApiError> {
                     "the body inflates beyond {MAX_INFLATED_BYTES} bytes"
                 )));
             }
-            Ok(inflated)
+            Ok(Cow::Owned(inflated))
         }
         Some(other) => Err(ApiError::BadRequest(format!(
             "unsupported Content-Encoding {other:?} (gzip)"
