@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use exawatch_analytics::Analytics;
 use exawatch_api::{ApiMetrics, ApiState};
 use exawatch_broker::{EmbeddedBroker, IngestLink};
+use exawatch_protocol::Batch;
 use exawatch_store::Store;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -173,7 +174,7 @@ pub(crate) async fn run(mut config: Config, simulate: usize) -> Result<()> {
 /// link has been quiet for [`DRAIN_QUIET`].
 async fn ingest(mut link: IngestLink, store: Store, mut stopped: watch::Receiver<bool>) {
     let decoder = store.mqtt_ingest();
-    let mut samples = Vec::new();
+    let mut samples = Batch::new();
     loop {
         let batch = if *stopped.borrow() {
             match tokio::time::timeout(DRAIN_QUIET, link.next_batch()).await {

@@ -199,6 +199,8 @@ fn an_object_store_outage_keeps_data_in_the_wal_and_catches_up() {
         "store.s3_retry_timeout_secs=1",
         "--set",
         "store.flush_interval_secs=0.5",
+        "--set",
+        "store.max_buffer_rows=500",
     ];
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -242,6 +244,11 @@ fn an_object_store_outage_keeps_data_in_the_wal_and_catches_up() {
         500.0,
         "held in memory (and the WAL)"
     );
+    // The buffer is full now (store.max_buffer_rows): a write waits for a flush that cannot
+    // happen, and is refused with 503 and Retry-After, nothing of it stored.
+    let (status, body, retry) = server.post("/api/v2/write", &[], lines(5000, 10).as_bytes());
+    assert_eq!((status, retry.as_deref()), (503, Some("1")), "{body}");
+    assert!(body.contains("max_buffer_rows"), "{body}");
 
     // It comes back: the retried flush catches up.
     switch.up.store(true, Ordering::SeqCst);

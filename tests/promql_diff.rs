@@ -242,7 +242,7 @@ fn write_exawatch(data_dir: &std::path::Path, series: &[GenSeries]) {
         .await
         .unwrap();
         for s in series {
-            let samples = s
+            let samples: Vec<Sample> = s
                 .points
                 .iter()
                 .map(|(t, v)| {

@@ -24,9 +24,9 @@ fn store() -> &'static (tokio::runtime::Runtime, Store, tempfile::TempDir) {
                 let tags = vec![("node".to_owned(), format!("n{series}")), ("rack".to_owned(), "r1".to_owned())];
                 Sample::new(["temp", "power", "util"][series], tags, k as i64 * 1_000_000_000, Value::Float(k as f64))
             };
-            store.write((0..3).flat_map(|s| (0..20).map(move |k| sample(s, k))).collect()).await.unwrap();
+            store.write((0..3).flat_map(|s| (0..20).map(move |k| sample(s, k))).collect::<Vec<_>>()).await.unwrap();
             store.flush().await.unwrap();
-            store.write((0..20).map(|k| sample(0, 100 + k)).collect()).await.unwrap();
+            store.write((0..20).map(|k| sample(0, 100 + k)).collect::<Vec<_>>()).await.unwrap();
             store
         });
         (runtime, store, dir)

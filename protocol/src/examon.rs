@@ -13,7 +13,7 @@ use std::io::Read;
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 use snafu::Snafu;
 
-use crate::{RESERVED_COLUMNS, Sample, Value};
+use crate::{Batch, RESERVED_COLUMNS, Sample, Value};
 
 #[cfg(test)]
 mod tests;
@@ -115,7 +115,7 @@ pub enum Decoded {
 /// Decodes one MQTT message, appending its samples to `out`.
 ///
 /// On error nothing is appended.
-pub fn decode(topic: &[u8], payload: &[u8], out: &mut Vec<Sample>) -> Result<Decoded, DecodeError> {
+pub fn decode(topic: &[u8], payload: &[u8], out: &mut Batch) -> Result<Decoded, DecodeError> {
     if payload == b"CK" || payload == b"__FLUSH" {
         return Ok(Decoded::Marker);
     }
@@ -197,7 +197,7 @@ fn check_tags(mut tags: Vec<(String, String)>) -> Result<Vec<(String, String)>, 
     Ok(tags)
 }
 
-fn decode_csv(topic: &str, payload: &str, out: &mut Vec<Sample>) -> Result<Decoded, DecodeError> {
+fn decode_csv(topic: &str, payload: &str, out: &mut Batch) -> Result<Decoded, DecodeError> {
     let (tags, metric) = decode_topic(topic)?;
     let Some((value, timestamp)) = payload.rsplit_once(';') else {
         return MissingTimestampSnafu { payload }.fail();
@@ -209,7 +209,7 @@ fn decode_csv(topic: &str, payload: &str, out: &mut Vec<Sample>) -> Result<Decod
         return Err(DecodeError::EmptyValue);
     }
     let value = parse_value(value);
-    out.push(Sample {
+    out.push_sample(Sample {
         metric,
         tags,
         time_ns,
@@ -268,7 +268,7 @@ fn inflate(payload: &[u8]) -> Result<Vec<u8>, DecodeError> {
 }
 
 /// examon-common's `json` (one object) and `bulk` (a list) payloads.
-fn decode_json(payload: &[u8], out: &mut Vec<Sample>) -> Result<Decoded, DecodeError> {
+fn decode_json(payload: &[u8], out: &mut Batch) -> Result<Decoded, DecodeError> {
     let bad = |message: String| DecodeError::BadJson { message };
     let json: serde_json::Value =
         serde_json::from_slice(payload).map_err(|e| bad(e.to_string()))?;

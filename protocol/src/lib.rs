@@ -6,6 +6,7 @@
 //! into samples that the store ingests; [`kairosdb::decode_datapoints`] does the same for
 //! KairosDB's `POST /api/v1/datapoints` JSON.
 
+mod batch;
 pub mod examon;
 pub mod kairosdb;
 pub mod line_protocol;
@@ -13,4 +14,5 @@ pub mod mqtt;
 pub mod remote_write;
 mod sample;
 
+pub use batch::{Batch, Point, SeriesKey};
 pub use sample::{RESERVED_COLUMNS, Sample, Value};

@@ -5,7 +5,9 @@
 //! and Telegraf's Prometheus output use), the line's tags as tags. Integers, unsigned integers
 //! and floats become numbers, booleans 1 or 0, strings text samples.
 
-use crate::{RESERVED_COLUMNS, Sample, Value};
+use std::borrow::Cow;
+
+use crate::{Batch, RESERVED_COLUMNS, SeriesKey, Value};
 
 #[cfg(test)]
 mod tests;
@@ -70,14 +72,24 @@ impl std::fmt::Display for LineError {
     }
 }
 
-/// Parses a body of lines, appending the samples of every good line to `out`; lines without
-/// a timestamp get `default_time_ns`. Returns the bad lines (their samples are not appended).
+/// Parses a body of lines, adding the samples of every good line to `out`; lines without a
+/// timestamp get `default_time_ns`. Returns the bad lines (their samples are not added).
+///
+/// Each distinct `measurement,tags` text is parsed once per call: later lines with the same
+/// text only parse their fields, and each field's series is added to `out` once.
 pub fn parse_lines(
     body: &str,
     precision: Precision,
     default_time_ns: i64,
-    out: &mut Vec<Sample>,
+    out: &mut Batch,
 ) -> Vec<LineError> {
+    let mut parser = Parser {
+        precision,
+        default_time_ns,
+        known: HashMap::default(),
+        heads: Vec::new(),
+        fields: Vec::new(),
+    };
     let mut errors = Vec::new();
     for (index, line) in body.lines().enumerate() {
         let line = line.trim();
@@ -85,8 +97,8 @@ pub fn parse_lines(
             continue;
         }
         let before = out.len();
-        if let Err(message) = parse_line(line, precision, default_time_ns, out) {
-            out.truncate(before);
+        if let Err(message) = parser.line(line, out) {
+            out.truncate_points(before);
             errors.push(LineError {
                 line: index + 1,
                 message,
@@ -96,51 +108,118 @@ pub fn parse_lines(
     errors
 }
 
-fn parse_line(
-    line: &str,
+/// A hash map keyed by line text: aHash, as the store's series table.
+type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
+
+/// What one call of [`parse_lines`] has learnt of the series texts it has seen.
+struct Parser<'a> {
     precision: Precision,
     default_time_ns: i64,
-    out: &mut Vec<Sample>,
-) -> Result<(), String> {
-    let mut cursor = Cursor::new(line);
-    let measurement = cursor.token(&[',', ' '], "measurement")?;
+    /// `measurement,tags` text → index into `heads`.
+    known: HashMap<&'a str, usize>,
+    heads: Vec<Head<'a>>,
+    /// The fields of the line being parsed: series and value.
+    fields: Vec<(u32, Value)>,
+}
+
+/// A parsed `measurement,tags` text and the series of its fields seen so far.
+struct Head<'a> {
+    measurement: String,
+    tags: Vec<(String, String)>,
+    /// Field key as written (escapes and all) → series in the batch.
+    fields: Vec<(&'a str, u32)>,
+}
+
+impl<'a> Parser<'a> {
+    fn line(&mut self, line: &'a str, out: &mut Batch) -> Result<(), String> {
+        let split = head_end(line);
+        let head = match self.known.get(&line[..split]) {
+            Some(&head) => head,
+            None => {
+                let head = parse_head(&line[..split])?;
+                self.heads.push(head);
+                self.known.insert(&line[..split], self.heads.len() - 1);
+                self.heads.len() - 1
+            }
+        };
+        let mut cursor = Cursor::new(line);
+        cursor.at = split;
+        if !cursor.eat(b' ') {
+            return Err("expected a space and the fields after the tags".into());
+        }
+        cursor.skip_spaces();
+        self.fields.clear();
+        loop {
+            let key_start = cursor.at;
+            let key = cursor.token(b"=,", "field key")?;
+            let raw_key = &line[key_start..cursor.at];
+            if !cursor.eat(b'=') {
+                return Err(format!("field {key:?} has no '='"));
+            }
+            let value = cursor
+                .field_value()
+                .map_err(|e| format!("field {key:?}: {e}"))?;
+            let head = &mut self.heads[head];
+            let series = match head.fields.iter().find(|(k, _)| *k == raw_key) {
+                Some(&(_, series)) => series,
+                None => {
+                    let series = out.add_series(SeriesKey {
+                        metric: format!("{}_{key}", head.measurement),
+                        tags: head.tags.clone(),
+                    });
+                    head.fields.push((raw_key, series));
+                    series
+                }
+            };
+            self.fields.push((series, value));
+            if !cursor.eat(b',') {
+                break;
+            }
+        }
+        cursor.skip_spaces();
+        let rest = cursor.rest().trim_end();
+        let time_ns = if rest.is_empty() {
+            self.default_time_ns
+        } else {
+            rest.parse::<i64>()
+                .ok()
+                .and_then(|t| t.checked_mul(self.precision.nanos()))
+                .ok_or_else(|| format!("timestamp {rest:?} is not an integer in range"))?
+        };
+        for (series, value) in self.fields.drain(..) {
+            out.push(series, time_ns, value);
+        }
+        Ok(())
+    }
+}
+
+/// Where the `measurement,tags` part of a line ends: its first unescaped space.
+fn head_end(line: &str) -> usize {
+    let bytes = line.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b' ' => return i,
+            _ => i += 1,
+        }
+    }
+    bytes.len()
+}
+
+/// Parses `measurement[,tag=value…]`: the measurement, and the tags sorted by key.
+fn parse_head(head: &str) -> Result<Head<'_>, String> {
+    let mut cursor = Cursor::new(head);
+    let measurement = cursor.token(b", ", "measurement")?.into_owned();
     let mut tags = Vec::new();
-    while cursor.eat(',') {
-        let key = cursor.token(&['=', ','], "tag key")?;
-        if !cursor.eat('=') {
+    while cursor.eat(b',') {
+        let key = cursor.token(b"=,", "tag key")?;
+        if !cursor.eat(b'=') {
             return Err(format!("tag {key:?} has no '='"));
         }
-        let value = cursor.token(&[',', ' '], "tag value")?;
-        tags.push((key, value));
+        let value = cursor.token(b", ", "tag value")?;
+        tags.push((key.into_owned(), value.into_owned()));
     }
-    if !cursor.eat(' ') {
-        return Err("expected a space and the fields after the tags".into());
-    }
-    cursor.skip_spaces();
-    let mut fields = Vec::new();
-    loop {
-        let key = cursor.token(&['=', ','], "field key")?;
-        if !cursor.eat('=') {
-            return Err(format!("field {key:?} has no '='"));
-        }
-        let value = cursor
-            .field_value()
-            .map_err(|e| format!("field {key:?}: {e}"))?;
-        fields.push((key, value));
-        if !cursor.eat(',') {
-            break;
-        }
-    }
-    cursor.skip_spaces();
-    let rest = cursor.rest().trim_end();
-    let time_ns = if rest.is_empty() {
-        default_time_ns
-    } else {
-        rest.parse::<i64>()
-            .ok()
-            .and_then(|t| t.checked_mul(precision.nanos()))
-            .ok_or_else(|| format!("timestamp {rest:?} is not an integer in range"))?
-    };
     tags.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     for (i, (key, _)) in tags.iter().enumerate() {
         if RESERVED_COLUMNS.contains(&key.as_str()) {
@@ -152,18 +231,15 @@ fn parse_line(
             return Err(format!("tag {key:?} appears twice"));
         }
     }
-    for (field, value) in fields {
-        out.push(Sample {
-            metric: format!("{measurement}_{field}"),
-            tags: tags.clone(),
-            time_ns,
-            value,
-        });
-    }
-    Ok(())
+    Ok(Head {
+        measurement,
+        tags,
+        fields: Vec::new(),
+    })
 }
 
-/// A position in one line.
+/// A position in one line. Every delimiter is ASCII, so the line is scanned byte by byte
+/// and sliced only at delimiters (always character boundaries).
 struct Cursor<'a> {
     line: &'a str,
     at: usize,
@@ -178,13 +254,13 @@ impl<'a> Cursor<'a> {
         &self.line[self.at..]
     }
 
-    fn peek(&self) -> Option<char> {
-        self.rest().chars().next()
+    fn peek(&self) -> Option<u8> {
+        self.line.as_bytes().get(self.at).copied()
     }
 
-    fn eat(&mut self, c: char) -> bool {
+    fn eat(&mut self, c: u8) -> bool {
         if self.peek() == Some(c) {
-            self.at += c.len_utf8();
+            self.at += 1;
             true
         } else {
             false
@@ -192,80 +268,72 @@ impl<'a> Cursor<'a> {
     }
 
     fn skip_spaces(&mut self) {
-        while self.eat(' ') {}
+        while self.eat(b' ') {}
     }
 
-    /// An unquoted name up to one of `stops` (or a space/end), with backslash escapes.
-    fn token(&mut self, stops: &[char], what: &str) -> Result<String, String> {
-        let mut token = String::new();
-        while let Some(c) = self.peek() {
-            if c == '\\' {
-                self.at += 1;
-                match self.peek() {
-                    Some(escaped) => {
-                        self.at += escaped.len_utf8();
-                        if !matches!(escaped, ',' | '=' | ' ' | '\\' | '"') {
-                            token.push('\\');
-                        }
-                        token.push(escaped);
-                    }
-                    None => token.push('\\'),
-                }
-                continue;
-            }
-            if stops.contains(&c) || c == ' ' {
+    /// An unquoted name up to one of `stops` (or a space/end), with backslash escapes:
+    /// borrowed from the line unless it has any.
+    fn token(&mut self, stops: &[u8], what: &str) -> Result<Cow<'a, str>, String> {
+        let bytes = self.line.as_bytes();
+        let start = self.at;
+        let mut end = start;
+        while end < bytes.len() && bytes[end] != b'\\' && bytes[end] != b' ' {
+            if stops.contains(&bytes[end]) {
                 break;
             }
-            token.push(c);
-            self.at += c.len_utf8();
+            end += 1;
         }
+        self.at = end;
+        let token = if self.peek() == Some(b'\\') {
+            Cow::Owned(self.escaped_token(start, stops))
+        } else {
+            Cow::Borrowed(&self.line[start..end])
+        };
         if token.is_empty() {
             return Err(format!("empty {what}"));
         }
         Ok(token)
     }
 
-    fn field_value(&mut self) -> Result<Value, String> {
-        if self.eat('"') {
-            let mut text = String::new();
-            loop {
-                match self.peek() {
-                    None => return Err("unterminated string".into()),
-                    Some('"') => {
-                        self.at += 1;
-                        return Ok(Value::Text(text));
-                    }
-                    Some('\\') => {
-                        self.at += 1;
-                        match self.peek() {
-                            Some(c @ ('"' | '\\')) => {
-                                self.at += 1;
-                                text.push(c);
-                            }
-                            _ => text.push('\\'),
-                        }
-                    }
-                    Some(c) => {
-                        self.at += c.len_utf8();
-                        text.push(c);
-                    }
-                }
-            }
-        }
-        let start = self.at;
+    /// The rest of a token from `start` that has a backslash at the cursor.
+    fn escaped_token(&mut self, start: usize, stops: &[u8]) -> String {
+        let bytes = self.line.as_bytes();
+        let mut token = String::from(&self.line[start..self.at]);
+        let mut plain = self.at;
         while let Some(c) = self.peek() {
-            if c == ',' || c == ' ' {
+            if c == b'\\' {
+                token.push_str(&self.line[plain..self.at]);
+                self.at += 1;
+                match bytes.get(self.at) {
+                    Some(&escaped @ (b',' | b'=' | b' ' | b'\\' | b'"')) => {
+                        token.push(char::from(escaped));
+                        self.at += 1;
+                    }
+                    // Kept as written, and what follows is read as usual.
+                    _ => token.push('\\'),
+                }
+                plain = self.at;
+                continue;
+            }
+            if stops.contains(&c) || c == b' ' {
                 break;
             }
-            self.at += c.len_utf8();
+            self.at += 1;
+        }
+        token.push_str(&self.line[plain..self.at]);
+        token
+    }
+
+    fn field_value(&mut self) -> Result<Value, String> {
+        if self.eat(b'"') {
+            return self.string_value().map(Value::Text);
+        }
+        let bytes = self.line.as_bytes();
+        let start = self.at;
+        while self.at < bytes.len() && bytes[self.at] != b',' && bytes[self.at] != b' ' {
+            self.at += 1;
         }
         let raw = &self.line[start..self.at];
-        let number = |digits: &str| -> Result<Value, String> {
-            digits
-                .parse::<f64>()
-                .map(Value::Float)
-                .map_err(|_| format!("{raw:?} is not a number"))
-        };
         match raw {
             "" => Err("empty value".into()),
             "t" | "T" | "true" | "True" | "TRUE" => Ok(Value::Float(1.0)),
@@ -275,8 +343,42 @@ impl<'a> Cursor<'a> {
                     .parse::<i128>()
                     .map(|v| Value::Float(v as f64))
                     .map_err(|_| format!("{raw:?} is not an integer")),
-                None => number(raw),
+                None => raw
+                    .parse::<f64>()
+                    .map(Value::Float)
+                    .map_err(|_| format!("{raw:?} is not a number")),
             },
+        }
+    }
+
+    /// A quoted string's text after the opening quote, up to and past the closing one:
+    /// `\"` and `\\` are escapes, any other backslash is kept.
+    fn string_value(&mut self) -> Result<String, String> {
+        let bytes = self.line.as_bytes();
+        let mut text = String::new();
+        let mut plain = self.at;
+        loop {
+            match bytes.get(self.at) {
+                None => return Err("unterminated string".into()),
+                Some(b'"') => {
+                    text.push_str(&self.line[plain..self.at]);
+                    self.at += 1;
+                    return Ok(text);
+                }
+                Some(b'\\') => {
+                    text.push_str(&self.line[plain..self.at]);
+                    self.at += 1;
+                    match bytes.get(self.at) {
+                        Some(&c @ (b'"' | b'\\')) => {
+                            text.push(char::from(c));
+                            self.at += 1;
+                        }
+                        _ => text.push('\\'),
+                    }
+                    plain = self.at;
+                }
+                Some(_) => self.at += 1,
+            }
         }
     }
 }

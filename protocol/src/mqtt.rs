@@ -6,7 +6,7 @@
 //! anything else is EXAMON, except that an EXAMON payload whose timestamp does not parse is
 //! tried as line protocol (a string field may contain `;`).
 
-use crate::Sample;
+use crate::Batch;
 use crate::examon::{self, DecodeError, Decoded};
 use crate::line_protocol::{self, Precision};
 
@@ -47,7 +47,7 @@ pub fn decode(
     topic: &[u8],
     payload: &[u8],
     now_ns: i64,
-    out: &mut Vec<Sample>,
+    out: &mut Batch,
 ) -> Result<Decoded, MessageError> {
     let start = payload.trim_ascii_start();
     let is_line_protocol = !payload.contains(&b';')
@@ -76,27 +76,26 @@ pub fn decode(
 }
 
 /// The payload as line protocol, if every line of it parses.
-fn line_protocol_only(payload: &[u8], now_ns: i64, out: &mut Vec<Sample>) -> Option<Decoded> {
+fn line_protocol_only(payload: &[u8], now_ns: i64, out: &mut Batch) -> Option<Decoded> {
     let text = std::str::from_utf8(payload).ok()?;
-    let mut samples = Vec::new();
-    let errors = line_protocol::parse_lines(text, Precision::Nanoseconds, now_ns, &mut samples);
-    if !errors.is_empty() || samples.is_empty() {
+    let before = out.len();
+    let errors = line_protocol::parse_lines(text, Precision::Nanoseconds, now_ns, out);
+    if !errors.is_empty() || out.len() == before {
+        out.truncate_points(before);
         return None;
     }
-    let n = samples.len();
-    out.extend(samples);
-    Some(Decoded::Samples(n))
+    Some(Decoded::Samples(out.len() - before))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Value;
+    use crate::{Sample, Value};
 
     fn run(topic: &str, payload: &str) -> (Result<Decoded, MessageError>, Vec<Sample>) {
-        let mut out = Vec::new();
+        let mut out = Batch::new();
         let result = decode(topic.as_bytes(), payload.as_bytes(), 7, &mut out);
-        (result, out)
+        (result, out.samples().collect())
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use prost::Message;
 
-use crate::{RESERVED_COLUMNS, Sample, Value};
+use crate::{Batch, RESERVED_COLUMNS, Sample, SeriesKey, Value};
 
 /// Largest decompressed request accepted (Prometheus sends a few MiB at most).
 pub const MAX_DECOMPRESSED_BYTES: usize = 256 << 20;
@@ -53,7 +53,7 @@ pub struct RemoteSample {
 
 /// Decodes a remote-write body into samples; any error rejects the whole request, as
 /// Prometheus expects (it retries only on 5xx).
-pub fn decode(body: &[u8]) -> Result<Vec<Sample>, String> {
+pub fn decode(body: &[u8]) -> Result<Batch, String> {
     // The length header is the sender's claim: check it before allocating for it.
     let claimed = snap::raw::decompress_len(body)
         .map_err(|e| format!("the body is not snappy-compressed: {e}"))?;
@@ -67,7 +67,7 @@ pub fn decode(body: &[u8]) -> Result<Vec<Sample>, String> {
         .map_err(|e| format!("the body is not snappy-compressed: {e}"))?;
     let request = WriteRequest::decode(raw.as_slice())
         .map_err(|e| format!("the body is not a remote-write WriteRequest: {e}"))?;
-    let mut samples = Vec::new();
+    let mut batch = Batch::new();
     for series in request.timeseries {
         let mut metric = None;
         let mut tags = Vec::with_capacity(series.labels.len());
@@ -90,20 +90,16 @@ pub fn decode(body: &[u8]) -> Result<Vec<Sample>, String> {
         if tags.windows(2).any(|w| w[0].0 == w[1].0) {
             return Err(format!("series {metric} has a label twice"));
         }
+        let key = batch.add_series(SeriesKey { metric, tags });
         for sample in series.samples {
             let time_ns = sample
                 .timestamp
                 .checked_mul(1_000_000)
                 .ok_or_else(|| format!("timestamp {} out of range", sample.timestamp))?;
-            samples.push(Sample {
-                metric: metric.clone(),
-                tags: tags.clone(),
-                time_ns,
-                value: Value::Float(sample.value),
-            });
+            batch.push(key, time_ns, Value::Float(sample.value));
         }
     }
-    Ok(samples)
+    Ok(batch)
 }
 
 /// Encodes samples as a remote-write body (for tests and clients); samples of one series
@@ -160,7 +156,9 @@ mod tests {
             ),
             Sample::new("up", vec![], 3_000_000_000, Value::Float(1.0)),
         ];
-        let decoded = decode(&encode(&samples)).unwrap();
+        let batch = decode(&encode(&samples)).unwrap();
+        assert_eq!(batch.series().len(), 2, "one series per TimeSeries");
+        let decoded: Vec<Sample> = batch.samples().collect();
         assert_eq!(decoded.len(), 3);
         assert_eq!(decoded[0], samples[0]);
         assert_eq!(decoded[2], samples[2]);

@@ -2,20 +2,20 @@
 //! as Arrow record batches at once.
 //!
 //! Rows go into the active chunk; at [`CHUNK_ROWS`] rows it is sealed into an immutable
-//! [`Chunk`] whose record batch is built once. Tag and metric columns of a chunk are
-//! dictionaries over the chunk's own series list, all sharing one key buffer (row → series),
-//! so a buffered row costs about 24 bytes whatever the number of tags.
+//! [`Chunk`]: a series id, time and value per row, about 21 bytes whatever the number of
+//! tags. A chunk's record batch with metric and tag columns (dictionaries over the chunk's
+//! own series list, sharing the row → series keys) is built the first time SQL reads it.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arrow::array::{
-    Array, ArrayRef, DictionaryArray, Float64Builder, Int32Array, StringArray, StringBuilder,
-    TimestampNanosecondArray, TimestampNanosecondBuilder, new_null_array,
+    Array, ArrayRef, DictionaryArray, Float64Array, Float64Builder, Int32Array, StringArray,
+    StringBuilder, TimestampNanosecondArray, TimestampNanosecondBuilder, new_null_array,
 };
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
-use exawatch_protocol::{Sample, Value};
+use exawatch_protocol::{Batch, Value};
 
 #[cfg(test)]
 mod tests;
@@ -30,26 +30,7 @@ pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomSta
 /// EXAMON's topic tags, in topic order: new tag columns with these names come first.
 const EXAMON_TAG_ORDER: [&str; 5] = ["org", "cluster", "node", "plugin", "chnl"];
 
-/// The identity of a series: metric name and sorted tags.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-pub struct SeriesKey {
-    /// Metric name.
-    pub metric: String,
-    /// Tags sorted by key.
-    pub tags: Vec<(String, String)>,
-}
-
-impl SeriesKey {
-    /// The value of tag `key`, if the series has it.
-    pub fn tag(&self, key: &str) -> Option<&str> {
-        self.tags
-            .binary_search_by(|(k, _)| k.as_str().cmp(key))
-            .ok()
-            .map(|i| self.tags[i].1.as_str())
-    }
-}
+pub use exawatch_protocol::SeriesKey;
 
 /// Cardinality limits: what a new series may not exceed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,12 +76,14 @@ impl Rejections {
         self.series_per_metric + self.tag_keys
     }
 
-    fn add(&mut self, refusal: LimitExceeded) {
+    fn add(&mut self, refusal: &LimitExceeded) {
         match refusal.limit {
             "series_per_metric" => self.series_per_metric += 1,
             _ => self.tag_keys += 1,
         }
-        self.first.get_or_insert(refusal.message);
+        if self.first.is_none() {
+            self.first = Some(refusal.message.clone());
+        }
     }
 }
 
@@ -241,19 +224,61 @@ fn tag_field(name: &str) -> Field {
     Field::new(name, dictionary_type(), true)
 }
 
-/// An immutable block of buffered rows.
+/// An immutable block of buffered rows: one series id, time and value per row. Its label
+/// columns (metric and tags) are built only when a SQL query first reads the chunk: a
+/// chunk names thousands of series, and most chunks go to a file without ever being read
+/// that way.
 #[derive(Debug)]
 pub struct Chunk {
     /// Global series ids of the chunk's local series, by local index.
     pub series: Vec<u32>,
     /// Local series index of each row.
     pub keys: Int32Array,
-    /// The rows as a record batch (time, metric, value, text, and the chunk's tag columns).
-    pub batch: RecordBatch,
+    /// The `time` of each row.
+    pub time: TimestampNanosecondArray,
+    /// The `value` of each row (NULL for a text sample).
+    pub value: Float64Array,
+    /// The `text` of each row (NULL for a numeric sample).
+    pub text: StringArray,
     /// Smallest timestamp in the chunk.
     pub min_time: i64,
     /// Largest timestamp in the chunk.
     pub max_time: i64,
+    batch: OnceLock<RecordBatch>,
+}
+
+impl Chunk {
+    /// The rows as a `samples` record batch (time, metric, value, text, and the tag columns
+    /// of the chunk's series), built on first use. `keys` are the series table's keys by id
+    /// ([`SeriesTable::keys`]), `tag_columns` its tag columns.
+    pub fn batch(
+        &self,
+        keys: &[Arc<SeriesKey>],
+        tag_columns: &[String],
+    ) -> Result<&RecordBatch, ArrowError> {
+        if let Some(batch) = self.batch.get() {
+            return Ok(batch);
+        }
+        let keyed: Vec<&SeriesKey> = self.series.iter().map(|&id| &*keys[id as usize]).collect();
+        let batch = series_batch(
+            &keyed,
+            &self.keys,
+            Arc::new(self.time.clone()),
+            value_columns(Arc::new(self.value.clone()), Arc::new(self.text.clone())),
+            tag_columns,
+        )?;
+        Ok(self.batch.get_or_init(|| batch))
+    }
+
+    /// Rows in the chunk.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// True when the chunk has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
 }
 
 /// The chunk being filled.
@@ -318,55 +343,31 @@ impl ActiveChunk {
     }
 
     /// A sealed copy of the rows so far (the active chunk keeps filling).
-    fn snapshot(&self, table: &SeriesTable) -> Result<Chunk, ArrowError> {
-        build_chunk(
-            self.series.clone(),
-            Int32Array::from(self.keys.clone()),
-            self.time.finish_cloned(),
-            self.value.finish_cloned(),
-            self.text.finish_cloned(),
-            (self.min_time, self.max_time),
-            table,
-        )
+    fn snapshot(&self) -> Chunk {
+        Chunk {
+            series: self.series.clone(),
+            keys: Int32Array::from(self.keys.clone()),
+            time: self.time.finish_cloned(),
+            value: self.value.finish_cloned(),
+            text: self.text.finish_cloned(),
+            min_time: self.min_time,
+            max_time: self.max_time,
+            batch: OnceLock::new(),
+        }
     }
 
-    fn seal(mut self, table: &SeriesTable) -> Result<Chunk, ArrowError> {
-        build_chunk(
-            self.series,
-            Int32Array::from(self.keys),
-            self.time.finish(),
-            self.value.finish(),
-            self.text.finish(),
-            (self.min_time, self.max_time),
-            table,
-        )
+    fn seal(mut self) -> Chunk {
+        Chunk {
+            series: self.series,
+            keys: Int32Array::from(self.keys),
+            time: self.time.finish(),
+            value: self.value.finish(),
+            text: self.text.finish(),
+            min_time: self.min_time,
+            max_time: self.max_time,
+            batch: OnceLock::new(),
+        }
     }
-}
-
-fn build_chunk(
-    series: Vec<u32>,
-    keys: Int32Array,
-    time: TimestampNanosecondArray,
-    value: arrow::array::Float64Array,
-    text: StringArray,
-    (min_time, max_time): (i64, i64),
-    table: &SeriesTable,
-) -> Result<Chunk, ArrowError> {
-    let keyed: Vec<&SeriesKey> = series.iter().map(|&id| table.key(id)).collect();
-    let batch = series_batch(
-        &keyed,
-        &keys,
-        Arc::new(time),
-        value_columns(Arc::new(value), Arc::new(text)),
-        table.tag_columns(),
-    )?;
-    Ok(Chunk {
-        series,
-        keys,
-        batch,
-        min_time,
-        max_time,
-    })
 }
 
 /// The `value` and `text` columns of the `samples` table.
@@ -443,30 +444,31 @@ pub struct Buffer {
 }
 
 impl Buffer {
-    /// Adds samples, interning their series.
+    /// Adds a batch's points, interning each series they refer to once.
     pub fn insert(
         &mut self,
-        samples: Vec<Sample>,
+        batch: Batch,
         table: &mut SeriesTable,
     ) -> Result<Rejections, ArrowError> {
+        let (mut keys, points) = batch.into_parts();
+        // What interning each series of the batch gave, once a point refers to it.
+        let mut ids: Vec<Option<Result<u32, LimitExceeded>>> = vec![None; keys.len()];
         let mut rejections = Rejections::default();
-        for sample in samples {
-            let key = SeriesKey {
-                metric: sample.metric,
-                tags: sample.tags,
-            };
-            let id = match table.intern(key) {
-                Ok(id) => id,
+        for point in points {
+            let i = point.series as usize;
+            let id = match ids[i].get_or_insert_with(|| table.intern(std::mem::take(&mut keys[i])))
+            {
+                Ok(id) => *id,
                 Err(refusal) => {
                     rejections.add(refusal);
                     continue;
                 }
             };
-            self.active.push(id, sample.time_ns, &sample.value);
+            self.active.push(id, point.time_ns, &point.value);
             self.rows += 1;
             if self.active.len() >= CHUNK_ROWS {
                 let full = std::mem::take(&mut self.active);
-                self.sealed.push(Arc::new(full.seal(table)?));
+                self.sealed.push(Arc::new(full.seal()));
             }
         }
         Ok(rejections)
@@ -478,23 +480,23 @@ impl Buffer {
     }
 
     /// The chunks a query reads now: the sealed ones and a copy of the active one.
-    pub fn chunks(&self, table: &SeriesTable) -> Result<Vec<Arc<Chunk>>, ArrowError> {
+    pub fn chunks(&self) -> Vec<Arc<Chunk>> {
         let mut chunks = self.sealed.clone();
         if !self.active.is_empty() {
-            chunks.push(Arc::new(self.active.snapshot(table)?));
+            chunks.push(Arc::new(self.active.snapshot()));
         }
-        Ok(chunks)
+        chunks
     }
 
     /// Seals everything and empties the buffer, returning its chunks.
-    pub fn take(&mut self, table: &SeriesTable) -> Result<Vec<Arc<Chunk>>, ArrowError> {
+    pub fn take(&mut self) -> Vec<Arc<Chunk>> {
         let mut chunks = std::mem::take(&mut self.sealed);
         let active = std::mem::take(&mut self.active);
         if !active.is_empty() {
-            chunks.push(Arc::new(active.seal(table)?));
+            chunks.push(Arc::new(active.seal()));
         }
         self.rows = 0;
-        Ok(chunks)
+        chunks
     }
 }
 
@@ -503,6 +505,9 @@ impl Buffer {
 /// `time` — the order [`sort_order`] declares. Of rows with the same series and time only the
 /// last written is kept. `keys` holds the key of every series in `chunks`
 /// ([`SeriesTable::keys_of`]).
+///
+/// The series are ranked once; rows go to their series' place by a counting sort that keeps
+/// arrival order, so only a series whose rows arrived out of time order is sorted further.
 pub fn sorted_batch(
     chunks: &[Arc<Chunk>],
     keys: &HashMap<u32, Arc<SeriesKey>>,
@@ -521,46 +526,69 @@ pub fn sorted_batch(
         .enumerate()
         .map(|(r, &id)| (id, r as u32))
         .collect();
+    // Each chunk's local series → rank.
+    let local_ranks: Vec<Vec<u32>> = chunks
+        .iter()
+        .map(|c| c.series.iter().map(|id| rank[id]).collect())
+        .collect();
 
-    let total: usize = chunks.iter().map(|c| c.keys.len()).sum();
-    let mut rows: Vec<(u32, i64, u32, u32)> = Vec::with_capacity(total);
-    for (c, chunk) in chunks.iter().enumerate() {
-        let times = chunk
-            .batch
-            .column(0)
-            .as_any()
-            .downcast_ref::<TimestampNanosecondArray>()
-            .expect("time column");
-        for (row, (key, time)) in chunk.keys.values().iter().zip(times.values()).enumerate() {
-            let series = chunk.series[*key as usize];
-            rows.push((rank[&series], *time, c as u32, row as u32));
+    // Counting sort into rows packed as chunk << ROW_BITS | row, in arrival order per series.
+    let mut starts = vec![0usize; ids.len() + 1];
+    for (chunk, ranks) in chunks.iter().zip(&local_ranks) {
+        for &local in chunk.keys.values() {
+            starts[ranks[local as usize] as usize + 1] += 1;
         }
     }
-    // Arrival order (chunk, row) breaks ties, so the last of a duplicate comes last.
-    rows.sort_unstable();
-    rows.dedup_by(|later, earlier| {
-        let duplicate = later.0 == earlier.0 && later.1 == earlier.1;
-        if duplicate {
-            *earlier = *later;
+    for r in 1..starts.len() {
+        starts[r] += starts[r - 1];
+    }
+    let mut next = starts.clone();
+    let mut order = vec![0u32; starts[ids.len()]];
+    for (c, (chunk, ranks)) in chunks.iter().zip(&local_ranks).enumerate() {
+        for (row, &local) in chunk.keys.values().iter().enumerate() {
+            let slot = &mut next[ranks[local as usize] as usize];
+            order[*slot] = pack(c, row);
+            *slot += 1;
         }
-        duplicate
-    });
-    let indices: Vec<(usize, usize)> = rows.iter().map(|r| (r.2 as usize, r.3 as usize)).collect();
-    let gather = |column: usize| -> Result<ArrayRef, ArrowError> {
-        let arrays: Vec<&dyn Array> = chunks
-            .iter()
-            .map(|c| c.batch.column(column).as_ref())
-            .collect();
-        arrow::compute::interleave(&arrays, &indices)
+    }
+    let time_of = |packed: u32| {
+        let (c, row) = unpack(packed);
+        chunks[c].time.value(row)
     };
-    let row_keys = Int32Array::from_iter_values(rows.iter().map(|r| r.0 as i32));
+
+    // Per series: time order (stable: the later write of a time stays later), then only the
+    // last row of each time. Kept rows move to the front of `order`.
+    let mut kept = 0;
+    let mut row_keys: Vec<i32> = Vec::with_capacity(order.len());
+    for r in 0..ids.len() {
+        let run = &mut order[starts[r]..starts[r + 1]];
+        if !run.is_sorted_by_key(|&p| time_of(p)) {
+            run.sort_by_key(|&p| time_of(p));
+        }
+        for i in starts[r]..starts[r + 1] {
+            let packed = order[i];
+            let duplicate = i + 1 < starts[r + 1] && time_of(order[i + 1]) == time_of(packed);
+            if !duplicate {
+                order[kept] = packed;
+                kept += 1;
+                row_keys.push(r as i32);
+            }
+        }
+    }
+    order.truncate(kept);
+
+    let times = TimestampNanosecondArray::from_iter_values(order.iter().map(|&p| time_of(p)))
+        .with_timezone("UTC");
+    let values = gather_values(chunks, &order);
+    let texts = gather_texts(chunks, &order);
+    let row_keys = Int32Array::from(row_keys);
     let series: Vec<Arc<SeriesKey>> = ids.iter().map(|id| Arc::clone(&keys[id])).collect();
     let keyed: Vec<&SeriesKey> = series.iter().map(AsRef::as_ref).collect();
     let batch = series_batch(
         &keyed,
         &row_keys,
-        gather(0)?,
-        value_columns(gather(2)?, gather(3)?),
+        Arc::new(times),
+        value_columns(Arc::new(values), texts),
         tag_columns,
     )?;
     Ok(SortedRows {
@@ -568,6 +596,61 @@ pub fn sorted_batch(
         keys: row_keys,
         series,
     })
+}
+
+/// Bits of a packed row reference that hold the row within its chunk.
+const ROW_BITS: u32 = CHUNK_ROWS.trailing_zeros();
+
+/// A row of `chunks[chunk]` as one `u32`: sorting moves 4 bytes per row.
+fn pack(chunk: usize, row: usize) -> u32 {
+    debug_assert!(row < CHUNK_ROWS && chunk < 1 << (32 - ROW_BITS));
+    ((chunk as u32) << ROW_BITS) | row as u32
+}
+
+fn unpack(packed: u32) -> (usize, usize) {
+    (
+        (packed >> ROW_BITS) as usize,
+        (packed & ((1 << ROW_BITS) - 1)) as usize,
+    )
+}
+
+/// The `value` of each packed row.
+fn gather_values(chunks: &[Arc<Chunk>], order: &[u32]) -> Float64Array {
+    let all_valid = chunks.iter().all(|c| c.value.null_count() == 0);
+    if all_valid {
+        return Float64Array::from_iter_values(order.iter().map(|&p| {
+            let (c, row) = unpack(p);
+            chunks[c].value.value(row)
+        }));
+    }
+    order
+        .iter()
+        .map(|&p| {
+            let (c, row) = unpack(p);
+            chunks[c]
+                .value
+                .is_valid(row)
+                .then(|| chunks[c].value.value(row))
+        })
+        .collect()
+}
+
+/// The `text` of each packed row (all NULL, without looking, when no chunk has text).
+fn gather_texts(chunks: &[Arc<Chunk>], order: &[u32]) -> ArrayRef {
+    if chunks.iter().all(|c| c.text.null_count() == c.text.len()) {
+        return new_null_array(&DataType::Utf8, order.len());
+    }
+    let texts: StringArray = order
+        .iter()
+        .map(|&p| {
+            let (c, row) = unpack(p);
+            chunks[c]
+                .text
+                .is_valid(row)
+                .then(|| chunks[c].text.value(row))
+        })
+        .collect();
+    Arc::new(texts)
 }
 
 /// Rows in file order, with the series of each row.

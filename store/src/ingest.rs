@@ -1,7 +1,7 @@
 //! Decoding of MQTT messages (EXAMON, or Influx line protocol) into store writes, counting
 //! what is dropped.
 
-use exawatch_protocol::Sample;
+use exawatch_protocol::Batch;
 use exawatch_protocol::examon::Decoded;
 use exawatch_protocol::mqtt;
 
@@ -22,7 +22,7 @@ impl MqttIngest {
 
     /// Decodes one message into `out` (samples without a timestamp get `now_ns`); returns
     /// false if it was dropped, in whole or in part.
-    pub fn decode(&self, topic: &[u8], payload: &[u8], now_ns: i64, out: &mut Vec<Sample>) -> bool {
+    pub fn decode(&self, topic: &[u8], payload: &[u8], now_ns: i64, out: &mut Batch) -> bool {
         let metrics = &self.store.inner.metrics;
         let kind = match mqtt::decode(topic, payload, now_ns, out) {
             Ok(Decoded::Samples(_)) => return true,
@@ -47,7 +47,7 @@ impl MqttIngest {
     }
 
     /// Writes decoded samples without waiting for the WAL (see [`Store::write_unconfirmed`]).
-    pub async fn write(&self, samples: Vec<Sample>) -> crate::Result<()> {
+    pub async fn write(&self, samples: Batch) -> crate::Result<()> {
         self.store.write_unconfirmed(samples).await
     }
 }

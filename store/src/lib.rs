@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
-use exawatch_protocol::Sample;
+use exawatch_protocol::Batch;
 use object_store::local::LocalFileSystem;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parking_lot::{Mutex, RwLock};
@@ -137,6 +137,11 @@ fn now_ns() -> i64 {
 /// How long an acknowledged write may wait for room in the WAL queue.
 const QUEUE_WAIT: Duration = Duration::from_secs(2);
 
+/// How long an acknowledged write may wait for a flush to make room in a full buffer: about
+/// the time a flush of `max_buffer_rows` takes on a small machine, and within the 5 s that
+/// Telegraf waits for an answer by default.
+const ROOM_WAIT: Duration = Duration::from_secs(4);
+
 /// `Result` with the store's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -160,7 +165,7 @@ struct State {
 enum Command {
     Write {
         body: Vec<u8>,
-        samples: Vec<Sample>,
+        samples: Batch,
         ack: Option<oneshot::Sender<Result<Rejections, String>>>,
     },
     Freeze {
@@ -179,6 +184,8 @@ struct Inner {
     object_store: Arc<dyn ObjectStore>,
     metrics: StoreMetrics,
     flush_wanted: Notify,
+    /// Notified (all waiters) when a flush has made room in the buffer.
+    room: Notify,
     /// Serializes catalog changes: flushes, compaction, retention.
     flushing: tokio::sync::Mutex<()>,
     /// Files out of the catalog, deleted when due.
@@ -251,13 +258,15 @@ impl Store {
     }
 
     /// Stores samples and returns once they are in the WAL (fsynced if the policy is
-    /// `always`) and visible to queries. Fails fast, storing nothing, with
-    /// [`Error::Overloaded`] or [`Error::QueueFull`] when the store is behind.
-    pub async fn write(&self, samples: Vec<Sample>) -> Result<()> {
+    /// `always`) and visible to queries. While the buffer is full it waits for a flush to
+    /// make room, up to [`ROOM_WAIT`]; then it fails, storing nothing, with
+    /// [`Error::Overloaded`] (or [`Error::QueueFull`] when the WAL queue stays full).
+    pub async fn write(&self, samples: impl Into<Batch>) -> Result<()> {
+        let samples = samples.into();
         if samples.is_empty() {
             return Ok(());
         }
-        self.check_memory()?;
+        self.wait_for_room().await?;
         let (ack, done) = oneshot::channel();
         let command = Command::Write {
             body: wal::encode_batch(&samples),
@@ -284,7 +293,7 @@ impl Store {
     /// the queue is full (backpressure). For sources that cannot be told about failures
     /// (MQTT QoS 0): when memory is at its limit the samples are shed and counted
     /// (`exawatch_samples_shed_total`).
-    pub async fn write_unconfirmed(&self, samples: Vec<Sample>) -> Result<()> {
+    pub async fn write_unconfirmed(&self, samples: Batch) -> Result<()> {
         if samples.is_empty() {
             return Ok(());
         }
@@ -298,6 +307,23 @@ impl Store {
             ack: None,
         };
         self.send(command).await
+    }
+
+    /// Waits until the buffer is below `max_buffer_rows`, at most [`ROOM_WAIT`].
+    async fn wait_for_room(&self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + ROOM_WAIT;
+        loop {
+            // Created before the check, so a flush that ends in between still wakes it.
+            let room = self.inner.room.notified();
+            match self.check_memory() {
+                Ok(()) => return Ok(()),
+                Err(overloaded) => {
+                    if tokio::time::timeout_at(deadline, room).await.is_err() {
+                        return Err(overloaded);
+                    }
+                }
+            }
+        }
     }
 
     fn check_memory(&self) -> Result<()> {
@@ -435,6 +461,16 @@ impl Store {
         persist::persist_frozen(&self.inner).await
     }
 
+    /// An early flush: of the frozen buffers if the WAL thread froze a full one (without
+    /// cutting a small file from what came in since), else of everything.
+    async fn flush_wanted(&self) -> Result<()> {
+        if self.inner.state.read().frozen.is_empty() {
+            return self.flush().await;
+        }
+        let _flushing = self.inner.flushing.lock().await;
+        persist::persist_frozen(&self.inner).await
+    }
+
     async fn send(&self, command: Command) -> Result<()> {
         self.commands.send(command).await.map_err(|_| Error::Closed)
     }
@@ -447,12 +483,12 @@ impl Store {
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         tokio::pin!(shutdown);
         loop {
-            tokio::select! {
+            let persisted = tokio::select! {
                 _ = &mut shutdown => break,
-                _ = interval.tick() => {}
-                _ = self.inner.flush_wanted.notified() => {}
-            }
-            if let Err(error) = self.flush().await {
+                _ = interval.tick() => self.flush().await,
+                _ = self.inner.flush_wanted.notified() => self.flush_wanted().await,
+            };
+            if let Err(error) = persisted {
                 self.inner.metrics.flush_errors.inc();
                 tracing::warn!(%error, "Flush failed; the data stays in the WAL and will be retried.");
             }
@@ -576,14 +612,14 @@ impl State {
     }
 
     /// Every row not yet in a file: the frozen chunks (oldest first), then the buffer's.
-    fn unflushed_chunks(&self) -> Result<Vec<Arc<Chunk>>, arrow::error::ArrowError> {
+    fn unflushed_chunks(&self) -> Vec<Arc<Chunk>> {
         let mut chunks: Vec<Arc<Chunk>> = self
             .frozen
             .iter()
             .flat_map(|f| f.chunks.iter().cloned())
             .collect();
-        chunks.extend(self.buffer.chunks(&self.table)?);
-        Ok(chunks)
+        chunks.extend(self.buffer.chunks());
+        chunks
     }
 }
 
@@ -602,6 +638,7 @@ impl Inner {
             object_store,
             metrics,
             flush_wanted: Notify::new(),
+            room: Notify::new(),
             flushing: tokio::sync::Mutex::new(()),
             pending_deletes: Mutex::new(Vec::new()),
             file_indexes: Mutex::new(std::collections::HashMap::new()),
@@ -709,11 +746,12 @@ struct WalState {
 
 type Write = (
     Vec<u8>,
-    Vec<Sample>,
+    Batch,
     Option<oneshot::Sender<Result<Rejections, String>>>,
 );
 
-/// Appends a group of writes to the WAL, then makes them visible, then acknowledges.
+/// Appends a group of writes to the WAL, then makes them visible, then acknowledges; freezes
+/// the buffer once it holds `flush_max_rows`.
 fn commit(inner: &Inner, writer: &mut SegmentWriter, wal: &mut WalState, writes: Vec<Write>) {
     if writes.is_empty() {
         return;
@@ -755,6 +793,9 @@ fn commit(inner: &Inner, writer: &mut SegmentWriter, wal: &mut WalState, writes:
         }
     }
     if rows >= inner.config.flush_max_rows {
+        // Frozen here rather than by the flusher, so that no file is larger than about
+        // `flush_max_rows` however far behind the flusher is.
+        freeze(inner, writer, wal);
         inner.flush_wanted.notify_one();
     }
 }
@@ -821,17 +862,9 @@ fn freeze(inner: &Inner, writer: &mut SegmentWriter, wal: &mut WalState) {
         }
     }
     let mut state = inner.state.write();
-    let State {
-        table,
-        buffer,
-        frozen,
-        ..
-    } = &mut *state;
-    match buffer.take(table) {
-        Ok(chunks) => frozen.push_back(Frozen {
-            chunks,
-            last_segment,
-        }),
-        Err(e) => tracing::error!(error = %e, "Freezing the buffer failed."),
-    }
+    let chunks = state.buffer.take();
+    state.frozen.push_back(Frozen {
+        chunks,
+        last_segment,
+    });
 }

@@ -121,6 +121,7 @@ pub(crate) async fn persist_frozen(inner: &Arc<Inner>) -> Result<()> {
             state.frozen.pop_front();
             inner.metrics.set_state(&state);
         }
+        inner.room.notify_waiters();
         delete_segments_through(inner, last_segment);
         inner.metrics.flushes.inc();
         inner.metrics.flushed_rows.inc_by(meta.rows);

@@ -146,9 +146,7 @@ impl Store {
                 .filter(|f| f.min_time <= max_ns && f.max_time >= min_ns)
                 .cloned()
                 .collect();
-            let mut chunks = state.unflushed_chunks().map_err(|e| Error::Encode {
-                message: e.to_string(),
-            })?;
+            let mut chunks = state.unflushed_chunks();
             chunks.retain(|c| c.min_time <= max_ns && c.max_time >= min_ns);
             let keys = state.table.keys().to_vec();
             (files, chunks, keys)
@@ -534,14 +532,7 @@ fn read_buffer(
         if local.iter().all(|&slot| slot == UNWANTED) {
             continue;
         }
-        let batch = &chunk.batch;
-        let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
-        let Some(values) = batch
-            .column_by_name("value")
-            .and_then(|c| c.as_primitive_opt::<Float64Type>())
-        else {
-            continue;
-        };
+        let (times, values) = (&chunk.time, &chunk.value);
         for (row, key) in chunk.keys.values().iter().enumerate() {
             let slot = local[*key as usize];
             if slot == UNWANTED {

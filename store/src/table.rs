@@ -14,7 +14,7 @@ use datafusion::datasource::object_store::ObjectStoreUrl;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType};
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column as PhysicalColumn;
@@ -92,15 +92,10 @@ impl TableProvider for SamplesTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let range = TimeRange::from_filters(filters);
-        let (chunks, files) = {
+        let (chunks, keys, tag_columns, files) = {
             let state = self.inner.state.read();
             let (chunks, files) = match self.rollup {
-                None => {
-                    let chunks = state
-                        .unflushed_chunks()
-                        .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))?;
-                    (chunks, state.catalog.files.as_slice())
-                }
+                None => (state.unflushed_chunks(), state.catalog.files.as_slice()),
                 Some(resolution) => {
                     let files = state.catalog.rollups.get(resolution.name());
                     (Vec::new(), files.map_or(&[][..], Vec::as_slice))
@@ -111,7 +106,12 @@ impl TableProvider for SamplesTable {
                 .filter(|f| range.overlaps(f.min_time, f.max_time))
                 .cloned()
                 .collect();
-            (chunks, files)
+            let keys = if chunks.is_empty() {
+                Vec::new()
+            } else {
+                state.table.keys().to_vec()
+            };
+            (chunks, keys, state.table.tag_columns().to_vec(), files)
         };
         let partitions = session.config().target_partitions().max(1);
         let mut memory: Vec<Vec<RecordBatch>> = vec![Vec::new(); partitions];
@@ -119,7 +119,8 @@ impl TableProvider for SamplesTable {
             .iter()
             .filter(|c| range.overlaps(c.min_time, c.max_time));
         for (i, chunk) in in_range.enumerate() {
-            memory[i % partitions].push(conform(&chunk.batch, &self.schema)?);
+            let batch = chunk.batch(&keys, &tag_columns)?;
+            memory[i % partitions].push(conform(batch, &self.schema)?);
         }
         memory.retain(|p| !p.is_empty());
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();

@@ -1,23 +1,28 @@
 //! The write-ahead log: numbered segment files of checksummed records, each record one
 //! batch of samples.
 //!
-//! Segment file `<id:020>.wal`: the magic `EXAWAL01`, then records
-//! `len: u32 LE | crc32(body): u32 LE | body`. A body is a string table followed by the
-//! samples that index into it (see [`encode_batch`]). Replay stops at the first truncated or
-//! corrupt record of a segment: that is where a crash cut the last write.
+//! Segment file `<id:020>.wal`: the magic `EXAWAL02`, then records
+//! `len: u32 LE | crc32(body): u32 LE | body`. A body is a string table, the batch's series
+//! and its points (see [`encode_batch`]). Segments of format 1 (`EXAWAL01`, one series per
+//! sample) written by earlier versions are still replayed. Replay stops at the first
+//! truncated or corrupt record of a segment: that is where a crash cut the last write.
 
-use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
-use exawatch_protocol::{Sample, Value};
+use exawatch_protocol::{Batch, SeriesKey, Value};
+
+use crate::buffer::HashMap;
 use snafu::{ResultExt, Snafu};
 
 #[cfg(test)]
 mod tests;
 
-const MAGIC: &[u8; 8] = b"EXAWAL01";
+/// The magic of segments this version writes (records of [`encode_batch`]).
+const MAGIC: &[u8; 8] = b"EXAWAL02";
+/// The magic of segments of format 1 (records of [`decode_samples`]), still replayed.
+const MAGIC_V1: &[u8; 8] = b"EXAWAL01";
 /// A record larger than this is treated as corrupt (a real one is a few MiB at most).
 const MAX_RECORD_BYTES: usize = 256 << 20;
 
@@ -50,25 +55,31 @@ impl<'a> Interner<'a> {
     }
 }
 
-/// Serializes a batch of samples into one record body.
+/// Serializes a batch into one record body (format 2).
 ///
-/// Layout (integers LEB128): `n_strings, (len, bytes)*, n_samples, sample*`, where a sample is
-/// `metric, n_tags, (key, value)*, zigzag(time_ns), kind, f64 LE (kind 0) | text (kind 1)`,
-/// strings given as indexes into the table. Strings repeat a lot within a batch (org,
-/// cluster, node, plugin, …), so each is stored once.
-pub fn encode_batch(samples: &[Sample]) -> Vec<u8> {
+/// Layout (integers LEB128): `n_strings, (len, bytes)*, n_series, series*, n_points, point*`,
+/// where a series is `metric, n_tags, (key, value)*` with strings given as indexes into the
+/// table, and a point is `series, zigzag(time_ns - previous point's time_ns), kind, f64 LE
+/// (kind 0) | text (kind 1)`. Each string and each series is stored once per batch.
+pub fn encode_batch(batch: &Batch) -> Vec<u8> {
     let mut interner = Interner::default();
-    let mut rows = Vec::with_capacity(samples.len() * 24);
-    put_varint(&mut rows, samples.len() as u64);
-    for sample in samples {
-        put_varint(&mut rows, interner.get(&sample.metric));
-        put_varint(&mut rows, sample.tags.len() as u64);
-        for (key, value) in &sample.tags {
-            put_varint(&mut rows, interner.get(key));
+    let mut rows = Vec::with_capacity(batch.series().len() * 16 + batch.len() * 14);
+    put_varint(&mut rows, batch.series().len() as u64);
+    for key in batch.series() {
+        put_varint(&mut rows, interner.get(&key.metric));
+        put_varint(&mut rows, key.tags.len() as u64);
+        for (tag, value) in &key.tags {
+            put_varint(&mut rows, interner.get(tag));
             put_varint(&mut rows, interner.get(value));
         }
-        put_varint(&mut rows, zigzag(sample.time_ns));
-        match &sample.value {
+    }
+    put_varint(&mut rows, batch.len() as u64);
+    let mut previous = 0i64;
+    for point in batch.points() {
+        put_varint(&mut rows, u64::from(point.series));
+        put_varint(&mut rows, zigzag(point.time_ns.wrapping_sub(previous)));
+        previous = point.time_ns;
+        match &point.value {
             Value::Float(v) => {
                 rows.push(0);
                 rows.extend_from_slice(&v.to_le_bytes());
@@ -89,8 +100,8 @@ pub fn encode_batch(samples: &[Sample]) -> Vec<u8> {
     body
 }
 
-/// Decodes a record body written by [`encode_batch`]; `None` if it is malformed.
-pub fn decode_batch(body: &[u8]) -> Option<Vec<Sample>> {
+/// A record body's string table, and the cursor after it.
+fn string_table(body: &[u8]) -> Option<(Vec<&str>, &[u8])> {
     let mut cursor = body;
     let n_strings = get_varint(&mut cursor)? as usize;
     let mut strings = Vec::with_capacity(n_strings.min(cursor.len()));
@@ -100,40 +111,85 @@ pub fn decode_batch(body: &[u8]) -> Option<Vec<Sample>> {
         strings.push(std::str::from_utf8(bytes).ok()?);
         cursor = &cursor[len..];
     }
-    let string = |cursor: &mut &[u8]| -> Option<String> {
-        strings
-            .get(get_varint(cursor)? as usize)
-            .map(|s| s.to_string())
-    };
-    let n_samples = get_varint(&mut cursor)? as usize;
-    let mut samples = Vec::with_capacity(n_samples.min(cursor.len()));
-    for _ in 0..n_samples {
-        let metric = string(&mut cursor)?;
+    Some((strings, cursor))
+}
+
+/// A string of the table, by the index at the cursor.
+fn string(strings: &[&str], cursor: &mut &[u8]) -> Option<String> {
+    strings
+        .get(get_varint(cursor)? as usize)
+        .map(|s| s.to_string())
+}
+
+/// A value: its kind byte, then the float or the text's string index.
+fn value(strings: &[&str], cursor: &mut &[u8]) -> Option<Value> {
+    let (&kind, rest) = cursor.split_first()?;
+    *cursor = rest;
+    match kind {
+        0 => {
+            let bytes: [u8; 8] = cursor.get(..8)?.try_into().ok()?;
+            *cursor = &cursor[8..];
+            Some(Value::Float(f64::from_le_bytes(bytes)))
+        }
+        1 => Some(Value::Text(string(strings, cursor)?)),
+        _ => None,
+    }
+}
+
+/// Decodes a record body written by [`encode_batch`]; `None` if it is malformed.
+pub fn decode_batch(body: &[u8]) -> Option<Batch> {
+    let (strings, mut cursor) = string_table(body)?;
+    let n_series = get_varint(&mut cursor)? as usize;
+    let mut batch = Batch::new();
+    for _ in 0..n_series {
+        let metric = string(&strings, &mut cursor)?;
         let n_tags = get_varint(&mut cursor)? as usize;
         let mut tags = Vec::with_capacity(n_tags.min(cursor.len()));
         for _ in 0..n_tags {
-            tags.push((string(&mut cursor)?, string(&mut cursor)?));
+            tags.push((
+                string(&strings, &mut cursor)?,
+                string(&strings, &mut cursor)?,
+            ));
+        }
+        batch.add_series(SeriesKey { metric, tags });
+    }
+    let n_points = get_varint(&mut cursor)? as usize;
+    let mut time_ns = 0i64;
+    for _ in 0..n_points {
+        let series = u32::try_from(get_varint(&mut cursor)?).ok()?;
+        if series as usize >= n_series {
+            return None;
+        }
+        time_ns = time_ns.wrapping_add(unzigzag(get_varint(&mut cursor)?));
+        let value = value(&strings, &mut cursor)?;
+        batch.push(series, time_ns, value);
+    }
+    cursor.is_empty().then_some(batch)
+}
+
+/// Decodes a record body of format 1 (segments written before batches held each series
+/// once): `n_strings, (len, bytes)*, n_samples, sample*`, a sample being `metric, n_tags,
+/// (key, value)*, zigzag(time_ns), kind, f64 LE | text`.
+fn decode_samples(body: &[u8]) -> Option<Batch> {
+    let (strings, mut cursor) = string_table(body)?;
+    let n_samples = get_varint(&mut cursor)? as usize;
+    let mut batch = Batch::new();
+    for _ in 0..n_samples {
+        let metric = string(&strings, &mut cursor)?;
+        let n_tags = get_varint(&mut cursor)? as usize;
+        let mut tags = Vec::with_capacity(n_tags.min(cursor.len()));
+        for _ in 0..n_tags {
+            tags.push((
+                string(&strings, &mut cursor)?,
+                string(&strings, &mut cursor)?,
+            ));
         }
         let time_ns = unzigzag(get_varint(&mut cursor)?);
-        let (&kind, rest) = cursor.split_first()?;
-        cursor = rest;
-        let value = match kind {
-            0 => {
-                let bytes: [u8; 8] = cursor.get(..8)?.try_into().ok()?;
-                cursor = &cursor[8..];
-                Value::Float(f64::from_le_bytes(bytes))
-            }
-            1 => Value::Text(string(&mut cursor)?),
-            _ => return None,
-        };
-        samples.push(Sample {
-            metric,
-            tags,
-            time_ns,
-            value,
-        });
+        let value = value(&strings, &mut cursor)?;
+        let series = batch.add_series(SeriesKey { metric, tags });
+        batch.push(series, time_ns, value);
     }
-    cursor.is_empty().then_some(samples)
+    cursor.is_empty().then_some(batch)
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -194,7 +250,7 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u64>, WalError> {
 #[derive(Debug, Default)]
 pub struct SegmentContents {
     /// The record bodies that were whole and intact, in order.
-    pub batches: Vec<Vec<Sample>>,
+    pub batches: Vec<Batch>,
     /// Bytes at the end that did not form a whole, intact record (0 for a clean segment).
     pub discarded_bytes: u64,
 }
@@ -206,10 +262,14 @@ pub fn read_segment(path: &Path) -> Result<SegmentContents, WalError> {
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut contents = SegmentContents::default();
     let mut magic = [0u8; 8];
-    if reader.read_exact(&mut magic).is_err() || &magic != MAGIC {
-        contents.discarded_bytes = total;
-        return Ok(contents);
-    }
+    let decode: fn(&[u8]) -> Option<Batch> = match reader.read_exact(&mut magic) {
+        Ok(()) if &magic == MAGIC => decode_batch,
+        Ok(()) if &magic == MAGIC_V1 => decode_samples,
+        _ => {
+            contents.discarded_bytes = total;
+            return Ok(contents);
+        }
+    };
     let mut consumed = MAGIC.len() as u64;
     loop {
         let mut header = [0u8; 8];
@@ -230,7 +290,7 @@ pub fn read_segment(path: &Path) -> Result<SegmentContents, WalError> {
         if crc32fast::hash(&body) != crc {
             break;
         }
-        let Some(batch) = decode_batch(&body) else {
+        let Some(batch) = decode(&body) else {
             break;
         };
         contents.batches.push(batch);

@@ -84,7 +84,7 @@ async fn filled(dir: &std::path::Path) -> Store {
         .write(
             (10_000..10_010)
                 .map(|s| sample("temp", "n1", s, s as f64))
-                .collect(),
+                .collect::<Vec<_>>(),
         )
         .await
         .unwrap();

@@ -207,7 +207,7 @@ async fn text_values() {
 #[tokio::test]
 async fn limit_and_order() {
     let api = api().await;
-    let samples = (0..10)
+    let samples: Vec<_> = (0..10)
         .map(|i| {
             sample(
                 "m",

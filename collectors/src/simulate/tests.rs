@@ -193,10 +193,11 @@ fn messages_decode_as_examon_samples() {
     node.step();
     let topics = node_topics("acme", "sim", 1);
     let now = 1_700_000_000_123_000_000;
-    let mut samples = Vec::new();
+    let mut batch = exawatch_protocol::Batch::new();
     for message in node.messages(&topics, now) {
-        decode(message.topic.as_bytes(), &message.payload, &mut samples).expect("decodes");
+        decode(message.topic.as_bytes(), &message.payload, &mut batch).expect("decodes");
     }
+    let samples: Vec<_> = batch.samples().collect();
     assert_eq!(samples.len(), SERIES_PER_NODE);
     for (sample, value) in samples.iter().zip(node.values()) {
         assert_eq!(sample.time_ns, now);

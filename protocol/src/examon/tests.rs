@@ -12,12 +12,12 @@ fn tags(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 fn one(topic: &str, payload: &[u8]) -> Result<Sample, DecodeError> {
-    let mut out = Vec::new();
+    let mut out = Batch::new();
     assert_eq!(
         decode(topic.as_bytes(), payload, &mut out)?,
         Decoded::Samples(1)
     );
-    Ok(out.pop().unwrap())
+    Ok(out.samples().next().unwrap())
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -109,7 +109,7 @@ fn values_numbers_and_text() {
 
 #[test]
 fn markers_and_commands_store_nothing() {
-    let mut out = Vec::new();
+    let mut out = Batch::new();
     for marker in [&b"CK"[..], b"__FLUSH"] {
         assert_eq!(decode(b"node/n/m", marker, &mut out), Ok(Decoded::Marker));
     }
@@ -144,7 +144,7 @@ fn malformed_messages_are_rejected_with_a_reason() {
         (b"node/n/m", b"{\"name\":\"x\",\"value\":1}", "bad_json"),
     ];
     for (topic, payload, reason) in cases {
-        let mut out = Vec::new();
+        let mut out = Batch::new();
         let err = decode(topic, payload, &mut out).unwrap_err();
         assert_eq!(err.reason(), *reason, "{topic:?} {payload:?}: {err}");
         assert!(DecodeError::REASONS.contains(reason));
@@ -173,8 +173,9 @@ fn examon_common_bulk_gzipped_and_plain() {
     let list = br#"[{"name": "a", "value": 1, "timestamp": 1000, "tags": {"node": "n"}},
                     {"name": "b", "value": "up", "timestamp": 2000.5, "tags": {"node": "n"}}]"#;
     for payload in [list.to_vec(), gzip(list)] {
-        let mut out = Vec::new();
+        let mut out = Batch::new();
         assert_eq!(decode(b"bulk", &payload, &mut out), Ok(Decoded::Samples(2)));
+        let out: Vec<Sample> = out.samples().collect();
         assert_eq!(out[0].time_ns, 1_000_000_000);
         assert_eq!(out[1].value, Value::Text("up".into()));
         assert_eq!(out[1].time_ns, 2_000_500_000);
@@ -184,7 +185,7 @@ fn examon_common_bulk_gzipped_and_plain() {
 #[test]
 fn a_bad_item_in_bulk_rejects_the_message_whole() {
     let list = br#"[{"name": "a", "value": 1, "timestamp": 1000}, {"name": "", "value": 1, "timestamp": 1}]"#;
-    let mut out = Vec::new();
+    let mut out = Batch::new();
     assert_eq!(
         decode(b"bulk", &gzip(list), &mut out).unwrap_err().reason(),
         "bad_json"
@@ -195,7 +196,7 @@ fn a_bad_item_in_bulk_rejects_the_message_whole() {
 #[test]
 fn gzip_bombs_are_refused() {
     let big = vec![b' '; (MAX_INFLATED_BYTES + 10) as usize];
-    let mut out = Vec::new();
+    let mut out = Batch::new();
     assert_eq!(
         decode(b"bulk", &gzip(&big), &mut out).unwrap_err().reason(),
         "bad_gzip"

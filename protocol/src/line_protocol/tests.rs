@@ -1,9 +1,11 @@
 use super::*;
 
+use crate::Sample;
+
 fn parse(body: &str) -> (Vec<Sample>, Vec<LineError>) {
-    let mut out = Vec::new();
+    let mut out = Batch::new();
     let errors = parse_lines(body, Precision::Nanoseconds, 42, &mut out);
-    (out, errors)
+    (out.samples().collect(), errors)
 }
 
 fn tags(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -77,7 +79,7 @@ fn precision_scales_timestamps() {
         (Precision::Milliseconds, 1_700_000_000_000_000),
         (Precision::Hours, 0),
     ] {
-        let mut out = Vec::new();
+        let mut out = Batch::new();
         let errors = parse_lines("m v=1 1700000000", precision, 0, &mut out);
         if ns == 0 {
             assert!(
@@ -85,7 +87,7 @@ fn precision_scales_timestamps() {
                 "hours overflow: {errors:?}"
             );
         } else {
-            assert_eq!(out[0].time_ns, ns, "{precision:?}");
+            assert_eq!(out.points()[0].time_ns, ns, "{precision:?}");
         }
     }
     assert_eq!(Precision::parse("ms"), Some(Precision::Milliseconds));
@@ -127,4 +129,41 @@ fn never_panics_on_odd_input() {
     ] {
         let _ = parse(line);
     }
+}
+
+#[test]
+fn each_series_is_named_once_per_body() {
+    let body = "cpu,host=a u=1,s=2 10\n\
+                cpu,host=a u=3,s=4 20\n\
+                cpu,host=b u=5 30\n\
+                cpu,host=a u=x 40\n\
+                cpu,host=a s=6,u=7 50\n";
+    let mut out = Batch::new();
+    let errors = parse_lines(body, Precision::Nanoseconds, 0, &mut out);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].line, 4);
+    let names: Vec<String> = out
+        .series()
+        .iter()
+        .map(|k| format!("{}{{host={}}}", k.metric, k.tag("host").unwrap()))
+        .collect();
+    assert_eq!(names, ["cpu_u{host=a}", "cpu_s{host=a}", "cpu_u{host=b}"]);
+    let points: Vec<(u32, i64, Value)> = out
+        .points()
+        .iter()
+        .map(|p| (p.series, p.time_ns, p.value.clone()))
+        .collect();
+    let f = Value::Float;
+    assert_eq!(
+        points,
+        [
+            (0, 10, f(1.0)),
+            (1, 10, f(2.0)),
+            (0, 20, f(3.0)),
+            (1, 20, f(4.0)),
+            (2, 30, f(5.0)),
+            (1, 50, f(6.0)),
+            (0, 50, f(7.0)),
+        ]
+    );
 }

@@ -1,6 +1,8 @@
 use arrow::array::{AsArray, Float64Array};
 use arrow::datatypes::TimestampNanosecondType;
 
+use exawatch_protocol::Sample;
+
 use super::*;
 
 fn sample(metric: &str, tags: &[(&str, &str)], time_ns: i64, value: f64) -> Sample {
@@ -23,7 +25,8 @@ fn tag_columns_keep_first_appearance_order() {
             vec![
                 sample("a", &[("org", "o"), ("node", "n1")], 1, 1.0),
                 sample("b", &[("core", "0"), ("node", "n1")], 2, 2.0),
-            ],
+            ]
+            .into(),
             &mut table,
         )
         .unwrap();
@@ -49,18 +52,19 @@ fn chunks_seal_and_read_back() {
     let samples: Vec<Sample> = (0..CHUNK_ROWS + 10)
         .map(|i| sample("m", &[("node", &format!("n{}", i % 3))], i as i64, i as f64))
         .collect();
-    buffer.insert(samples, &mut table).unwrap();
+    buffer.insert(samples.into(), &mut table).unwrap();
     buffer
         .insert(
-            vec![Sample::new("status", vec![], 99, Value::Text("OK".into()))],
+            vec![Sample::new("status", vec![], 99, Value::Text("OK".into()))].into(),
             &mut table,
         )
         .unwrap();
     assert_eq!(buffer.rows(), CHUNK_ROWS + 11);
-    let chunks = buffer.chunks(&table).unwrap();
+    let chunks = buffer.chunks();
     assert_eq!(chunks.len(), 2);
-    assert_eq!(chunks[0].batch.num_rows(), CHUNK_ROWS);
-    let last = conform(&chunks[1].batch, &table.schema()).unwrap();
+    assert_eq!(chunks[0].len(), CHUNK_ROWS);
+    let batch = chunks[1].batch(table.keys(), table.tag_columns()).unwrap();
+    let last = conform(batch, &table.schema()).unwrap();
     assert_eq!(last.num_rows(), 11);
     let node = last.column_by_name("node").unwrap();
     assert_eq!(
@@ -71,10 +75,10 @@ fn chunks_seal_and_read_back() {
     let text = last.column_by_name("text").unwrap().as_string::<i32>();
     assert_eq!(text.value(10), "OK");
     // Reading does not take: the buffer still holds everything.
-    assert_eq!(buffer.chunks(&table).unwrap().len(), 2);
-    let taken = buffer.take(&table).unwrap();
+    assert_eq!(buffer.chunks().len(), 2);
+    let taken = buffer.take();
     assert_eq!(
-        taken.iter().map(|c| c.batch.num_rows()).sum::<usize>(),
+        taken.iter().map(|c| c.len()).sum::<usize>(),
         CHUNK_ROWS + 11
     );
     assert_eq!(buffer.rows(), 0);
@@ -91,11 +95,12 @@ fn sorted_batch_orders_by_series_then_time() {
                 sample("temp", &[("node", "n1")], 20, 2.0),
                 sample("load", &[("node", "n2")], 10, 1.0),
                 sample("temp", &[("node", "n1")], 10, 1.5),
-            ],
+            ]
+            .into(),
             &mut table,
         )
         .unwrap();
-    let chunks = buffer.take(&table).unwrap();
+    let chunks = buffer.take();
     let batch = sorted_batch(&chunks, &table.keys_of(&chunks), table.tag_columns())
         .unwrap()
         .batch;
@@ -129,11 +134,12 @@ fn sorted_batch_sorts_column_by_column_and_keeps_the_last_duplicate() {
                 sample("m", &[("node", "b"), ("core", "0")], 5, 4.0),
                 // Written again for the same series and time: the later value wins.
                 sample("m", &[("node", "a")], 5, 5.0),
-            ],
+            ]
+            .into(),
             &mut table,
         )
         .unwrap();
-    let chunks = buffer.take(&table).unwrap();
+    let chunks = buffer.take();
     let batch = sorted_batch(&chunks, &table.keys_of(&chunks), table.tag_columns())
         .unwrap()
         .batch;
@@ -173,7 +179,8 @@ fn cardinality_limits_refuse_new_series_only() {
                     1,
                     1.0,
                 ),
-            ],
+            ]
+            .into(),
             &mut table,
         )
         .unwrap();
@@ -189,4 +196,77 @@ fn cardinality_limits_refuse_new_series_only() {
         "{rejections:?}"
     );
     assert_eq!(table.tag_columns(), ["node", "rack"]);
+}
+
+/// Across several chunks, with times out of order, duplicates (some in other chunks) and
+/// text samples: the same rows as sorting (series, time, arrival) and keeping each
+/// (series, time)'s last arrival.
+#[test]
+fn sorted_batch_matches_a_plain_sort_over_many_chunks() {
+    let mut table = SeriesTable::new(Vec::new(), Limits::default());
+    let mut buffer = Buffer::default();
+    let mut state = 7u64;
+    let mut next = |n: u64| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) % n
+    };
+    let mut samples = Vec::new();
+    for i in 0..3 * CHUNK_ROWS {
+        let node = format!("n{}", next(40));
+        let time = (i as i64 / 7) - next(5) as i64;
+        let value = if next(50) == 0 {
+            Value::Text(format!("t{i}"))
+        } else {
+            Value::Float(i as f64)
+        };
+        samples.push(Sample::new("m", vec![("node".into(), node)], time, value));
+    }
+    buffer.insert(samples.clone().into(), &mut table).unwrap();
+    let chunks = buffer.take();
+    assert_eq!(chunks.len(), 3);
+    let sorted = sorted_batch(&chunks, &table.keys_of(&chunks), table.tag_columns()).unwrap();
+
+    let mut expected: Vec<(String, i64, usize)> = samples
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.tag("node").unwrap().to_owned(), s.time_ns, i))
+        .collect();
+    expected.sort();
+    expected.dedup_by(|later, earlier| {
+        let duplicate = (&later.0, later.1) == (&earlier.0, earlier.1);
+        if duplicate {
+            *earlier = later.clone();
+        }
+        duplicate
+    });
+    let batch = conform(&sorted.batch, &table.schema()).unwrap();
+    let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
+    let node =
+        arrow::compute::cast(batch.column_by_name("node").unwrap(), &DataType::Utf8).unwrap();
+    let node = node.as_string::<i32>();
+    let values = batch
+        .column(2)
+        .as_primitive::<arrow::datatypes::Float64Type>();
+    let texts = batch.column(3).as_string::<i32>();
+    assert_eq!(batch.num_rows(), expected.len());
+    for (row, (n, t, i)) in expected.iter().enumerate() {
+        assert_eq!(
+            (node.value(row), times.value(row)),
+            (n.as_str(), *t),
+            "row {row}"
+        );
+        match &samples[*i].value {
+            Value::Float(v) => assert_eq!(values.value(row), *v, "row {row}"),
+            Value::Text(text) => {
+                assert!(values.is_null(row));
+                assert_eq!(texts.value(row), text, "row {row}");
+            }
+        }
+        assert_eq!(
+            sorted.series[sorted.keys.value(row) as usize].tag("node"),
+            Some(n.as_str())
+        );
+    }
 }

@@ -1,5 +1,7 @@
 use std::io::Write;
 
+use exawatch_protocol::Sample;
+
 use super::*;
 
 fn sample(metric: &str, node: &str, time_ns: i64, value: Value) -> Sample {
@@ -11,7 +13,7 @@ fn sample(metric: &str, node: &str, time_ns: i64, value: Value) -> Sample {
     )
 }
 
-fn batch() -> Vec<Sample> {
+fn samples() -> Vec<Sample> {
     vec![
         sample("temp", "n1", 1_700_000_000_000_000_000, Value::Float(41.5)),
         sample("temp", "n2", -5, Value::Float(f64::NAN)),
@@ -20,7 +22,17 @@ fn batch() -> Vec<Sample> {
     ]
 }
 
-fn same(a: &[Sample], b: &[Sample]) -> bool {
+fn batch() -> Batch {
+    let mut batch = Batch::from(samples());
+    // A series with several points, and points out of time order.
+    let temp = batch.add_series(batch.series()[0].clone());
+    batch.push(temp, 1_700_000_001_000_000_000, Value::Float(42.0));
+    batch.push(temp, 3, Value::Float(43.0));
+    batch
+}
+
+fn same(a: &Batch, b: &Batch) -> bool {
+    let (a, b): (Vec<Sample>, Vec<Sample>) = (a.samples().collect(), b.samples().collect());
     a.len() == b.len()
         && a.iter().zip(b).all(|(x, y)| {
             x.metric == y.metric
@@ -35,10 +47,12 @@ fn same(a: &[Sample], b: &[Sample]) -> bool {
 
 #[test]
 fn batches_round_trip() {
-    let samples = batch();
-    let body = encode_batch(&samples);
-    assert!(same(&decode_batch(&body).unwrap(), &samples));
-    assert!(same(&decode_batch(&encode_batch(&[])).unwrap(), &[]));
+    let batch = batch();
+    let body = encode_batch(&batch);
+    assert_eq!(decode_batch(&body).unwrap().series(), batch.series());
+    assert!(same(&decode_batch(&body).unwrap(), &batch));
+    let empty = Batch::new();
+    assert!(same(&decode_batch(&encode_batch(&empty)).unwrap(), &empty));
 }
 
 #[test]
@@ -57,7 +71,7 @@ fn segments_replay_whole_records_and_stop_at_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     let mut writer = SegmentWriter::create(dir.path(), 7).unwrap();
     let first = encode_batch(&batch());
-    let second = encode_batch(&batch()[..1]);
+    let second = encode_batch(&Batch::from(samples()[..1].to_vec()));
     writer.append(&[&first, &second]).unwrap();
     writer.sync().unwrap();
     assert!(
@@ -103,4 +117,65 @@ fn a_file_without_the_magic_is_discarded_whole() {
     let contents = read_segment(&path).unwrap();
     assert!(contents.batches.is_empty());
     assert_eq!(contents.discarded_bytes, 7);
+}
+
+/// A record body of format 1, as versions before format 2 wrote it.
+fn encode_v1(samples: &[Sample]) -> Vec<u8> {
+    let mut interner = Interner::default();
+    let mut rows = Vec::new();
+    put_varint(&mut rows, samples.len() as u64);
+    for sample in samples {
+        put_varint(&mut rows, interner.get(&sample.metric));
+        put_varint(&mut rows, sample.tags.len() as u64);
+        for (key, value) in &sample.tags {
+            put_varint(&mut rows, interner.get(key));
+            put_varint(&mut rows, interner.get(value));
+        }
+        put_varint(&mut rows, zigzag(sample.time_ns));
+        match &sample.value {
+            Value::Float(v) => {
+                rows.push(0);
+                rows.extend_from_slice(&v.to_le_bytes());
+            }
+            Value::Text(t) => {
+                rows.push(1);
+                put_varint(&mut rows, interner.get(t));
+            }
+        }
+    }
+    let mut body = Vec::new();
+    put_varint(&mut body, interner.strings.len() as u64);
+    for s in &interner.strings {
+        put_varint(&mut body, s.len() as u64);
+        body.extend_from_slice(s.as_bytes());
+    }
+    body.extend_from_slice(&rows);
+    body
+}
+
+#[test]
+fn segments_of_format_1_still_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = segment_path(dir.path(), 3);
+    let body = encode_v1(&samples());
+    let mut segment = MAGIC_V1.to_vec();
+    segment.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    segment.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    segment.extend_from_slice(&body);
+    fs::write(&path, &segment).unwrap();
+    let contents = read_segment(&path).unwrap();
+    assert_eq!(contents.discarded_bytes, 0);
+    assert_eq!(contents.batches.len(), 1);
+    assert!(same(&contents.batches[0], &Batch::from(samples())));
+}
+
+#[test]
+fn a_point_naming_a_missing_series_is_refused() {
+    let mut body = Vec::new();
+    for v in [0u64, 0, 1, 5, 0, 0] {
+        put_varint(&mut body, v);
+    }
+    body.extend_from_slice(&1f64.to_le_bytes());
+    // strings 0, series 0, points 1: series 5 (there is none).
+    assert!(decode_batch(&body).is_none());
 }
