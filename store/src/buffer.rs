@@ -6,6 +6,7 @@
 //! tags. A chunk's record batch with metric and tag columns (dictionaries over the chunk's
 //! own series list, sharing the row → series keys) is built the first time SQL reads it.
 
+use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{
@@ -579,22 +580,14 @@ pub fn sorted_batch(
 
     let times = TimestampNanosecondArray::from_iter_values(order.iter().map(|&p| time_of(p)))
         .with_timezone("UTC");
-    let values = gather_values(chunks, &order);
-    let texts = gather_texts(chunks, &order);
-    let row_keys = Int32Array::from(row_keys);
-    let series: Vec<Arc<SeriesKey>> = ids.iter().map(|id| Arc::clone(&keys[id])).collect();
-    let keyed: Vec<&SeriesKey> = series.iter().map(AsRef::as_ref).collect();
-    let batch = series_batch(
-        &keyed,
-        &row_keys,
-        Arc::new(times),
-        value_columns(Arc::new(values), texts),
-        tag_columns,
-    )?;
+    let has_text = chunks.iter().any(|c| c.text.null_count() < c.text.len());
     Ok(SortedRows {
-        batch,
-        keys: row_keys,
-        series,
+        keys: Int32Array::from(row_keys),
+        series: ids.iter().map(|id| Arc::clone(&keys[id])).collect(),
+        times,
+        values: gather_values(chunks, &order),
+        texts: has_text.then(|| gather_texts(chunks, &order)),
+        tag_columns: tag_columns.to_vec(),
     })
 }
 
@@ -635,12 +628,9 @@ fn gather_values(chunks: &[Arc<Chunk>], order: &[u32]) -> Float64Array {
         .collect()
 }
 
-/// The `text` of each packed row (all NULL, without looking, when no chunk has text).
-fn gather_texts(chunks: &[Arc<Chunk>], order: &[u32]) -> ArrayRef {
-    if chunks.iter().all(|c| c.text.null_count() == c.text.len()) {
-        return new_null_array(&DataType::Utf8, order.len());
-    }
-    let texts: StringArray = order
+/// The `text` of each packed row.
+fn gather_texts(chunks: &[Arc<Chunk>], order: &[u32]) -> StringArray {
+    order
         .iter()
         .map(|&p| {
             let (c, row) = unpack(p);
@@ -649,19 +639,54 @@ fn gather_texts(chunks: &[Arc<Chunk>], order: &[u32]) -> ArrayRef {
                 .is_valid(row)
                 .then(|| chunks[c].text.value(row))
         })
-        .collect();
-    Arc::new(texts)
+        .collect()
 }
 
-/// Rows in file order, with the series of each row.
+/// Rows in file order, with the series of each row: time and value gathered, label columns
+/// built per slice by [`SortedRows::batch`], so that a flush never holds them for every row.
 #[derive(Debug)]
 pub struct SortedRows {
-    /// The rows (`samples` columns with the tag columns present).
-    pub batch: RecordBatch,
     /// Index into `series` of each row; ascending.
     pub keys: Int32Array,
     /// The series, in sort order.
     pub series: Vec<Arc<SeriesKey>>,
+    /// The `time` of each row.
+    pub times: TimestampNanosecondArray,
+    /// The `value` of each row (NULL for a text sample).
+    pub values: Float64Array,
+    /// The `text` of each row, if any row has one.
+    texts: Option<StringArray>,
+    tag_columns: Vec<String>,
+}
+
+impl SortedRows {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// True when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Rows `rows` as a `samples` record batch: time, metric, value, text, then every tag
+    /// column some series has (the same columns for any slice).
+    pub fn batch(&self, rows: Range<usize>) -> Result<RecordBatch, ArrowError> {
+        let (offset, len) = (rows.start, rows.len());
+        let texts: ArrayRef = match &self.texts {
+            Some(texts) => Arc::new(texts.slice(offset, len)),
+            None => new_null_array(&DataType::Utf8, len),
+        };
+        let keyed: Vec<&SeriesKey> = self.series.iter().map(AsRef::as_ref).collect();
+        series_batch(
+            &keyed,
+            &self.keys.slice(offset, len),
+            Arc::new(self.times.slice(offset, len)),
+            value_columns(Arc::new(self.values.slice(offset, len)), texts),
+            &self.tag_columns,
+        )
+    }
 }
 
 /// The sort order of every file: `metric`, the tag columns (nulls first), `time`, all

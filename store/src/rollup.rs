@@ -187,18 +187,10 @@ pub fn from_sorted(
     tag_columns: &[String],
 ) -> Result<RecordBatch, ArrowError> {
     let width = resolution.width_ns();
-    let times = rows
-        .batch
-        .column(0)
-        .as_primitive::<TimestampNanosecondType>();
-    let values = rows
-        .batch
-        .column_by_name("value")
-        .expect("value column")
-        .as_primitive::<Float64Type>();
+    let (times, values) = (&rows.times, &rows.values);
     let mut out = Output::default();
     let mut current: Option<(i32, i64, Bucket)> = None;
-    for i in 0..rows.batch.num_rows() {
+    for i in 0..rows.len() {
         if values.is_null(i) {
             continue;
         }

@@ -10,7 +10,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, TimestampNanosecondArray, new_null_array};
-use arrow::datatypes::{DataType, Int32Type, TimestampNanosecondType};
+use arrow::datatypes::{DataType, Int32Type};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use arrow::row::{OwnedRow, RowConverter, SortField};
@@ -59,13 +59,9 @@ impl SeriesIndex {
     /// The index of rows sorted for a file, from the series of each row that the sort
     /// already knows.
     pub(crate) fn of_sorted(sorted: &SortedRows) -> Self {
-        let times = sorted
-            .batch
-            .column(0)
-            .as_primitive::<TimestampNanosecondType>();
         let mut index = Self::default();
         let mut previous = None;
-        for (&series, &time) in sorted.keys.values().iter().zip(times.values()) {
+        for (&series, &time) in sorted.keys.values().iter().zip(sorted.times.values()) {
             let starts_run = previous != Some(series);
             previous = Some(series);
             index.add_row(

@@ -101,9 +101,8 @@ fn sorted_batch_orders_by_series_then_time() {
         )
         .unwrap();
     let chunks = buffer.take();
-    let batch = sorted_batch(&chunks, &table.keys_of(&chunks), table.tag_columns())
-        .unwrap()
-        .batch;
+    let sorted = sorted_batch(&chunks, &table.keys_of(&chunks), table.tag_columns()).unwrap();
+    let batch = sorted.batch(0..sorted.len()).unwrap();
     let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
     let values = batch
         .column(2)
@@ -140,9 +139,8 @@ fn sorted_batch_sorts_column_by_column_and_keeps_the_last_duplicate() {
         )
         .unwrap();
     let chunks = buffer.take();
-    let batch = sorted_batch(&chunks, &table.keys_of(&chunks), table.tag_columns())
-        .unwrap()
-        .batch;
+    let sorted = sorted_batch(&chunks, &table.keys_of(&chunks), table.tag_columns()).unwrap();
+    let batch = sorted.batch(0..sorted.len()).unwrap();
     let values = batch
         .column(2)
         .as_any()
@@ -241,7 +239,7 @@ fn sorted_batch_matches_a_plain_sort_over_many_chunks() {
         }
         duplicate
     });
-    let batch = conform(&sorted.batch, &table.schema()).unwrap();
+    let batch = conform(&sorted.batch(0..sorted.len()).unwrap(), &table.schema()).unwrap();
     let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
     let node =
         arrow::compute::cast(batch.column_by_name("node").unwrap(), &DataType::Utf8).unwrap();
