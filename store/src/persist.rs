@@ -344,7 +344,7 @@ mod tests {
         let mut read = Vec::new();
         for batch in reader {
             let batch = batch.unwrap();
-            let column = |name: &str| batch.column_by_name(name).unwrap().clone();
+            let column = |name: &str| Arc::clone(batch.column_by_name(name).unwrap());
             let times = column("time");
             let times = times.as_primitive::<arrow::datatypes::TimestampNanosecondType>();
             let (raw, mantissa, scale) = (
