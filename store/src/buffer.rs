@@ -387,40 +387,79 @@ pub fn series_batch(
     values: Vec<(Field, ArrayRef)>,
     tag_columns: &[String],
 ) -> Result<RecordBatch, ArrowError> {
-    let base = base_fields();
-    let mut fields = vec![base[0].clone(), base[1].clone()];
-    let metrics = StringArray::from_iter_values(series.iter().map(|s| s.metric.as_str()));
-    let mut columns: Vec<ArrayRef> = vec![
-        time,
-        Arc::new(DictionaryArray::<Int32Type>::try_new(
-            keys.clone(),
-            Arc::new(metrics),
-        )?),
-    ];
-    for (field, column) in values {
-        fields.push(field);
-        columns.push(column);
+    SeriesLabels::new(series, tag_columns).batch(keys, time, values)
+}
+
+/// The metric and tag values of a list of series, as dictionary values for record batches
+/// whose rows refer to the series by index.
+#[derive(Debug)]
+pub(crate) struct SeriesLabels {
+    metrics: ArrayRef,
+    /// Per tag column some series has: its field, its value per series, and whether every
+    /// series has it.
+    tags: Vec<(Field, ArrayRef, bool)>,
+}
+
+impl SeriesLabels {
+    /// The labels of `series` for the tag columns `tag_columns`.
+    pub(crate) fn new(series: &[&SeriesKey], tag_columns: &[String]) -> Self {
+        let metrics = Arc::new(StringArray::from_iter_values(
+            series.iter().map(|s| s.metric.as_str()),
+        ));
+        let tags = tag_columns
+            .iter()
+            .filter_map(|column| {
+                let values: StringArray = series.iter().map(|s| s.tag(column)).collect();
+                let missing = values.null_count();
+                (missing < values.len()).then(|| {
+                    (
+                        tag_field(column),
+                        Arc::new(values) as ArrayRef,
+                        missing == 0,
+                    )
+                })
+            })
+            .collect();
+        Self { metrics, tags }
     }
-    for column in tag_columns {
-        let values: Vec<Option<&str>> = series.iter().map(|s| s.tag(column)).collect();
-        if values.iter().all(Option::is_none) {
-            continue;
+
+    /// A record batch of rows referring to the series by index (`keys`): `time`, `metric`,
+    /// then `values`, then the tag columns.
+    pub(crate) fn batch(
+        &self,
+        keys: &Int32Array,
+        time: ArrayRef,
+        values: Vec<(Field, ArrayRef)>,
+    ) -> Result<RecordBatch, ArrowError> {
+        let base = base_fields();
+        let mut fields = vec![base[0].clone(), base[1].clone()];
+        let mut columns: Vec<ArrayRef> = vec![
+            time,
+            Arc::new(DictionaryArray::<Int32Type>::try_new(
+                keys.clone(),
+                Arc::clone(&self.metrics),
+            )?),
+        ];
+        for (field, column) in values {
+            fields.push(field);
+            columns.push(column);
         }
-        let column_keys = if values.iter().all(Option::is_some) {
-            keys.clone()
-        } else {
-            keys.iter()
-                .map(|k| k.filter(|&k| values[k as usize].is_some()))
-                .collect()
-        };
-        let values = StringArray::from(values);
-        fields.push(tag_field(column));
-        columns.push(Arc::new(DictionaryArray::<Int32Type>::try_new(
-            column_keys,
-            Arc::new(values),
-        )?));
+        for (field, values, everywhere) in &self.tags {
+            let column_keys = if *everywhere {
+                keys.clone()
+            } else {
+                keys.iter()
+                    .map(|k| k.filter(|&k| values.is_valid(k as usize)))
+                    .collect()
+            };
+            fields.push(field.clone());
+            columns.push(Arc::new(DictionaryArray::<Int32Type>::try_new(
+                column_keys,
+                Arc::clone(values),
+            )?));
+        }
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
     }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }
 
 /// Reshapes a batch to `schema`: columns by name, null columns for tags the batch lacks.
@@ -581,13 +620,16 @@ pub fn sorted_batch(
     let times = TimestampNanosecondArray::from_iter_values(order.iter().map(|&p| time_of(p)))
         .with_timezone("UTC");
     let has_text = chunks.iter().any(|c| c.text.null_count() < c.text.len());
+    let series: Vec<Arc<SeriesKey>> = ids.iter().map(|id| Arc::clone(&keys[id])).collect();
+    let keyed: Vec<&SeriesKey> = series.iter().map(AsRef::as_ref).collect();
+    let labels = SeriesLabels::new(&keyed, tag_columns);
     Ok(SortedRows {
         keys: Int32Array::from(row_keys),
-        series: ids.iter().map(|id| Arc::clone(&keys[id])).collect(),
+        series,
         times,
         values: gather_values(chunks, &order),
         texts: has_text.then(|| gather_texts(chunks, &order)),
-        tag_columns: tag_columns.to_vec(),
+        labels,
     })
 }
 
@@ -656,7 +698,7 @@ pub struct SortedRows {
     pub values: Float64Array,
     /// The `text` of each row, if any row has one.
     texts: Option<StringArray>,
-    tag_columns: Vec<String>,
+    labels: SeriesLabels,
 }
 
 impl SortedRows {
@@ -678,13 +720,10 @@ impl SortedRows {
             Some(texts) => Arc::new(texts.slice(offset, len)),
             None => new_null_array(&DataType::Utf8, len),
         };
-        let keyed: Vec<&SeriesKey> = self.series.iter().map(AsRef::as_ref).collect();
-        series_batch(
-            &keyed,
+        self.labels.batch(
             &self.keys.slice(offset, len),
             Arc::new(self.times.slice(offset, len)),
             value_columns(Arc::new(self.values.slice(offset, len)), texts),
-            &self.tag_columns,
         )
     }
 }
