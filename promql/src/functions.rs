@@ -7,11 +7,12 @@ mod labels;
 mod math;
 mod over_time;
 mod rate;
+mod sliding;
 mod time;
 
 use promql_parser::parser::{Call, Expr, VectorSelector};
 
-use crate::eval::{ESeries, Evaluator, Grid, RangeArg, Value, window};
+use crate::eval::{ESeries, Evaluator, Grid, RangeArg, Value};
 use crate::value::{Labels, METRIC_NAME, Point};
 use crate::{BadQuerySnafu, Error, Result};
 
@@ -28,6 +29,21 @@ pub(crate) struct Step {
     pub(crate) range_end: i64,
     /// Length of the window in milliseconds.
     pub(crate) range: i64,
+}
+
+impl Step {
+    /// Step `i` of `grid` for a range argument.
+    pub(crate) fn new(arg: &RangeArg, grid: &Grid, i: usize) -> Self {
+        let ts = grid.ts(i);
+        let end = arg.window_end(ts);
+        Self {
+            index: i,
+            ts: if arg.at.is_some() { grid.start } else { ts },
+            range_start: end - arg.range,
+            range_end: end,
+            range: arg.range,
+        }
+    }
 }
 
 /// Evaluates a function call over `grid`.
@@ -256,34 +272,100 @@ pub(crate) fn over_windows(
         if deadline.is_some_and(|d| std::time::Instant::now() > d) {
             return crate::TimeoutSnafu.fail();
         }
-        let mut points = Vec::new();
-        for i in 0..grid.len() {
-            let ts = grid.ts(i);
-            let end = arg.window_end(ts);
-            let w = window(&s.points, end, arg.range);
-            if w.is_empty() {
-                continue;
-            }
-            let step = Step {
-                index: i,
-                ts: if arg.at.is_some() { grid.start } else { ts },
-                range_start: end - arg.range,
-                range_end: end,
-                range: arg.range,
-            };
-            if let Some(v) = f(w, &step, s)? {
-                points.push(Point { t: ts, v });
-            }
-        }
-        if !points.is_empty() {
-            out.push(ESeries {
-                labels: s.labels.clone(),
-                drop_name: s.drop_name || !keep_name,
-                points,
-            });
+        if let Some(series) = series_over_windows(arg, grid, keep_name, s, &mut f)? {
+            out.push(series);
         }
     }
     Ok(out)
+}
+
+/// [`over_windows`] for a pure `f`, with the series shared out between threads when there
+/// is enough work: a query's windows are most of its CPU time.
+pub(crate) fn over_windows_parallel(
+    arg: &RangeArg,
+    grid: &Grid,
+    keep_name: bool,
+    deadline: Option<std::time::Instant>,
+    f: impl Fn(&[Point], &Step, &ESeries) -> Option<f64> + Sync,
+) -> Result<Vec<ESeries>> {
+    map_series_parallel(arg, grid, deadline, |s| {
+        series_over_windows(arg, grid, keep_name, s, |w, step, s| Ok(f(w, step, s)))
+    })
+}
+
+/// `per_series` of every series of `arg` that gives an output, in order, with the series
+/// shared out between threads when there is enough work; stops past `deadline`.
+pub(crate) fn map_series_parallel<T: Send>(
+    arg: &RangeArg,
+    grid: &Grid,
+    deadline: Option<std::time::Instant>,
+    per_series: impl Fn(&ESeries) -> Result<Option<T>> + Sync,
+) -> Result<Vec<T>> {
+    let run = |part: &[ESeries]| -> Result<Vec<T>> {
+        let mut out = Vec::with_capacity(part.len());
+        for s in part {
+            if deadline.is_some_and(|d| std::time::Instant::now() > d) {
+                return crate::TimeoutSnafu.fail();
+            }
+            out.extend(per_series(s)?);
+        }
+        Ok(out)
+    };
+    let work: usize = arg.series.iter().map(|s| s.points.len() + grid.len()).sum();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(arg.series.len())
+        .min(work / PARALLEL_WORK + 1);
+    if threads <= 1 {
+        return run(&arg.series);
+    }
+    let per_thread = arg.series.len().div_ceil(threads);
+    let parts: Vec<Result<Vec<T>>> = std::thread::scope(|scope| {
+        let run = &run;
+        let handles: Vec<_> = arg
+            .series
+            .chunks(per_thread)
+            .map(|part| scope.spawn(move || run(part)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a window thread panicked"))
+            .collect()
+    });
+    let mut out = Vec::with_capacity(arg.series.len());
+    for part in parts {
+        out.extend(part?);
+    }
+    Ok(out)
+}
+
+/// Points and steps below which a thread is not worth starting.
+const PARALLEL_WORK: usize = 200_000;
+
+/// One series' output of [`over_windows`], if it has any point.
+pub(crate) fn series_over_windows(
+    arg: &RangeArg,
+    grid: &Grid,
+    keep_name: bool,
+    s: &ESeries,
+    mut f: impl FnMut(&[Point], &Step, &ESeries) -> Result<Option<f64>>,
+) -> Result<Option<ESeries>> {
+    let mut points = Vec::new();
+    for (i, range) in sliding::windows(&s.points, arg, grid) {
+        if let Some(v) = f(&s.points[range], &Step::new(arg, grid, i), s)? {
+            points.push(Point { t: grid.ts(i), v });
+        }
+    }
+    Ok((!points.is_empty()).then(|| ESeries {
+        labels: s.labels.clone(),
+        drop_name: s.drop_name || !keep_name,
+        points,
+    }))
+}
+
+/// True if some step's window of `s` holds a point.
+pub(crate) fn has_window(arg: &RangeArg, grid: &Grid, s: &ESeries) -> bool {
+    sliding::windows(&s.points, arg, grid).next().is_some()
 }
 
 /// Maps the values of an instant vector, dropping the metric name.

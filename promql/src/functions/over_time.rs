@@ -6,8 +6,11 @@
 
 use promql_parser::parser::Expr;
 
-use super::{absent_labels, constant_where, over_windows};
-use crate::eval::{Evaluator, Grid, Value, window};
+use super::sliding::{Extremes, PrefixSums, windows};
+use super::{
+    absent_labels, constant_where, map_series_parallel, over_windows, over_windows_parallel,
+};
+use crate::eval::{ESeries, Evaluator, Grid, RangeArg, Value, window};
 use crate::stats::{kahan_sum_inc, quantile};
 use crate::value::{Labels, Point, format_value};
 use crate::{BadQuerySnafu, Result};
@@ -20,12 +23,15 @@ pub(super) fn call(
     grid: &Grid,
 ) -> Result<Option<Value>> {
     match name {
-        "avg_over_time"
-        | "min_over_time"
-        | "max_over_time"
-        | "sum_over_time"
-        | "count_over_time"
-        | "stddev_over_time"
+        "avg_over_time" | "sum_over_time" | "count_over_time" | "min_over_time"
+        | "max_over_time" => {
+            let arg = ev.range_arg(args[0], grid)?;
+            let out = map_series_parallel(&arg, grid, ev.settings.deadline, |s| {
+                Ok(running_over_windows(&arg, grid, s, name))
+            })?;
+            Ok(Some(Value::Vector(out)))
+        }
+        "stddev_over_time"
         | "stdvar_over_time"
         | "last_over_time"
         | "first_over_time"
@@ -37,9 +43,10 @@ pub(super) fn call(
         | "ts_of_first_over_time" => {
             let arg = ev.range_arg(args[0], grid)?;
             let keep_name = matches!(name, "last_over_time" | "first_over_time");
-            let out = over_windows(&arg, grid, keep_name, ev.settings.deadline, |w, _, _| {
-                Ok(Some(aggregate(name, w)))
-            })?;
+            let out =
+                over_windows_parallel(&arg, grid, keep_name, ev.settings.deadline, |w, _, _| {
+                    Some(aggregate(name, w))
+                })?;
             Ok(Some(Value::Vector(out)))
         }
         "quantile_over_time" => {
@@ -117,31 +124,6 @@ pub(super) fn call(
 /// One of the simple aggregations over a non-empty window.
 fn aggregate(name: &str, w: &[Point]) -> f64 {
     match name {
-        "avg_over_time" => avg(w),
-        "min_over_time" => {
-            w.iter().skip(1).fold(
-                w[0].v,
-                |min, p| {
-                    if p.v < min || min.is_nan() { p.v } else { min }
-                },
-            )
-        }
-        "max_over_time" => {
-            w.iter().skip(1).fold(
-                w[0].v,
-                |max, p| {
-                    if p.v > max || max.is_nan() { p.v } else { max }
-                },
-            )
-        }
-        "sum_over_time" => {
-            let (mut sum, mut c) = (0.0, 0.0);
-            for p in w {
-                (sum, c) = kahan_sum_inc(p.v, sum, c);
-            }
-            if sum.is_infinite() { sum } else { sum + c }
-        }
-        "count_over_time" => w.len() as f64,
         "stddev_over_time" => variance(w).sqrt(),
         "stdvar_over_time" => variance(w),
         "last_over_time" => w[w.len() - 1].v,
@@ -176,6 +158,45 @@ fn aggregate(name: &str, w: &[Point]) -> f64 {
             best.t as f64 / 1000.0
         }
     }
+}
+
+/// `avg`, `sum`, `count`, `max` or `min` `_over_time` of every window of one series, from
+/// running totals and a monotonic queue ([`sliding`]) rather than window by window.
+fn running_over_windows(arg: &RangeArg, grid: &Grid, s: &ESeries, name: &str) -> Option<ESeries> {
+    let all = &s.points;
+    let sums = matches!(name, "avg_over_time" | "sum_over_time")
+        .then(|| PrefixSums::new(all.iter().map(|p| p.v)))
+        .flatten();
+    let mut extremes = Extremes::default();
+    let points: Vec<Point> = windows(all, arg, grid)
+        .map(|(i, range)| {
+            let w = &all[range.clone()];
+            let v = match (name, &sums) {
+                ("avg_over_time", Some(sums)) => sums.sum(range) / w.len() as f64,
+                ("avg_over_time", None) => avg(w),
+                ("sum_over_time", Some(sums)) => sums.sum(range),
+                ("sum_over_time", None) => sum(w),
+                ("count_over_time", _) => w.len() as f64,
+                ("max_over_time", _) => extremes.of(all, range, true),
+                _ => extremes.of(all, range, false),
+            };
+            Point { t: grid.ts(i), v }
+        })
+        .collect();
+    (!points.is_empty()).then(|| ESeries {
+        labels: s.labels.clone(),
+        drop_name: true,
+        points,
+    })
+}
+
+/// Sum with Kahan summation (Prometheus' `funcSumOverTime`).
+fn sum(w: &[Point]) -> f64 {
+    let (mut sum, mut c) = (0.0, 0.0);
+    for p in w {
+        (sum, c) = kahan_sum_inc(p.v, sum, c);
+    }
+    if sum.is_infinite() { sum } else { sum + c }
 }
 
 /// Mean with Kahan summation, switching to an incremental mean if the sum would overflow

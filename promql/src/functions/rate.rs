@@ -7,9 +7,10 @@
 
 use promql_parser::parser::Expr;
 
-use super::{Step, over_windows};
+use super::sliding::{PrefixSums, windows};
+use super::{Step, has_window, map_series_parallel, over_windows_parallel};
 use crate::Result;
-use crate::eval::{Evaluator, Grid, Value};
+use crate::eval::{ESeries, Evaluator, Grid, RangeArg, Value};
 use crate::stats::kahan_sum_inc;
 use crate::value::Point;
 
@@ -40,27 +41,17 @@ pub(super) fn call(
     } else {
         Vec::new()
     };
-    let is_matrix_selector = arg.selector.is_some();
-    let mut non_counters = Vec::new();
-    let out = over_windows(
-        &arg,
-        grid,
-        false,
-        ev.settings.deadline,
-        |w, step, series| {
-            Ok(match name {
-                "rate" | "increase" => {
-                    if is_matrix_selector
-                        && let Some(metric) = series.labels.metric_name()
-                        && !["_total", "_sum", "_count", "_bucket"]
-                            .iter()
-                            .any(|s| metric.ends_with(s))
-                        && !non_counters.iter().any(|m: &String| m == metric)
-                    {
-                        non_counters.push(metric.to_owned());
-                    }
-                    extrapolated_rate(w, step, true, name == "rate")
-                }
+    let out = if matches!(name, "rate" | "increase") {
+        map_series_parallel(&arg, grid, ev.settings.deadline, |s| {
+            Ok(counter_rates(&arg, grid, s, name == "rate"))
+        })?
+    } else {
+        over_windows_parallel(
+            &arg,
+            grid,
+            false,
+            ev.settings.deadline,
+            |w, step, _| match name {
                 "delta" => extrapolated_rate(w, step, false, false),
                 "irate" => instant_value(w, true),
                 "idelta" => instant_value(w, false),
@@ -76,9 +67,25 @@ pub(super) fn call(
                         .filter(|p| !(p[1].v == p[0].v || (p[1].v.is_nan() && p[0].v.is_nan())))
                         .count() as f64,
                 ),
-            })
-        },
-    )?;
+            },
+        )?
+    };
+    // Prometheus' note on rate/increase of a selector whose metric does not look like a
+    // counter, once per metric that had a window.
+    let mut non_counters: Vec<&str> = Vec::new();
+    if arg.selector.is_some() && matches!(name, "rate" | "increase") {
+        for s in &arg.series {
+            if let Some(metric) = s.labels.metric_name()
+                && !["_total", "_sum", "_count", "_bucket"]
+                    .iter()
+                    .any(|suffix| metric.ends_with(suffix))
+                && !non_counters.contains(&metric)
+                && has_window(&arg, grid, s)
+            {
+                non_counters.push(metric);
+            }
+        }
+    }
     let position = ev.position(args[0]);
     for metric in non_counters {
         ev.annotations.info(format!(
@@ -88,15 +95,48 @@ pub(super) fn call(
     Ok(Some(Value::Vector(out)))
 }
 
+/// `rate` (if `is_rate`) or `increase` of every window of one series. A counter reset adds
+/// the value before it to the change; the additions of each window come from running totals
+/// of them ([`sliding`]) rather than a pass over the window.
+fn counter_rates(arg: &RangeArg, grid: &Grid, s: &ESeries, is_rate: bool) -> Option<ESeries> {
+    let all = &s.points;
+    let resets = PrefixSums::new((0..all.len()).map(|j| {
+        if j > 0 && all[j].v < all[j - 1].v {
+            all[j - 1].v
+        } else {
+            0.0
+        }
+    }));
+    let points: Vec<Point> = windows(all, arg, grid)
+        .filter_map(|(i, range)| {
+            let w = &all[range.clone()];
+            let step = Step::new(arg, grid, i);
+            let v = match &resets {
+                _ if w.len() < 2 => return None,
+                // The resets between the window's own samples.
+                Some(resets) => {
+                    let change = w[w.len() - 1].v - w[0].v + resets.sum(range.start + 1..range.end);
+                    extrapolate(w, &step, change, true, is_rate)
+                }
+                None => extrapolated_rate(w, &step, true, is_rate)?,
+            };
+            Some(Point { t: grid.ts(i), v })
+        })
+        .collect();
+    (!points.is_empty()).then(|| ESeries {
+        labels: s.labels.clone(),
+        drop_name: true,
+        points,
+    })
+}
+
 /// `rate`, `increase` and `delta`: the change over the window, extrapolated towards its
 /// boundaries (Prometheus' `extrapolatedRate`).
 fn extrapolated_rate(w: &[Point], step: &Step, is_counter: bool, is_rate: bool) -> Option<f64> {
     if w.len() < 2 {
         return None;
     }
-    let first = w[0];
-    let last = w[w.len() - 1];
-    let mut result = last.v - first.v;
+    let mut result = w[w.len() - 1].v - w[0].v;
     if is_counter {
         let mut previous = 0.0;
         for p in w {
@@ -106,6 +146,13 @@ fn extrapolated_rate(w: &[Point], step: &Step, is_counter: bool, is_rate: bool) 
             previous = p.v;
         }
     }
+    Some(extrapolate(w, step, result, is_counter, is_rate))
+}
+
+/// A window's change `result` (of two or more samples) extrapolated towards the window's
+/// boundaries, per second if `is_rate`.
+fn extrapolate(w: &[Point], step: &Step, result: f64, is_counter: bool, is_rate: bool) -> f64 {
+    let (first, last) = (w[0], w[w.len() - 1]);
     let mut duration_to_start = (first.t - step.range_start) as f64 / 1000.0;
     let mut duration_to_end = (step.range_end - last.t) as f64 / 1000.0;
     let sampled_interval = (last.t - first.t) as f64 / 1000.0;
@@ -131,7 +178,7 @@ fn extrapolated_rate(w: &[Point], step: &Step, is_counter: bool, is_rate: bool) 
     if is_rate {
         factor /= step.range as f64 / 1000.0;
     }
-    Some(result * factor)
+    result * factor
 }
 
 /// `irate` and `idelta`: from the last two samples (Prometheus' `instantValue`).

@@ -1,0 +1,209 @@
+//! Windows of a range argument without re-reading them: a range query at a 15 s step over
+//! `[5m]` windows sees every sample in 20 windows, so reading each window whole costs 20
+//! times the data. Window bounds move forward with two pointers, sums come from running
+//! totals, extremes from a monotonic queue.
+//!
+//! Sums from running totals are not the bits of Prometheus' per-window Kahan sum: each is
+//! the difference of two prefix sums kept as unevaluated pairs `hi + lo`, which is within
+//! about one unit in the last place of the exact window sum, as Kahan's is, so the two agree
+//! to about 1e-15 relative. A series with a non-finite value (or a running total that
+//! overflows) is summed window by window instead, with Prometheus' arithmetic.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+
+use crate::eval::{Grid, RangeArg};
+use crate::value::Point;
+
+/// Every step with a non-empty window of `points`: (step index, the window's points as a
+/// range of `points`). Window ends never decrease along the grid (or stay put with `@`), so
+/// both bounds only move forward.
+pub(crate) fn windows(
+    points: &[Point],
+    arg: &RangeArg,
+    grid: &Grid,
+) -> impl Iterator<Item = (usize, Range<usize>)> {
+    let (mut lo, mut hi) = (0, 0);
+    (0..grid.len()).filter_map(move |i| {
+        let end = arg.window_end(grid.ts(i));
+        let start = end - arg.range;
+        // With `@` every end is the same; otherwise ends grow with the step.
+        if hi > 0 && points[hi - 1].t > end || lo > 0 && points[lo - 1].t > start {
+            (lo, hi) = (0, 0);
+        }
+        while lo < points.len() && points[lo].t <= start {
+            lo += 1;
+        }
+        hi = hi.max(lo);
+        while hi < points.len() && points[hi].t <= end {
+            hi += 1;
+        }
+        (lo < hi).then_some((i, lo..hi))
+    })
+}
+
+/// `a + b` and its rounding error: `a + b = s + e` exactly (Knuth's two-sum).
+fn two_sum(a: f64, b: f64) -> (f64, f64) {
+    let s = a + b;
+    let b_virtual = s - a;
+    let a_virtual = s - b_virtual;
+    (s, (a - a_virtual) + (b - b_virtual))
+}
+
+/// Running totals of a series' values, each kept as `hi + lo`.
+#[derive(Debug)]
+pub(crate) struct PrefixSums {
+    hi: Vec<f64>,
+    lo: Vec<f64>,
+}
+
+impl PrefixSums {
+    /// The running totals of `values`, or `None` if a value or a total is not finite (then
+    /// windows are summed one by one, as Prometheus does).
+    pub(crate) fn new(values: impl ExactSizeIterator<Item = f64>) -> Option<Self> {
+        let mut hi = Vec::with_capacity(values.len() + 1);
+        let mut lo = Vec::with_capacity(values.len() + 1);
+        let (mut h, mut l) = (0.0, 0.0);
+        hi.push(h);
+        lo.push(l);
+        for v in values {
+            let (s, e) = two_sum(h, v);
+            (h, l) = (s, l + e);
+            if !h.is_finite() || !l.is_finite() {
+                return None;
+            }
+            hi.push(h);
+            lo.push(l);
+        }
+        Some(Self { hi, lo })
+    }
+
+    /// The sum of the values at `range`.
+    pub(crate) fn sum(&self, range: Range<usize>) -> f64 {
+        let (d, e) = two_sum(self.hi[range.end], -self.hi[range.start]);
+        d + (e + (self.lo[range.end] - self.lo[range.start]))
+    }
+}
+
+/// The largest (`max`) or smallest value of each window, NaN ignored unless a window holds
+/// nothing else (Prometheus' `max_over_time` and `min_over_time`), for windows given in
+/// order by [`windows`].
+#[derive(Debug, Default)]
+pub(crate) struct Extremes {
+    /// Indexes of the window's candidates, their values in decreasing (max) or increasing
+    /// order.
+    queue: VecDeque<usize>,
+    /// Next point not yet offered.
+    next: usize,
+    /// Start of the last window.
+    start: usize,
+}
+
+impl Extremes {
+    /// The extreme of `points[range]` (fastest when windows come in order).
+    pub(crate) fn of(&mut self, points: &[Point], range: Range<usize>, max: bool) -> f64 {
+        if range.start < self.start || range.end < self.next {
+            *self = Self::default();
+        }
+        self.start = range.start;
+        // Strictly better only: of equal values the first stays in front, as Prometheus
+        // keeps the first of equal extremes (-0.0 and 0.0 among them).
+        let better = |a: f64, b: f64| if max { a > b } else { a < b };
+        self.next = self.next.max(range.start);
+        while self.next < range.end {
+            let v = points[self.next].v;
+            if !v.is_nan() {
+                while self.queue.back().is_some_and(|&i| better(v, points[i].v)) {
+                    self.queue.pop_back();
+                }
+                self.queue.push_back(self.next);
+            }
+            self.next += 1;
+        }
+        while self.queue.front().is_some_and(|&i| i < range.start) {
+            self.queue.pop_front();
+        }
+        self.queue.front().map_or(f64::NAN, |&i| points[i].v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(state: &mut u64) -> u64 {
+        *state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        *state >> 11
+    }
+
+    #[test]
+    fn window_sums_are_within_an_ulp_of_the_exact_sum() {
+        let mut state = 5;
+        let values: Vec<f64> = (0..5000)
+            .map(|i| match i % 3 {
+                0 => (lcg(&mut state) % 1_000_000) as f64 / 1000.0,
+                1 => 1e12 + (lcg(&mut state) % 1000) as f64,
+                _ => -((lcg(&mut state) % 7) as f64) * 0.1,
+            })
+            .collect();
+        let sums = PrefixSums::new(values.iter().copied()).unwrap();
+        for _ in 0..2000 {
+            let start = (lcg(&mut state) % 4000) as usize;
+            let end = start + 1 + (lcg(&mut state) % 900) as usize;
+            // The exact sum, as i128 micro-units (every value is a multiple of 1e-3 or 0.1).
+            let exact: f64 = {
+                let mut total = 0i128;
+                for v in &values[start..end] {
+                    total += (v * 1e3).round() as i128;
+                }
+                total as f64 / 1e3
+            };
+            let got = sums.sum(start..end);
+            assert!(
+                (got - exact).abs() <= exact.abs() * 4.0 * f64::EPSILON + 1e-9,
+                "{start}..{end}: {got} vs {exact}"
+            );
+        }
+        assert!(PrefixSums::new([1.0, f64::NAN].into_iter()).is_none());
+        assert!(PrefixSums::new([1e308, 1e308].into_iter()).is_none());
+    }
+
+    #[test]
+    fn extremes_follow_prometheus_on_every_window() {
+        let mut state = 9;
+        let points: Vec<Point> = (0..3000)
+            .map(|t| Point {
+                t,
+                v: match lcg(&mut state) % 50 {
+                    0 => f64::NAN,
+                    r => r as f64 - 25.0,
+                },
+            })
+            .collect();
+        let (mut max, mut min) = (Extremes::default(), Extremes::default());
+        let mut start = 0;
+        while start < 2900 {
+            let end = (start + 1 + (lcg(&mut state) % 60) as usize).min(points.len());
+            let w = &points[start..end];
+            // Prometheus: start from the first value; a NaN is replaced, never chosen.
+            let fold =
+                |better: fn(f64, f64) -> bool| {
+                    w.iter().skip(1).fold(w[0].v, |m, p| {
+                        if better(p.v, m) || m.is_nan() { p.v } else { m }
+                    })
+                };
+            let (want_max, want_min) = (fold(|a, b| a > b), fold(|a, b| a < b));
+            assert_eq!(
+                max.of(&points, start..end, true).to_bits(),
+                want_max.to_bits()
+            );
+            assert_eq!(
+                min.of(&points, start..end, false).to_bits(),
+                want_min.to_bits()
+            );
+            start += (lcg(&mut state) % 20) as usize;
+        }
+    }
+}
