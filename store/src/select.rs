@@ -93,16 +93,31 @@ impl Thinning {
         }
     }
 
-    fn push(&mut self, t: i64, v: f64, out: &mut SeriesSamples) {
-        let step = match self.pending {
-            // The same step is next for the new sample: it replaces the held one.
-            Some((_, _, step)) if t <= step => step,
-            _ => {
-                self.flush(out);
-                self.steps.next_at_or_after(t)
+    /// Pushes samples at `times` (ascending) whose values `value` gives by index (`None`
+    /// for a text sample, which is skipped): only the last sample before each step is
+    /// decoded.
+    fn push_sorted(
+        &mut self,
+        times: &[i64],
+        value: impl Fn(usize) -> Option<f64>,
+        out: &mut SeriesSamples,
+    ) {
+        let mut i = 0;
+        while i < times.len() {
+            let step = match self.pending {
+                Some((_, _, step)) if times[i] <= step => step,
+                _ => {
+                    self.flush(out);
+                    self.steps.next_at_or_after(times[i])
+                }
+            };
+            // Samples up to the step replace one another: the last numeric one stays.
+            let end = i + times[i..].partition_point(|&t| t <= step);
+            if let Some((k, v)) = (i..end).rev().find_map(|k| value(k).map(|v| (k, v))) {
+                self.pending = Some((times[k], v, step));
             }
-        };
-        self.pending = Some((t, v, step));
+            i = end;
+        }
     }
 
     /// Ends the series: the held sample is kept if its next step is within lookback.
@@ -367,6 +382,10 @@ async fn read_runs(
                 batch.column(3).as_primitive::<Int8Type>(),
             )
         });
+        // A thinned selection decodes only the values it keeps.
+        let values = thinning
+            .is_none()
+            .then(|| decimal::decode_array(raw, mantissas));
         let mut row = 0;
         while row < batch.num_rows() {
             while left == 0 {
@@ -378,21 +397,24 @@ async fn read_runs(
             }
             let take = (left as usize).min(batch.num_rows() - row);
             let s = &mut out[run];
-            for r in row..row + take {
-                let t = times.value(r);
-                if t < min_ns || t > max_ns {
-                    continue;
-                }
-                let Some(v) = decimal::decode_column(raw, mantissas, r) else {
-                    continue;
-                };
-                match &mut thinning {
-                    Some(thinning) => thinning.push(t, v, s),
-                    None => {
-                        s.times.push(t);
-                        s.values.push(v);
+            // A run's times ascend: keep those in the range.
+            let run_times = &times.values()[row..row + take];
+            let from = row + run_times.partition_point(|&t| t < min_ns);
+            let to = row + run_times.partition_point(|&t| t <= max_ns);
+            match (&mut thinning, &values) {
+                (Some(thinning), _) => thinning.push_sorted(
+                    &times.values()[from..to],
+                    |i| decimal::decode_column(raw, mantissas, from + i),
+                    s,
+                ),
+                (None, Some(values)) => {
+                    for r in (from..to).filter(|&r| values.is_valid(r)) {
+                        s.times.push(times.value(r));
+                        s.values.push(values.value(r));
                     }
                 }
+                // Not thinned: decoded above.
+                (None, None) => {}
             }
             row += take;
             left -= take as u64;

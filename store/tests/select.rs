@@ -316,9 +316,19 @@ async fn steps_keep_the_sample_each_step_uses() {
     let store = open(dir.path()).await;
     // Every second but for a 400 s gap, then a second file that overlaps the first and
     // rewrites some of its times.
+    // Text samples between the numbers, never kept, must not get in the way either.
+    let texts = (0..3000).step_by(97).map(|s| {
+        Sample::new(
+            "temp",
+            vec![("node".into(), "n1".into())],
+            s * SEC + SEC / 2,
+            Value::Text("note".into()),
+        )
+    });
     let first: Vec<Sample> = (0..3000)
         .filter(|s| !(1000..1400).contains(s))
         .map(|s| sample("temp", "n1", s, s as f64))
+        .chain(texts)
         .collect();
     store.write(first).await.unwrap();
     store.flush().await.unwrap();
