@@ -46,6 +46,32 @@ struct Interner<'a> {
 }
 
 impl<'a> Interner<'a> {
+    /// A record body: the string table, then `rows`.
+    fn table_then(&self, rows: &[u8]) -> Vec<u8> {
+        let mut body = Vec::with_capacity(rows.len() + self.strings.len() * 8);
+        put_varint(&mut body, self.strings.len() as u64);
+        for s in &self.strings {
+            put_varint(&mut body, s.len() as u64);
+            body.extend_from_slice(s.as_bytes());
+        }
+        body.extend_from_slice(rows);
+        body
+    }
+
+    /// Appends a value: kind 0 and the float, or kind 1 and the text's string index.
+    fn put_value(&mut self, rows: &mut Vec<u8>, value: &'a Value) {
+        match value {
+            Value::Float(v) => {
+                rows.push(0);
+                rows.extend_from_slice(&v.to_le_bytes());
+            }
+            Value::Text(t) => {
+                rows.push(1);
+                put_varint(rows, self.get(t));
+            }
+        }
+    }
+
     fn get(&mut self, s: &'a str) -> u64 {
         let strings = &mut self.strings;
         *self.index.entry(s).or_insert_with(|| {
@@ -79,25 +105,9 @@ pub fn encode_batch(batch: &Batch) -> Vec<u8> {
         put_varint(&mut rows, u64::from(point.series));
         put_varint(&mut rows, zigzag(point.time_ns.wrapping_sub(previous)));
         previous = point.time_ns;
-        match &point.value {
-            Value::Float(v) => {
-                rows.push(0);
-                rows.extend_from_slice(&v.to_le_bytes());
-            }
-            Value::Text(t) => {
-                rows.push(1);
-                put_varint(&mut rows, interner.get(t));
-            }
-        }
+        interner.put_value(&mut rows, &point.value);
     }
-    let mut body = Vec::with_capacity(rows.len() + interner.strings.len() * 8);
-    put_varint(&mut body, interner.strings.len() as u64);
-    for s in &interner.strings {
-        put_varint(&mut body, s.len() as u64);
-        body.extend_from_slice(s.as_bytes());
-    }
-    body.extend_from_slice(&rows);
-    body
+    interner.table_then(&rows)
 }
 
 /// A record body's string table, and the cursor after it.
@@ -121,6 +131,17 @@ fn string(strings: &[&str], cursor: &mut &[u8]) -> Option<String> {
         .map(|s| s.to_string())
 }
 
+/// A series: `metric, n_tags, (key, value)*`, strings by index.
+fn series_key(strings: &[&str], cursor: &mut &[u8]) -> Option<SeriesKey> {
+    let metric = string(strings, cursor)?;
+    let n_tags = get_varint(cursor)? as usize;
+    let mut tags = Vec::with_capacity(n_tags.min(cursor.len()));
+    for _ in 0..n_tags {
+        tags.push((string(strings, cursor)?, string(strings, cursor)?));
+    }
+    Some(SeriesKey { metric, tags })
+}
+
 /// A value: its kind byte, then the float or the text's string index.
 fn value(strings: &[&str], cursor: &mut &[u8]) -> Option<Value> {
     let (&kind, rest) = cursor.split_first()?;
@@ -142,16 +163,7 @@ pub fn decode_batch(body: &[u8]) -> Option<Batch> {
     let n_series = get_varint(&mut cursor)? as usize;
     let mut batch = Batch::new();
     for _ in 0..n_series {
-        let metric = string(&strings, &mut cursor)?;
-        let n_tags = get_varint(&mut cursor)? as usize;
-        let mut tags = Vec::with_capacity(n_tags.min(cursor.len()));
-        for _ in 0..n_tags {
-            tags.push((
-                string(&strings, &mut cursor)?,
-                string(&strings, &mut cursor)?,
-            ));
-        }
-        batch.add_series(SeriesKey { metric, tags });
+        batch.add_series(series_key(&strings, &mut cursor)?);
     }
     let n_points = get_varint(&mut cursor)? as usize;
     let mut time_ns = 0i64;
@@ -175,18 +187,10 @@ fn decode_samples(body: &[u8]) -> Option<Batch> {
     let n_samples = get_varint(&mut cursor)? as usize;
     let mut batch = Batch::new();
     for _ in 0..n_samples {
-        let metric = string(&strings, &mut cursor)?;
-        let n_tags = get_varint(&mut cursor)? as usize;
-        let mut tags = Vec::with_capacity(n_tags.min(cursor.len()));
-        for _ in 0..n_tags {
-            tags.push((
-                string(&strings, &mut cursor)?,
-                string(&strings, &mut cursor)?,
-            ));
-        }
+        let key = series_key(&strings, &mut cursor)?;
         let time_ns = unzigzag(get_varint(&mut cursor)?);
         let value = value(&strings, &mut cursor)?;
-        let series = batch.add_series(SeriesKey { metric, tags });
+        let series = batch.add_series(key);
         batch.push(series, time_ns, value);
     }
     cursor.is_empty().then_some(batch)

@@ -132,25 +132,9 @@ fn encode_v1(samples: &[Sample]) -> Vec<u8> {
             put_varint(&mut rows, interner.get(value));
         }
         put_varint(&mut rows, zigzag(sample.time_ns));
-        match &sample.value {
-            Value::Float(v) => {
-                rows.push(0);
-                rows.extend_from_slice(&v.to_le_bytes());
-            }
-            Value::Text(t) => {
-                rows.push(1);
-                put_varint(&mut rows, interner.get(t));
-            }
-        }
+        interner.put_value(&mut rows, &sample.value);
     }
-    let mut body = Vec::new();
-    put_varint(&mut body, interner.strings.len() as u64);
-    for s in &interner.strings {
-        put_varint(&mut body, s.len() as u64);
-        body.extend_from_slice(s.as_bytes());
-    }
-    body.extend_from_slice(&rows);
-    body
+    interner.table_then(&rows)
 }
 
 #[test]
