@@ -15,9 +15,9 @@ use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int8Array, Int64Array
 use arrow::datatypes::{DataType, Field, Float64Type, Int8Type, Int64Type, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
-use datafusion::common::{Result as DfResult, exec_err};
+use datafusion::common::{Column, Result as DfResult, exec_err};
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 
 /// The column holding a value's integer mantissa.
@@ -26,7 +26,7 @@ pub(crate) const MANTISSA: &str = "value_mantissa";
 pub(crate) const SCALE: &str = "value_scale";
 
 /// The largest scale tried: nine decimals covers µJ energy counters and ns durations in s.
-const MAX_SCALE: usize = 9;
+pub(crate) const MAX_SCALE: usize = 9;
 /// Mantissas stay within the integers an `f64` holds exactly.
 const MAX_MANTISSA: f64 = (1u64 << 53) as f64;
 const POW10: [f64; MAX_SCALE + 1] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
@@ -38,7 +38,7 @@ pub(crate) fn decode(mantissa: i64, scale: i8) -> f64 {
 }
 
 /// The mantissa that reproduces `value` exactly at `scale`, if there is one.
-fn mantissa(value: f64, scale: usize) -> Option<i64> {
+pub(crate) fn mantissa(value: f64, scale: usize) -> Option<i64> {
     let m = (value * POW10[scale]).round();
     if m.is_nan() || m.abs() > MAX_MANTISSA {
         return None;
@@ -49,8 +49,20 @@ fn mantissa(value: f64, scale: usize) -> Option<i64> {
 }
 
 /// The smallest scale at which `value` has a mantissa.
-fn min_scale(value: f64) -> Option<usize> {
+pub(crate) fn min_scale(value: f64) -> Option<usize> {
     (0..=MAX_SCALE).find(|&s| mantissa(value, s).is_some())
+}
+
+/// The mantissa at `scale` of a sum of decimals, if `value` is within rounding error of one
+/// (1e-12 relative: a float sum of n terms is off by at most about n·2^-53 of their total).
+pub(crate) fn sum_mantissa(value: f64, scale: usize) -> Option<i64> {
+    let m = (value * POW10[scale]).round();
+    if !m.is_finite() || m.abs() > MAX_MANTISSA {
+        return None;
+    }
+    let m = m as i64;
+    let decoded = decode(m, scale as i8);
+    (decoded == value || (decoded - value).abs() <= 1e-12 * value.abs()).then_some(m)
 }
 
 /// True for the columns that hold `value` in a file.
@@ -162,25 +174,70 @@ pub(crate) fn decode_array(
     }
 }
 
+/// The SQL expression over file columns that gives `value` back.
+pub(crate) fn decoded_column(name: &str) -> Option<Expr> {
+    let column = |name: &str| Expr::Column(Column::new_unqualified(name));
+    (name == "value")
+        .then(|| decode_udf().call(vec![column("value"), column(MANTISSA), column(SCALE)]))
+}
+
 /// The SQL function `exawatch_value(value, value_mantissa, value_scale)` that the `samples`
 /// table's file scan uses to give `value` back.
-pub(crate) fn decode_udf() -> Arc<ScalarUDF> {
-    Arc::new(ScalarUDF::from(DecodeValue {
-        signature: Signature::exact(
-            vec![DataType::Float64, DataType::Int64, DataType::Int8],
-            Volatility::Immutable,
-        ),
+fn decode_udf() -> Arc<ScalarUDF> {
+    decoding_udf(
+        "exawatch_value",
+        vec![DataType::Float64, DataType::Int64, DataType::Int8],
+        |arrays| {
+            let [raw, mantissas, scales] = arrays else {
+                return exec_err!("exawatch_value takes 3 arguments");
+            };
+            let pair = (
+                mantissas.as_primitive::<Int64Type>(),
+                scales.as_primitive::<Int8Type>(),
+            );
+            Ok(decode_array(raw.as_primitive::<Float64Type>(), Some(pair)))
+        },
+    )
+}
+
+/// A SQL function that computes a `Float64` column from the file columns it takes.
+pub(crate) fn decoding_udf(
+    name: &'static str,
+    arguments: Vec<DataType>,
+    decode: fn(&[ArrayRef]) -> DfResult<Float64Array>,
+) -> Arc<ScalarUDF> {
+    Arc::new(ScalarUDF::from(DecodingUdf {
+        name,
+        signature: Signature::exact(arguments, Volatility::Immutable),
+        decode,
     }))
 }
 
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct DecodeValue {
+#[derive(Debug)]
+struct DecodingUdf {
+    name: &'static str,
     signature: Signature,
+    decode: fn(&[ArrayRef]) -> DfResult<Float64Array>,
 }
 
-impl ScalarUDFImpl for DecodeValue {
+// Each function has its own name: that identifies it.
+impl PartialEq for DecodingUdf {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for DecodingUdf {}
+
+impl std::hash::Hash for DecodingUdf {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for DecodingUdf {
     fn name(&self) -> &str {
-        "exawatch_value"
+        self.name
     }
 
     fn signature(&self) -> &Signature {
@@ -193,15 +250,7 @@ impl ScalarUDFImpl for DecodeValue {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let [raw, mantissas, scales] = arrays.as_slice() else {
-            return exec_err!("exawatch_value takes 3 arguments");
-        };
-        let pair = (
-            mantissas.as_primitive::<Int64Type>(),
-            scales.as_primitive::<Int8Type>(),
-        );
-        let decoded = decode_array(raw.as_primitive::<Float64Type>(), Some(pair));
-        Ok(ColumnarValue::Array(Arc::new(decoded)))
+        Ok(ColumnarValue::Array(Arc::new((self.decode)(&arrays)?)))
     }
 }
 

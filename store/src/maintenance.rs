@@ -74,7 +74,7 @@ impl FileSet {
     fn schema(self, state: &crate::State) -> SchemaRef {
         match self {
             Self::Raw => decimal::file_schema(&state.table.schema()),
-            Self::Rollup(_) => rollup::schema(state.table.tag_columns()),
+            Self::Rollup(_) => rollup::file_schema(&rollup::schema(state.table.tag_columns())),
         }
     }
 }
@@ -253,8 +253,15 @@ async fn merge(
                 .into_iter()
                 .collect::<datafusion::error::Result<_>>()
                 .map_err(plan_error)?;
-            let all = arrow::compute::concat_batches(schema, &batches).map_err(arrow_error)?;
-            write(&rollup::combine_sorted(&all, series_columns).map_err(arrow_error)?)?;
+            let decoded = batches
+                .iter()
+                .map(rollup::decode)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(arrow_error)?;
+            let table = rollup::schema(tag_columns);
+            let all = arrow::compute::concat_batches(&table, &decoded).map_err(arrow_error)?;
+            let combined = rollup::combine_sorted(&all, series_columns).map_err(arrow_error)?;
+            write(&rollup::encode(&combined).map_err(arrow_error)?)?;
         }
     }
     let series = index.series();

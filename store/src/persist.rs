@@ -170,6 +170,7 @@ fn encode_flush(
         let rolled = rollup::from_sorted(&sorted, resolution, tag_columns).map_err(arrow_error)?;
         if rolled.num_rows() > 0 {
             let (min_time, max_time) = time_range(&rolled);
+            let rolled = rollup::encode(&rolled).map_err(arrow_error)?;
             files.push((
                 Some(resolution),
                 EncodedFile {
@@ -254,12 +255,22 @@ pub(crate) fn time_range(batch: &arrow::record_batch::RecordBatch) -> (i64, i64)
 const ROW_GROUP_ROWS: usize = 1 << 20;
 
 /// How every Parquet file is written: ZSTD, dictionary-encoded tags and metric,
-/// delta-encoded timestamps, row groups of up to a million rows.
+/// delta-encoded timestamps and mantissas, row groups of up to a million rows.
 pub(crate) fn writer_properties(zstd_level: i32) -> Result<WriterProperties> {
     let level = ZstdLevel::try_new(zstd_level).map_err(|e| Error::Encode {
         message: e.to_string(),
     })?;
-    Ok(WriterProperties::builder()
+    let mut builder = WriterProperties::builder();
+    // Rollup files: floats where a row has no decimals (mostly null), delta-packed mantissas.
+    for name in rollup::DECIMAL_AGGREGATES {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(name), false);
+    }
+    for name in rollup::MANTISSA_COLUMNS {
+        builder = builder
+            .set_column_dictionary_enabled(ColumnPath::from(name), false)
+            .set_column_encoding(ColumnPath::from(name), Encoding::DELTA_BINARY_PACKED);
+    }
+    Ok(builder
         .set_compression(Compression::ZSTD(level))
         .set_column_dictionary_enabled(ColumnPath::from("time"), false)
         .set_column_encoding(ColumnPath::from("time"), Encoding::DELTA_BINARY_PACKED)

@@ -7,7 +7,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
-use datafusion::common::{Column, DFSchema, ScalarValue};
+use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::object_store::ObjectStoreUrl;
@@ -152,37 +152,53 @@ impl SamplesTable {
         limit: Option<usize>,
         files: &[FileMeta],
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let file_schema = match self.rollup {
-            None => decimal::file_schema(&self.schema),
-            Some(_) => Arc::clone(&self.schema),
+        let (file_schema, decoded_column): (SchemaRef, fn(&str) -> Option<Expr>) = match self.rollup
+        {
+            None => (decimal::file_schema(&self.schema), decimal::decoded_column),
+            Some(_) => (rollup::file_schema(&self.schema), rollup::decoded_column),
         };
         let wanted: Vec<usize> = match projection {
             Some(p) => p.clone(),
             None => (0..self.schema.fields().len()).collect(),
         };
-        let decodes = self.rollup.is_none()
-            && wanted
-                .iter()
-                .any(|&i| self.schema.field(i).name() == "value");
-        // The file columns to read: by name, the value columns together.
+        // Each wanted column, decoded from file columns or read as it is.
+        let outputs: Vec<(&String, Option<Expr>)> = wanted
+            .iter()
+            .map(|&i| {
+                let name = self.schema.field(i).name();
+                (name, decoded_column(name))
+            })
+            .collect();
+        let decodes = outputs.iter().any(|(_, decoded)| decoded.is_some());
+        // The file columns to read, each once.
         let mut read: Vec<usize> = Vec::new();
-        for &i in &wanted {
-            let name = self.schema.field(i).name();
-            let names: &[&str] = if decodes && name == "value" {
-                &["value", decimal::MANTISSA, decimal::SCALE]
-            } else {
-                &[name.as_str()]
+        for (name, decoded) in &outputs {
+            let names = match decoded {
+                Some(expr) => expr
+                    .column_refs()
+                    .into_iter()
+                    .map(|c| c.name.clone())
+                    .collect(),
+                None => vec![(*name).clone()],
             };
             for name in names {
-                read.push(file_schema.index_of(name)?);
+                let index = file_schema.index_of(&name)?;
+                if !read.contains(&index) {
+                    read.push(index);
+                }
             }
         }
         let mut source = ParquetSource::new(Arc::clone(&file_schema));
-        // In raw files `value` holds only the values without a mantissa: its statistics do
-        // not bound the column, so filters on it stay above the scan.
+        // Decoded columns (`value`, a rollup's aggregates) hold in their float column only the
+        // values without a decimal: its statistics do not bound them, so filters on them stay
+        // above the scan.
         let prunable: Vec<Expr> = filters
             .iter()
-            .filter(|f| self.rollup.is_some() || !f.column_refs().iter().any(|c| c.name == "value"))
+            .filter(|f| {
+                !f.column_refs()
+                    .iter()
+                    .any(|c| decoded_column(&c.name).is_some())
+            })
             .cloned()
             .collect();
         if let Some(predicate) = prunable.into_iter().reduce(Expr::and) {
@@ -213,21 +229,11 @@ impl SamplesTable {
         }
         let read_schema = scan.schema();
         let df_schema = DFSchema::try_from(Arc::clone(&read_schema))?;
-        let udf = decimal::decode_udf();
-        let column = |name: &str| Expr::Column(Column::new_unqualified(name));
-        let decode = udf.call(vec![
-            column("value"),
-            column(decimal::MANTISSA),
-            column(decimal::SCALE),
-        ]);
-        let decode = session.create_physical_expr(decode, &df_schema)?;
-        let mut exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = Vec::with_capacity(wanted.len());
-        for &i in &wanted {
-            let name = self.schema.field(i).name();
-            let expr = if name == "value" {
-                Arc::clone(&decode)
-            } else {
-                Arc::new(PhysicalColumn::new(name, read_schema.index_of(name)?))
+        let mut exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = Vec::with_capacity(outputs.len());
+        for (name, decoded) in outputs {
+            let expr = match decoded {
+                Some(expr) => session.create_physical_expr(expr, &df_schema)?,
+                None => Arc::new(PhysicalColumn::new(name, read_schema.index_of(name)?)),
             };
             exprs.push((expr, name.clone()));
         }

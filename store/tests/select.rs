@@ -210,7 +210,11 @@ async fn sql_totals(store: &Store) -> String {
     let ctx = SessionContext::new();
     store.register(&ctx).unwrap();
     let query = "SELECT metric, sum(value), count(value), min(value), max(value) FROM samples \
-                 GROUP BY metric ORDER BY metric";
+                 GROUP BY metric UNION ALL \
+                 SELECT 'rolled ' || metric, sum(sum), sum(count), min(min), max(max) \
+                 FROM samples_1m GROUP BY metric UNION ALL \
+                 SELECT 'last ' || metric, sum(last), count(last), min(last), max(last) \
+                 FROM samples_1h GROUP BY metric ORDER BY 1";
     let batches = ctx.sql(query).await.unwrap().collect().await.unwrap();
     arrow::util::pretty::pretty_format_batches(&batches)
         .unwrap()
@@ -248,43 +252,64 @@ fn without_mantissas(batch: &RecordBatch) -> RecordBatch {
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
 }
 
-/// A file written by an earlier version, without a series index and with every value a
-/// double, is indexed from its label columns when first read, with the same answers.
-#[tokio::test]
-async fn files_of_earlier_versions_read_the_same() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = filled(dir.path()).await;
-    let expected = temp_of(&store, "n2", 0, i64::MAX).await;
-    let totals = sql_totals(&store).await;
-    assert!(totals.contains("| load   | 18748125.0 "), "{totals}");
-    store.shutdown().await.unwrap();
+/// A rollup file as an earlier version wrote it: every aggregate a double, no decimals.
+fn rollup_without_decimals(batch: &RecordBatch) -> RecordBatch {
+    let column = |name: &str| Arc::clone(batch.column(batch.schema().index_of(name).unwrap()));
+    let int64 = |name: &str| column(name).as_primitive::<Int64Type>().clone();
+    let scales = column("scale");
+    let scales = scales.as_primitive::<Int8Type>();
+    let (min, count) = (int64("min_mantissa"), int64("count"));
+    let decoded = |name: &str, offset: Option<&str>| -> ArrayRef {
+        let raw = column(name);
+        let raw = raw.as_primitive::<Float64Type>();
+        let offset = offset.map(int64);
+        let values: Float64Array = (0..batch.num_rows())
+            .map(|r| {
+                if scales.is_null(r) {
+                    return Some(raw.value(r));
+                }
+                let multiplier = if name == "sum" { count.value(r) } else { 1 };
+                let mantissa =
+                    offset.as_ref().map_or(0, |o| o.value(r)) + multiplier * min.value(r);
+                Some(mantissa as f64 / 10f64.powi(scales.value(r).into()))
+            })
+            .collect();
+        Arc::new(values)
+    };
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    for (field, array) in batch.schema().fields().iter().zip(batch.columns()) {
+        let name = field.name().as_str();
+        match name {
+            "scale" | "min_mantissa" | "max_offset" | "last_offset" | "sum_offset" => continue,
+            "min" => columns.push(decoded(name, None)),
+            "max" | "last" | "sum" => columns.push(decoded(name, Some(&format!("{name}_offset")))),
+            _ => columns.push(Arc::clone(array)),
+        }
+        fields.push(Arc::new(field.as_ref().clone().with_nullable(false)));
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+}
 
-    // Rewrite the file without its footer metadata, and tell the catalog its new size.
-    let catalog_path = dir.path().join("store/catalog.json");
-    let mut catalog: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&catalog_path).unwrap()).unwrap();
-    let file = dir
-        .path()
-        .join("store")
-        .join(catalog["files"][0]["path"].as_str().unwrap());
+/// Rewrites the Parquet file at `path` with `rewrite` applied to each batch, without the
+/// footer metadata; returns its new size and whether the old one had a series index.
+fn rewrite_file(path: &std::path::Path, rewrite: fn(&RecordBatch) -> RecordBatch) -> (u64, bool) {
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-        std::fs::File::open(&file).unwrap(),
+        std::fs::File::open(path).unwrap(),
     )
     .unwrap();
-    assert!(
-        reader
-            .metadata()
-            .file_metadata()
-            .key_value_metadata()
-            .is_some_and(|kv| kv
-                .iter()
-                .any(|kv| kv.key.starts_with("exawatch.series_index"))),
-        "files are written with their series index"
-    );
+    let indexed = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .is_some_and(|kv| {
+            kv.iter()
+                .any(|kv| kv.key.starts_with("exawatch.series_index"))
+        });
     let batches: Vec<_> = reader
         .build()
         .unwrap()
-        .map(|b| without_mantissas(&b.unwrap()))
+        .map(|b| rewrite(&b.unwrap()))
         .collect();
     let schema = batches[0].schema();
     let mut bytes = Vec::new();
@@ -293,8 +318,41 @@ async fn files_of_earlier_versions_read_the_same() {
         writer.write(batch).unwrap();
     }
     writer.close().unwrap();
-    std::fs::write(&file, &bytes).unwrap();
-    catalog["files"][0]["bytes"] = bytes.len().into();
+    std::fs::write(path, &bytes).unwrap();
+    (bytes.len() as u64, indexed)
+}
+
+/// Files written by an earlier version, without a series index and with every value a
+/// double, are indexed from their label columns when first read, with the same answers;
+/// rollup files likewise with every aggregate a double.
+#[tokio::test]
+async fn files_of_earlier_versions_read_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    // Reopened, so that the buffered samples are in files and rollups too.
+    filled(dir.path()).await.shutdown().await.unwrap();
+    let store = open(dir.path()).await;
+    let expected = temp_of(&store, "n2", 0, i64::MAX).await;
+    let totals = sql_totals(&store).await;
+    for row in ["| load        | 18748125.0 ", "| rolled load | 18748125.0 "] {
+        assert!(totals.contains(row), "{totals}");
+    }
+    store.shutdown().await.unwrap();
+
+    // Rewrite the file without its footer metadata, and tell the catalog its new size.
+    let catalog_path = dir.path().join("store/catalog.json");
+    let mut catalog: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&catalog_path).unwrap()).unwrap();
+    let store_dir = dir.path().join("store");
+    let file = store_dir.join(catalog["files"][0]["path"].as_str().unwrap());
+    let (bytes, indexed) = rewrite_file(&file, without_mantissas);
+    assert!(indexed, "files are written with their series index");
+    catalog["files"][0]["bytes"] = bytes.into();
+    for resolution in ["1m", "1h"] {
+        for meta in catalog["rollups"][resolution].as_array_mut().unwrap() {
+            let path = store_dir.join(meta["path"].as_str().unwrap());
+            meta["bytes"] = rewrite_file(&path, rollup_without_decimals).0.into();
+        }
+    }
     std::fs::write(&catalog_path, serde_json::to_vec(&catalog).unwrap()).unwrap();
 
     let store = open(dir.path()).await;
