@@ -5,8 +5,8 @@
 //! 100 nodes × 1 h at 1 s: 18 M samples), posted to both over HTTP with
 //! `shared/bench/load_lp.py`; both servers are then restarted so that queries read what is
 //! on disk, as dashboards over past hours do. The queries are `shared/bench/query_bench.py`'s
-//! (cluster panels over the whole hour at a 15 s step, one node's panels, topk, aggregations by
-//! node). VictoriaMetrics is asked with `nocache=1` (exawatch has no result cache either).
+//! (cluster panels over the whole range at the step of a 1000-point panel, one node's panels,
+//! topk, aggregations by node). VictoriaMetrics is asked with `nocache=1` (exawatch has no result cache either).
 //! Each round runs every query once on each system, alternating, so machine noise hits both;
 //! latencies go into one hdrhistogram per query and system. The number of series each system
 //! returns is shown (and flagged where they differ).
@@ -28,17 +28,23 @@ const START: i64 = 1_700_000_000;
 /// A named query: its name, API path and parameters.
 type Query = (&'static str, &'static str, Vec<(&'static str, String)>);
 
-/// The queries of shared/bench/query_bench.py.
-fn queries(end: i64) -> Vec<Query> {
-    let range = |q: &str| {
+/// The queries of shared/bench/query_bench.py, over the whole data (`nodes` × `seconds`) at
+/// the step Grafana takes for a panel about 1000 points wide: 15 s over 1 h, 90 s over 24 h,
+/// 615 s over 7 d.
+fn queries(nodes: usize, seconds: usize) -> Vec<Query> {
+    let end = START + seconds as i64 - 1;
+    let step = (seconds / 1000).max(15).div_ceil(15) * 15;
+    let range = move |q: &str| {
         vec![
             ("query", q.to_owned()),
             ("start", START.to_string()),
             ("end", end.to_string()),
-            ("step", "15".to_owned()),
+            ("step", step.to_string()),
         ]
     };
-    let (node, node2) = ("node042", "node007");
+    // node042 and node007 of 100 nodes; as far into fewer.
+    let node_at = |percent: usize| format!("node{:03}", nodes * percent / 100);
+    let (node, node2) = (node_at(42), node_at(7));
     vec![
         (
             "avg by node of rate(rx_bytes[1m])",
@@ -141,7 +147,6 @@ fn main() {
     let (_vm, port) = start_victoria_metrics(&vm_data, &vm_log);
     eprintln!("loaded {} samples into both", loaded["samples"]);
 
-    let end = START + seconds as i64 - 1;
     let systems = [
         (format!("http://127.0.0.1:{http}"), Vec::new()),
         (
@@ -149,7 +154,7 @@ fn main() {
             vec![("nocache", "1".to_owned())],
         ),
     ];
-    let queries = queries(end);
+    let queries = queries(nodes, seconds);
     let mut histograms = vec![
         [
             Histogram::<u64>::new(3).unwrap(),
