@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use exawatch_promql::{
     Engine, EngineOptions, Error as PromError, QueryResult, QueryValue, SeriesSource, StoreSource,
-    format_value, matcher_sets, parse,
+    matcher_sets, parse, write_time, write_value,
 };
 use promql_parser::label::Matcher;
 use promql_parser::parser::Expr;
@@ -654,8 +654,12 @@ fn write_labels(out: &mut String, labels: &exawatch_promql::Labels) {
 }
 
 /// `[t, "v"]` with `t` in seconds, as Prometheus writes it.
-fn write_point(out: &mut String, t: i64, v: &str) {
-    let _ = write!(out, "[{},\"{v}\"]", format_value(t as f64 / 1000.0));
+fn write_point(out: &mut String, t: i64, v: f64) {
+    out.push('[');
+    write_time(out, t);
+    out.push_str(",\"");
+    write_value(out, v);
+    out.push_str("\"]");
 }
 
 /// The `data` of a query result, with warnings and infos.
@@ -664,12 +668,14 @@ fn encode_result(result: &QueryResult) -> String {
     match &result.value {
         QueryValue::Scalar { t, v } => {
             data.push_str("{\"resultType\":\"scalar\",\"result\":");
-            write_point(&mut data, *t, &format_value(*v));
+            write_point(&mut data, *t, *v);
         }
         QueryValue::String { t, v } => {
             data.push_str("{\"resultType\":\"string\",\"result\":");
             let quoted = serde_json::to_string(v).expect("strings serialize");
-            let _ = write!(data, "[{},{quoted}]", format_value(*t as f64 / 1000.0));
+            data.push('[');
+            write_time(&mut data, *t);
+            let _ = write!(data, ",{quoted}]");
         }
         QueryValue::Vector(series) => {
             data.push_str("{\"resultType\":\"vector\",\"result\":[");
@@ -681,7 +687,7 @@ fn encode_result(result: &QueryResult) -> String {
                 write_labels(&mut data, &s.labels);
                 data.push_str(",\"value\":");
                 let p = s.points[0];
-                write_point(&mut data, p.t, &format_value(p.v));
+                write_point(&mut data, p.t, p.v);
                 data.push('}');
             }
             data.push(']');
@@ -699,7 +705,7 @@ fn encode_result(result: &QueryResult) -> String {
                     if j > 0 {
                         data.push(',');
                     }
-                    write_point(&mut data, p.t, &format_value(p.v));
+                    write_point(&mut data, p.t, p.v);
                 }
                 data.push_str("]}");
             }

@@ -35,7 +35,7 @@ pub use stats::almost_equal;
 pub use store_source::StoreSource;
 pub use value::{
     Labels, METRIC_NAME, Point, QueryValue, STALE_NAN_BITS, Series, format_value, is_stale,
-    stale_nan,
+    stale_nan, write_time, write_value,
 };
 
 /// Query errors, classified as Prometheus' API classifies them.

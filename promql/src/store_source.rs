@@ -126,17 +126,23 @@ fn to_series(samples: SeriesSamples) -> Series {
         std::iter::once((METRIC_NAME.to_owned(), key.metric.clone()))
             .chain(key.tags.iter().cloned()),
     );
-    let mut points: Vec<Point> = Vec::with_capacity(samples.times.len());
-    for (&t, &v) in samples.times.iter().zip(&samples.values) {
-        let p = Point {
+    let mut points: Vec<Point> = samples
+        .times
+        .iter()
+        .zip(&samples.values)
+        .map(|(&t, &v)| Point {
             t: t.div_euclid(1_000_000),
             v,
-        };
-        match points.last_mut() {
-            Some(last) if last.t == p.t => *last = p,
-            _ => points.push(p),
+        })
+        .collect();
+    // Of samples in the same millisecond, the last written (last) is kept.
+    points.dedup_by(|later, earlier| {
+        let same = later.t == earlier.t;
+        if same {
+            earlier.v = later.v;
         }
-    }
+        same
+    });
     Series { labels, points }
 }
 

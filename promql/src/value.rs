@@ -180,13 +180,124 @@ pub enum QueryValue {
 /// Formats a value the way Prometheus does in its JSON API (Go's
 /// `strconv.FormatFloat(v, 'f', -1, 64)`): shortest round-trip digits, no exponent.
 pub fn format_value(v: f64) -> String {
+    let mut out = String::new();
+    write_value(&mut out, v);
+    out
+}
+
+/// Appends `v` to `out` as [`format_value`] formats it.
+pub fn write_value(out: &mut String, v: f64) {
     if v.is_nan() {
-        "NaN".into()
+        out.push_str("NaN");
     } else if v == f64::INFINITY {
-        "+Inf".into()
+        out.push_str("+Inf");
     } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
+        out.push_str("-Inf");
     } else {
-        format!("{v}")
+        let mut buffer = zmij::Buffer::new();
+        let digits = buffer.format_finite(v);
+        if digits.contains('e') {
+            // Very large or small magnitudes, which zmij writes with an exponent.
+            use std::fmt::Write;
+            let _ = write!(out, "{v}");
+        } else {
+            out.push_str(digits.strip_suffix(".0").unwrap_or(digits));
+        }
+    }
+}
+
+/// Appends a time in milliseconds as seconds, as Prometheus writes sample times:
+/// `1700000015`, `1700000015.5`.
+pub fn write_time(out: &mut String, t_ms: i64) {
+    use std::fmt::Write;
+    if t_ms < 0 {
+        out.push('-');
+    }
+    let t = t_ms.unsigned_abs();
+    let (seconds, millis) = (t / 1000, t % 1000);
+    let _ = write!(out, "{seconds}");
+    if millis != 0 {
+        let fraction = format!("{millis:03}");
+        out.push('.');
+        out.push_str(fraction.trim_end_matches('0'));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Go's `FormatFloat(v, 'f', -1, 64)` and Rust's `{}` agree: shortest round-trip digits,
+    /// no exponent. The fast path gives the same text but where two shortest forms are
+    /// equally near (`1658206780088562.25` as `…562.2` or `…562.3`).
+    #[test]
+    fn values_format_as_rust_and_go_do() {
+        let mut values = vec![
+            0.0,
+            -0.0,
+            1.0,
+            -2.0,
+            0.1,
+            0.3,
+            1.5e-7,
+            2.5e-5,
+            123.456,
+            1e15,
+            1e16,
+            1e17,
+            1e21,
+            1e22,
+            1e300,
+            5e-324,
+            1.7976931348623157e308,
+            52.667,
+            4.56,
+        ];
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let random_bits = f64::from_bits(x);
+            if random_bits.is_finite() {
+                values.push(random_bits);
+            }
+            values.push((x % 1_000_000_000) as f64 / 1000.0);
+            values.push((x % 100_000) as f64 * 1e-9);
+        }
+        for v in values {
+            let (fast, std) = (format_value(v), format!("{v}"));
+            if fast != std {
+                assert_eq!(fast.len(), std.len(), "{v:e}");
+                assert_eq!(fast.parse::<f64>().unwrap().to_bits(), v.to_bits(), "{v:e}");
+            }
+        }
+        assert_eq!(format_value(f64::NAN), "NaN");
+        assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
+    }
+
+    #[test]
+    fn times_format_as_seconds() {
+        for t in [
+            0,
+            1,
+            10,
+            999,
+            1000,
+            1500,
+            -1,
+            -1500,
+            1_700_000_015_120,
+            i64::MIN + 1,
+        ] {
+            let mut out = String::new();
+            write_time(&mut out, t);
+            if t.abs() < 1 << 53 {
+                assert_eq!(out, format_value(t as f64 / 1000.0), "{t}");
+            }
+        }
+        let mut out = String::new();
+        write_time(&mut out, 1_700_000_015_120);
+        assert_eq!(out, "1700000015.12");
     }
 }

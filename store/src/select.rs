@@ -382,10 +382,6 @@ async fn read_runs(
                 batch.column(3).as_primitive::<Int8Type>(),
             )
         });
-        // A thinned selection decodes only the values it keeps.
-        let values = thinning
-            .is_none()
-            .then(|| decimal::decode_array(raw, mantissas));
         let mut row = 0;
         while row < batch.num_rows() {
             while left == 0 {
@@ -401,20 +397,15 @@ async fn read_runs(
             let run_times = &times.values()[row..row + take];
             let from = row + run_times.partition_point(|&t| t < min_ns);
             let to = row + run_times.partition_point(|&t| t <= max_ns);
-            match (&mut thinning, &values) {
-                (Some(thinning), _) => thinning.push_sorted(
-                    &times.values()[from..to],
+            let times = &times.values()[from..to];
+            match &mut thinning {
+                // A thinned selection decodes only the values it keeps.
+                Some(thinning) => thinning.push_sorted(
+                    times,
                     |i| decimal::decode_column(raw, mantissas, from + i),
                     s,
                 ),
-                (None, Some(values)) => {
-                    for r in (from..to).filter(|&r| values.is_valid(r)) {
-                        s.times.push(times.value(r));
-                        s.values.push(values.value(r));
-                    }
-                }
-                // Not thinned: decoded above.
-                (None, None) => {}
+                None => decimal::decode_into(raw, mantissas, from..to, times, s),
             }
             row += take;
             left -= take as u64;

@@ -100,13 +100,19 @@ pub(super) fn call(
 /// of them ([`sliding`]) rather than a pass over the window.
 fn counter_rates(arg: &RangeArg, grid: &Grid, s: &ESeries, is_rate: bool) -> Option<ESeries> {
     let all = &s.points;
-    let resets = PrefixSums::new((0..all.len()).map(|j| {
-        if j > 0 && all[j].v < all[j - 1].v {
-            all[j - 1].v
-        } else {
-            0.0
-        }
-    }));
+    // Running totals of the reset additions (`Some(None)`: no reset, nothing to add).
+    let resets = if all.windows(2).any(|p| p[1].v < p[0].v) {
+        PrefixSums::new((0..all.len()).map(|j| {
+            if j > 0 && all[j].v < all[j - 1].v {
+                all[j - 1].v
+            } else {
+                0.0
+            }
+        }))
+        .map(Some)
+    } else {
+        Some(None)
+    };
     let points: Vec<Point> = windows(all, arg, grid)
         .filter_map(|(i, range)| {
             let w = &all[range.clone()];
@@ -115,7 +121,10 @@ fn counter_rates(arg: &RangeArg, grid: &Grid, s: &ESeries, is_rate: bool) -> Opt
                 _ if w.len() < 2 => return None,
                 // The resets between the window's own samples.
                 Some(resets) => {
-                    let change = w[w.len() - 1].v - w[0].v + resets.sum(range.start + 1..range.end);
+                    let added = resets
+                        .as_ref()
+                        .map_or(0.0, |r| r.sum(range.start + 1..range.end));
+                    let change = w[w.len() - 1].v - w[0].v + added;
                     extrapolate(w, &step, change, true, is_rate)
                 }
                 None => extrapolated_rate(w, &step, true, is_rate)?,

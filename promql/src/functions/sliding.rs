@@ -69,13 +69,11 @@ impl PrefixSums {
         for v in values {
             let (s, e) = two_sum(h, v);
             (h, l) = (s, l + e);
-            if !h.is_finite() || !l.is_finite() {
-                return None;
-            }
             hi.push(h);
             lo.push(l);
         }
-        Some(Self { hi, lo })
+        // Once a total is not finite, none after it is: checking the last is enough.
+        (h.is_finite() && l.is_finite()).then_some(Self { hi, lo })
     }
 
     /// The sum of the values at `range`.
