@@ -454,9 +454,14 @@ fn promql_answers_match_prometheus() {
     // Evaluation times sit 0.5 s past the 15 s grid: raw samples are 1–14 s past it and
     // subquery points on it, so no window boundary ever meets a point.
     let t0 = t0 as f64 + 0.5;
-    let ranges: [(f64, f64, &str); 2] = [
+    // The 7-minute step is longer than most windows: range selectors then read only the
+    // samples of each step's window. Its end is off the grid, as `end()` must not be.
+    // No range starts before t0 + 1200 s: windows with `offset 15m` reaching back past the
+    // first sample extrapolate rate differently in Prometheus 2.42 than in 3.
+    let ranges: [(f64, f64, &str); 3] = [
         (t0 + 1800.0, t0 + 5400.0, "15s"),
         (t0 + 1200.0, t0 + 4800.0, "60"),
+        (t0 + 1200.0, t0 + 5300.0, "7m"),
     ];
     let instants = [t0 + 2700.0, t0 + 4500.0];
     let (mut queries, mut compared_series, mut compared_points, mut max_relative) =

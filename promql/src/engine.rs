@@ -138,7 +138,6 @@ impl Engine {
                 )
             }
         );
-        let end_ms = start_ms + (end_ms - start_ms) / step_ms * step_ms;
         let grid = Grid {
             start: start_ms,
             end: end_ms,
@@ -292,17 +291,21 @@ fn plan(
     settings: &Settings,
     needs: &mut HashMap<String, Need>,
 ) {
-    let mut need = |vs: &VectorSelector, back: i64, instant: bool| {
+    let mut need = |vs: &VectorSelector, back: i64, range: bool| {
         let offset = offset_ms(&vs.offset);
         let at = at_ms(&vs.at, settings);
         let (s, e) = match at {
             Some(t) => (t - offset, t - offset),
             None => (start - offset, end - offset),
         };
-        let steps = grid.filter(|_| instant && at.is_none()).map(|g| Steps {
+        // Samples no step uses can be left out: of an instant selector all but the latest
+        // before each step, of a range selector those between windows shorter than a step.
+        let thinned = |g: &&Grid| at.is_none() && (!range || back < g.interval);
+        let steps = grid.filter(thinned).map(|g| Steps {
             first_ms: g.start - offset,
             interval_ms: g.interval,
-            lookback_ms: settings.lookback,
+            lookback_ms: back,
+            whole_windows: range,
         });
         let entry = needs.entry(selector_key(vs)).or_insert_with(|| Need {
             selector: vs.clone(),
@@ -317,8 +320,8 @@ fn plan(
         }
     };
     match expr {
-        Expr::VectorSelector(vs) => need(vs, settings.lookback, true),
-        Expr::MatrixSelector(ms) => need(&ms.vs, ms.range.as_millis() as i64, false),
+        Expr::VectorSelector(vs) => need(vs, settings.lookback, false),
+        Expr::MatrixSelector(ms) => need(&ms.vs, ms.range.as_millis() as i64, true),
         Expr::Subquery(sq) => {
             let offset = offset_ms(&sq.offset);
             let (s, e) = match at_ms(&sq.at, settings) {

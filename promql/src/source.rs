@@ -16,8 +16,10 @@ pub struct Steps {
     pub first_ms: i64,
     /// Between evaluation times (ms, > 0).
     pub interval_ms: i64,
-    /// Prometheus' lookback delta (ms).
+    /// Prometheus' lookback delta (ms), or the range of a range selector.
     pub lookback_ms: i64,
+    /// A range selector: every sample in `(t - lookback_ms, t]` is used, not only the latest.
+    pub whole_windows: bool,
 }
 
 /// A store of series that the engine selects from.

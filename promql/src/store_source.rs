@@ -240,6 +240,7 @@ impl SeriesSource for StoreSource {
             first_ns: s.first_ms.saturating_mul(1_000_000).saturating_add(999_999),
             interval_ns: s.interval_ms.saturating_mul(1_000_000),
             lookback_ns: s.lookback_ms.saturating_mul(1_000_000).saturating_sub(1),
+            whole_windows: s.whole_windows,
         });
         // A sample costs 16 bytes read and 16 bytes as a point.
         let max_samples = self.memory_bytes / 32;

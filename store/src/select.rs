@@ -50,9 +50,11 @@ pub struct SeriesSamples {
     pub values: Vec<f64>,
 }
 
-/// Evaluation times of an instant selector: the times `first_ns + k * interval_ns`, at each
-/// of which only the latest sample at or before it, and no older than `lookback_ns` before it,
-/// is used. A selection for them leaves out the samples of files that no step uses.
+/// Evaluation times of a selector: the times `first_ns + k * interval_ns`, at each of which
+/// the samples at or before it and no older than `lookback_ns` before it are used: only the
+/// latest of them (an instant selector), or all (`whole_windows`: a range selector, whose
+/// windows are then shorter than the interval). A selection for them leaves out the samples
+/// of files that no step uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Steps {
     /// The first evaluation time (ns, inclusive bound).
@@ -61,6 +63,8 @@ pub struct Steps {
     pub interval_ns: i64,
     /// How far before an evaluation time a sample may be (ns, inclusive).
     pub lookback_ns: i64,
+    /// Every sample within lookback of a step is used, not only the latest.
+    pub whole_windows: bool,
 }
 
 impl Steps {
@@ -102,6 +106,9 @@ impl Thinning {
         value: impl Fn(usize) -> Option<f64>,
         out: &mut SeriesSamples,
     ) {
+        if self.steps.whole_windows {
+            return self.push_windows(times, value, out);
+        }
         let mut i = 0;
         while i < times.len() {
             let step = match self.pending {
@@ -115,6 +122,33 @@ impl Thinning {
             let end = i + times[i..].partition_point(|&t| t <= step);
             if let Some((k, v)) = (i..end).rev().find_map(|k| value(k).map(|v| (k, v))) {
                 self.pending = Some((times[k], v, step));
+            }
+            i = end;
+        }
+    }
+
+    /// Keeps the samples within lookback of the first step at or after them (lookback is
+    /// shorter than the interval, so no other step's window holds them).
+    fn push_windows(
+        &mut self,
+        times: &[i64],
+        value: impl Fn(usize) -> Option<f64>,
+        out: &mut SeriesSamples,
+    ) {
+        let mut i = 0;
+        while i < times.len() {
+            let step = self.steps.next_at_or_after(times[i]);
+            let window_start = step.saturating_sub(self.steps.lookback_ns);
+            if times[i] < window_start {
+                i += times[i..].partition_point(|&t| t < window_start);
+                continue;
+            }
+            let end = i + times[i..].partition_point(|&t| t <= step);
+            for (k, &t) in times.iter().enumerate().take(end).skip(i) {
+                if let Some(v) = value(k) {
+                    out.times.push(t);
+                    out.values.push(v);
+                }
             }
             i = end;
         }

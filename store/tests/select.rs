@@ -411,6 +411,7 @@ async fn steps_keep_the_sample_each_step_uses() {
             first_ns,
             interval_ns,
             lookback_ns,
+            whole_windows: false,
         };
         let wanted = |key: &SeriesKey| key.metric == "temp";
         let thinned = store
@@ -436,6 +437,48 @@ async fn steps_keep_the_sample_each_step_uses() {
             thinned.times.len() <= used + 2 * 143 + 1,
             "{steps:?}: {} kept for {used} steps",
             thinned.times.len()
+        );
+    }
+
+    // Range selectors with windows shorter than the interval: every sample of every window.
+    for (first_ns, interval_ns, lookback_ns) in [
+        (999_999, 120 * SEC, 60 * SEC - 1),
+        (7 * SEC + 500, 600 * SEC, 300 * SEC),
+        (-50 * SEC, 10 * SEC, 0),
+    ] {
+        let steps = Steps {
+            first_ns,
+            interval_ns,
+            lookback_ns,
+            whole_windows: true,
+        };
+        let wanted = |key: &SeriesKey| key.metric == "temp";
+        let windowed = store
+            .select_series(&wanted, i64::MIN, i64::MAX, Some(steps), usize::MAX)
+            .await
+            .unwrap();
+        let windowed = &windowed[0];
+        let mut used = 0;
+        let mut at = first_ns;
+        while at <= 3700 * SEC {
+            let window = |s: &SeriesSamples| -> Vec<(i64, u64)> {
+                s.times
+                    .iter()
+                    .zip(&s.values)
+                    .filter(|(t, _)| (at - lookback_ns..=at).contains(*t))
+                    .map(|(&t, v)| (t, v.to_bits()))
+                    .collect()
+            };
+            let expected = window(all);
+            assert_eq!(window(windowed), expected, "{steps:?} at {at}");
+            used += expected.len();
+            at += interval_ns;
+        }
+        assert!(used > 0);
+        assert!(
+            windowed.times.len() <= used + 1,
+            "{steps:?}: {} kept for {used} in windows",
+            windowed.times.len()
         );
     }
     store.shutdown().await.unwrap();
