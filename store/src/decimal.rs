@@ -139,9 +139,10 @@ pub(crate) fn encode(
 }
 
 /// The value of `row` of a file's value columns: from its mantissa and scale where it has
-/// them (`mantissas` is `None` for files written before they existed), else the raw column.
+/// them (`mantissas` is `None` for files written before they existed), else the raw column
+/// (`None` when it holds no value).
 pub(crate) fn decode_column(
-    raw: &Float64Array,
+    raw: Option<&Float64Array>,
     mantissas: Option<(&Int64Array, &Int8Array)>,
     row: usize,
 ) -> Option<f64> {
@@ -150,14 +151,15 @@ pub(crate) fn decode_column(
     {
         return Some(decode(m.value(row), s.value(row)));
     }
-    raw.is_valid(row).then(|| raw.value(row))
+    raw.filter(|raw| raw.is_valid(row))
+        .map(|raw| raw.value(row))
 }
 
 /// Appends the values of `rows` of a file's value columns to `out`, with their `times`;
 /// text samples (no value) are left out. Rows that are all mantissas (the usual case) decode
 /// in one tight loop.
 pub(crate) fn decode_into(
-    raw: &Float64Array,
+    raw: Option<&Float64Array>,
     mantissas: Option<(&Int64Array, &Int8Array)>,
     rows: Range<usize>,
     times: &[i64],
@@ -197,7 +199,7 @@ pub(crate) fn decode_array(
         ),
         None => raw.clone(),
         Some(_) => (0..raw.len())
-            .map(|row| decode_column(raw, mantissas, row))
+            .map(|row| decode_column(Some(raw), mantissas, row))
             .collect(),
     }
 }
@@ -353,7 +355,7 @@ mod tests {
         let mantissas = encoded.column(2).as_primitive::<Int64Type>();
         let scales = encoded.column(3).as_primitive::<Int8Type>();
         for (row, expected) in column.iter().enumerate() {
-            let got = decode_column(raw, Some((mantissas, scales)), row);
+            let got = decode_column(Some(raw), Some((mantissas, scales)), row);
             assert_eq!(
                 got.map(f64::to_bits),
                 expected.map(f64::to_bits),

@@ -224,7 +224,7 @@ async fn merge(
     let mut writer = ArrowWriter::try_new(
         &mut out,
         Arc::clone(schema),
-        Some(writer_properties(inner.config.zstd_level)?),
+        Some(writer_properties(inner.config.zstd_level, schema)?),
     )
     .map_err(encode_error)?;
     let series_columns = &keys[..keys.len() - 1];

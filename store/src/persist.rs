@@ -15,7 +15,7 @@ use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 use snafu::ResultExt;
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
 use crate::buffer::{Chunk, HashMap, SeriesKey, SortedRows, sorted_batch};
@@ -254,13 +254,27 @@ pub(crate) fn time_range(batch: &arrow::record_batch::RecordBatch) -> (i64, i64)
 /// Rows per row group of every file.
 const ROW_GROUP_ROWS: usize = 1 << 20;
 
-/// How every Parquet file is written: ZSTD, dictionary-encoded tags and metric,
+/// How every Parquet file is written: ZSTD (but for dictionary keys and scales),
+/// dictionary-encoded tags and metric,
 /// delta-encoded timestamps and mantissas, row groups of up to a million rows.
-pub(crate) fn writer_properties(zstd_level: i32) -> Result<WriterProperties> {
+pub(crate) fn writer_properties(
+    zstd_level: i32,
+    schema: &arrow::datatypes::Schema,
+) -> Result<WriterProperties> {
     let level = ZstdLevel::try_new(zstd_level).map_err(|e| Error::Encode {
         message: e.to_string(),
     })?;
     let mut builder = WriterProperties::builder();
+    // Dictionary keys (tags, metric) and scales are runs that RLE already packs: ZSTD makes
+    // them larger, and costs every reader a compression context per column chunk.
+    for field in schema.fields() {
+        if matches!(field.data_type(), DataType::Dictionary(..) | DataType::Int8) {
+            builder = builder.set_column_compression(
+                ColumnPath::from(field.name().as_str()),
+                Compression::UNCOMPRESSED,
+            );
+        }
+    }
     // Rollup files: floats where a row has no decimals (mostly null), delta-packed mantissas.
     for name in rollup::DECIMAL_AGGREGATES {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(name), false);
@@ -294,7 +308,7 @@ pub(crate) fn encode_parquet(
     let encode_error = |e: parquet::errors::ParquetError| Error::Encode {
         message: e.to_string(),
     };
-    let props = writer_properties(zstd_level)?;
+    let props = writer_properties(zstd_level, &schema)?;
     let mut out = Vec::new();
     let mut writer = ArrowWriter::try_new(&mut out, schema, Some(props)).map_err(encode_error)?;
     for batch in batches {
@@ -367,7 +381,8 @@ mod tests {
             let mantissa = mantissa.as_any().downcast_ref::<Int64Array>().unwrap();
             let scale = scale.as_any().downcast_ref::<Int8Array>().unwrap();
             for row in 0..batch.num_rows() {
-                let value = decimal::decode_column(raw, Some((mantissa, scale)), row).unwrap();
+                let value =
+                    decimal::decode_column(Some(raw), Some((mantissa, scale)), row).unwrap();
                 read.push((times.value(row), value.to_bits()));
             }
         }

@@ -235,9 +235,10 @@ impl Store {
     }
 }
 
-/// The series gathered so far, merged by key.
+/// The series gathered so far: each series' parts (a file's or the buffer's samples of it)
+/// in write order.
 struct Selection {
-    series: Vec<SeriesSamples>,
+    series: Vec<Vec<SeriesSamples>>,
     by_key: HashMap<Arc<SeriesKey>, usize>,
     samples: usize,
     max_samples: usize,
@@ -260,34 +261,81 @@ impl Selection {
                 limit: self.max_samples,
             });
         }
+        if part.times.is_empty() {
+            return Ok(());
+        }
         match self.by_key.get(&part.key) {
-            Some(&i) => {
-                let s = &mut self.series[i];
-                s.times.extend_from_slice(&part.times);
-                s.values.extend_from_slice(&part.values);
-            }
+            Some(&i) => self.series[i].push(part),
             None => {
                 self.by_key.insert(Arc::clone(&part.key), self.series.len());
-                self.series.push(part);
+                self.series.push(vec![part]);
             }
         }
         Ok(())
     }
 
     /// Every series with its samples in time order (stable: the later write of a time last).
-    fn finish(mut self) -> Vec<SeriesSamples> {
-        for s in &mut self.series {
-            if s.times.is_sorted() {
-                continue;
-            }
-            let mut order: Vec<usize> = (0..s.times.len()).collect();
-            order.sort_by_key(|&i| s.times[i]);
-            s.times = order.iter().map(|&i| s.times[i]).collect();
-            s.values = order.iter().map(|&i| s.values[i]).collect();
-        }
-        self.series.retain(|s| !s.times.is_empty());
-        self.series
+    fn finish(self) -> Vec<SeriesSamples> {
+        self.series.into_iter().map(merge).collect()
     }
+}
+
+/// One series from its parts in write order. Files and flushes overlap in time only at their
+/// edges: parts in time order are merged tail by tail, others sorted as a whole.
+fn merge(mut parts: Vec<SeriesSamples>) -> SeriesSamples {
+    let all_sorted = parts.iter().all(|p| p.times.is_sorted());
+    if parts.len() == 1 && all_sorted {
+        return parts.pop().expect("one part");
+    }
+    let total = parts.iter().map(|p| p.times.len()).sum();
+    let mut parts = parts.into_iter();
+    let first = parts.next().expect("a series has a part");
+    let mut s = SeriesSamples {
+        key: first.key,
+        times: Vec::with_capacity(total),
+        values: Vec::with_capacity(total),
+    };
+    s.times.extend_from_slice(&first.times);
+    s.values.extend_from_slice(&first.values);
+    for part in parts {
+        if all_sorted {
+            append_sorted(&mut s, &part);
+        } else {
+            s.times.extend_from_slice(&part.times);
+            s.values.extend_from_slice(&part.values);
+        }
+    }
+    if !all_sorted {
+        let mut order: Vec<usize> = (0..s.times.len()).collect();
+        order.sort_by_key(|&i| s.times[i]);
+        s.times = order.iter().map(|&i| s.times[i]).collect();
+        s.values = order.iter().map(|&i| s.values[i]).collect();
+    }
+    s
+}
+
+/// Appends a later write's samples to a series, both in time order: only the tail of `s`
+/// from `part`'s first time on is merged (of equal times the later write comes last).
+fn append_sorted(s: &mut SeriesSamples, part: &SeriesSamples) {
+    let from = s.times.partition_point(|&t| t <= part.times[0]);
+    let tail_times = s.times.split_off(from);
+    let tail_values = s.values.split_off(from);
+    let (mut i, mut j) = (0, 0);
+    while i < tail_times.len() && j < part.times.len() {
+        if tail_times[i] <= part.times[j] {
+            s.times.push(tail_times[i]);
+            s.values.push(tail_values[i]);
+            i += 1;
+        } else {
+            s.times.push(part.times[j]);
+            s.values.push(part.values[j]);
+            j += 1;
+        }
+    }
+    s.times.extend_from_slice(&tail_times[i..]);
+    s.values.extend_from_slice(&tail_values[i..]);
+    s.times.extend_from_slice(&part.times[j..]);
+    s.values.extend_from_slice(&part.values[j..]);
 }
 
 impl IndexedFile {
@@ -373,9 +421,15 @@ async fn read_runs(
             message: format!("file {}: {e}", file.path),
         })
     };
-    // Files written before values had mantissas hold them all in `value`.
-    let mut roots = vec![column("time")?, column("value")?];
+    // Files written before values had mantissas hold them all in `value`; in the others it
+    // is read only if it holds a value (each column read costs a decompression context).
     let decimal = schema.index_of(decimal::MANTISSA).is_ok();
+    let value_column = column("value")?;
+    let raw_values = !decimal || holds_values(indexed.metadata.metadata(), value_column);
+    let mut roots = vec![column("time")?];
+    if raw_values {
+        roots.push(value_column);
+    }
     if decimal {
         roots.extend([column(decimal::MANTISSA)?, column(decimal::SCALE)?]);
     }
@@ -409,11 +463,12 @@ async fn read_runs(
     let mut thinning = steps.map(Thinning::new);
     while let Some(batch) = stream.try_next().await.map_err(parquet_error)? {
         let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
-        let raw = batch.column(1).as_primitive::<Float64Type>();
+        let raw = raw_values.then(|| batch.column(1).as_primitive::<Float64Type>());
+        let first_decimal = 1 + usize::from(raw_values);
         let mantissas = decimal.then(|| {
             (
-                batch.column(2).as_primitive::<Int64Type>(),
-                batch.column(3).as_primitive::<Int8Type>(),
+                batch.column(first_decimal).as_primitive::<Int64Type>(),
+                batch.column(first_decimal + 1).as_primitive::<Int8Type>(),
             )
         });
         let mut row = 0;
@@ -449,6 +504,18 @@ async fn read_runs(
         thinning.flush(&mut out[run]);
     }
     Ok(out)
+}
+
+/// Whether a file's column `index` may hold a non-null value: not if every row group's
+/// statistics count only nulls in it.
+fn holds_values(metadata: &ParquetMetaData, index: usize) -> bool {
+    metadata.row_groups().iter().any(|group| {
+        let nulls = group
+            .column(index)
+            .statistics()
+            .and_then(|s| s.null_count_opt());
+        nulls != Some(group.num_rows() as u64)
+    })
 }
 
 /// The file's metadata and index: kept from an earlier read, or read now (and kept). A file
@@ -654,5 +721,56 @@ impl AsyncFileReader for FileReader {
             Ok(Arc::new(metadata))
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(key: &Arc<SeriesKey>, samples: &[(i64, f64)]) -> SeriesSamples {
+        SeriesSamples {
+            key: Arc::clone(key),
+            times: samples.iter().map(|s| s.0).collect(),
+            values: samples.iter().map(|s| s.1).collect(),
+        }
+    }
+
+    fn merged(key: &Arc<SeriesKey>, parts: &[&[(i64, f64)]]) -> Vec<(i64, f64)> {
+        let s = merge(parts.iter().map(|p| part(key, p)).collect());
+        s.times.into_iter().zip(s.values).collect()
+    }
+
+    #[test]
+    fn parts_merge_in_time_order_with_the_later_write_of_a_time_last() {
+        let key = Arc::new(SeriesKey {
+            metric: "m".into(),
+            tags: Vec::new(),
+        });
+        // Overlapping edges, as flushes of concurrent writers leave them.
+        assert_eq!(
+            merged(
+                &key,
+                &[
+                    &[(1, 1.0), (3, 3.0), (5, 5.0)],
+                    &[(2, 2.0), (5, 50.0), (6, 6.0)]
+                ]
+            ),
+            [(1, 1.0), (2, 2.0), (3, 3.0), (5, 5.0), (5, 50.0), (6, 6.0)]
+        );
+        // Disjoint parts in order, and in reverse order.
+        assert_eq!(
+            merged(&key, &[&[(1, 1.0)], &[(2, 2.0)], &[(3, 3.0)]]),
+            [(1, 1.0), (2, 2.0), (3, 3.0)]
+        );
+        assert_eq!(
+            merged(&key, &[&[(3, 3.0)], &[(1, 1.0), (2, 2.0)]]),
+            [(1, 1.0), (2, 2.0), (3, 3.0)]
+        );
+        // A part out of order (the buffer's, written late) is sorted, stably.
+        assert_eq!(
+            merged(&key, &[&[(1, 1.0), (4, 4.0)], &[(4, 40.0), (2, 2.0)]]),
+            [(1, 1.0), (2, 2.0), (4, 4.0), (4, 40.0)]
+        );
     }
 }

@@ -483,3 +483,32 @@ async fn steps_keep_the_sample_each_step_uses() {
     }
     store.shutdown().await.unwrap();
 }
+
+/// Values without a short decimal form stay in the file's float column, next to decimals
+/// in the same file, and read back bit for bit; so do decimals of a file with none of them.
+#[tokio::test]
+async fn float_and_decimal_values_of_one_file_read_back_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let value = |node: &str, s: i64| match node {
+        "thirds" => s as f64 / 3.0,
+        _ => s as f64 / 8.0,
+    };
+    let write = |nodes: &'static [&'static str]| {
+        nodes
+            .iter()
+            .flat_map(|node| (0..3000).map(move |s| sample("temp", node, s, value(node, s))))
+            .collect::<Vec<_>>()
+    };
+    store.write(write(&["eighths", "thirds"])).await.unwrap();
+    store.flush().await.unwrap();
+    store.write(write(&["only_decimals"])).await.unwrap();
+    store.flush().await.unwrap();
+    for node in ["eighths", "thirds", "only_decimals"] {
+        let series = temp_of(&store, node, i64::MIN, i64::MAX).await;
+        assert_eq!(series.len(), 1, "{node}");
+        let expected: Vec<u64> = (0..3000).map(|s| value(node, s).to_bits()).collect();
+        let got: Vec<u64> = series[0].values.iter().map(|v| v.to_bits()).collect();
+        assert_eq!(got, expected, "{node}");
+    }
+}

@@ -53,33 +53,31 @@ fn two_sum(a: f64, b: f64) -> (f64, f64) {
 /// Running totals of a series' values, each kept as `hi + lo`.
 #[derive(Debug)]
 pub(crate) struct PrefixSums {
-    hi: Vec<f64>,
-    lo: Vec<f64>,
+    totals: Vec<(f64, f64)>,
 }
 
 impl PrefixSums {
     /// The running totals of `values`, or `None` if a value or a total is not finite (then
     /// windows are summed one by one, as Prometheus does).
     pub(crate) fn new(values: impl ExactSizeIterator<Item = f64>) -> Option<Self> {
-        let mut hi = Vec::with_capacity(values.len() + 1);
-        let mut lo = Vec::with_capacity(values.len() + 1);
+        let mut totals = Vec::with_capacity(values.len() + 1);
         let (mut h, mut l) = (0.0, 0.0);
-        hi.push(h);
-        lo.push(l);
+        totals.push((h, l));
         for v in values {
             let (s, e) = two_sum(h, v);
             (h, l) = (s, l + e);
-            hi.push(h);
-            lo.push(l);
+            totals.push((h, l));
         }
         // Once a total is not finite, none after it is: checking the last is enough.
-        (h.is_finite() && l.is_finite()).then_some(Self { hi, lo })
+        (h.is_finite() && l.is_finite()).then_some(Self { totals })
     }
 
     /// The sum of the values at `range`.
     pub(crate) fn sum(&self, range: Range<usize>) -> f64 {
-        let (d, e) = two_sum(self.hi[range.end], -self.hi[range.start]);
-        d + (e + (self.lo[range.end] - self.lo[range.start]))
+        let ((end_hi, end_lo), (start_hi, start_lo)) =
+            (self.totals[range.end], self.totals[range.start]);
+        let (d, e) = two_sum(end_hi, -start_hi);
+        d + (e + (end_lo - start_lo))
     }
 }
 
