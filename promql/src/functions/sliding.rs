@@ -89,22 +89,43 @@ pub(crate) struct Extremes {
     /// Indexes of the window's candidates, their values in decreasing (max) or increasing
     /// order.
     queue: VecDeque<usize>,
-    /// Next point not yet offered.
+    /// Next point not yet offered to the queue.
     next: usize,
     /// Start of the last window.
     start: usize,
+    /// End of the last window.
+    end: usize,
+    /// The last window was scanned: the queue does not hold it.
+    scanned: bool,
 }
 
 impl Extremes {
     /// The extreme of `points[range]` (fastest when windows come in order).
     pub(crate) fn of(&mut self, points: &[Point], range: Range<usize>, max: bool) -> f64 {
-        if range.start < self.start || range.end < self.next {
-            *self = Self::default();
-        }
-        self.start = range.start;
         // Strictly better only: of equal values the first stays in front, as Prometheus
         // keeps the first of equal extremes (-0.0 and 0.0 among them).
         let better = |a: f64, b: f64| if max { a > b } else { a < b };
+        if range.start < self.start || range.end < self.end {
+            *self = Self::default();
+        }
+        // Windows that share little with the last (steps longer than a quarter of the
+        // range) are cheaper to scan than to queue.
+        let fresh = range.end - self.end.max(range.start);
+        (self.start, self.end) = (range.start, range.end);
+        if range.len() < 4 * fresh {
+            self.scanned = true;
+            let mut extreme = f64::NAN;
+            for p in &points[range] {
+                if better(p.v, extreme) || extreme.is_nan() {
+                    extreme = p.v;
+                }
+            }
+            return extreme;
+        }
+        if std::mem::take(&mut self.scanned) {
+            self.queue.clear();
+            self.next = range.start;
+        }
         self.next = self.next.max(range.start);
         while self.next < range.end {
             let v = points[self.next].v;
