@@ -106,9 +106,6 @@ impl Thinning {
         value: impl Fn(usize) -> Option<f64>,
         out: &mut SeriesSamples,
     ) {
-        if self.steps.whole_windows {
-            return self.push_windows(times, value, out);
-        }
         let mut i = 0;
         while i < times.len() {
             let step = match self.pending {
@@ -127,31 +124,27 @@ impl Thinning {
         }
     }
 
-    /// Keeps the samples within lookback of the first step at or after them (lookback is
-    /// shorter than the interval, so no other step's window holds them).
-    fn push_windows(
-        &mut self,
-        times: &[i64],
-        value: impl Fn(usize) -> Option<f64>,
-        out: &mut SeriesSamples,
-    ) {
+    /// The index ranges of `times` (ascending) within lookback of the first step at or
+    /// after them (whole windows: lookback is shorter than the interval, so no other step's
+    /// window holds them).
+    fn windows<'t>(&self, times: &'t [i64]) -> impl Iterator<Item = Range<usize>> + 't {
+        let steps = self.steps;
         let mut i = 0;
-        while i < times.len() {
-            let step = self.steps.next_at_or_after(times[i]);
-            let window_start = step.saturating_sub(self.steps.lookback_ns);
-            if times[i] < window_start {
-                i += times[i..].partition_point(|&t| t < window_start);
-                continue;
-            }
-            let end = i + times[i..].partition_point(|&t| t <= step);
-            for (k, &t) in times.iter().enumerate().take(end).skip(i) {
-                if let Some(v) = value(k) {
-                    out.times.push(t);
-                    out.values.push(v);
+        std::iter::from_fn(move || {
+            while i < times.len() {
+                let step = steps.next_at_or_after(times[i]);
+                let window_start = step.saturating_sub(steps.lookback_ns);
+                if times[i] < window_start {
+                    i += times[i..].partition_point(|&t| t < window_start);
+                    continue;
                 }
+                let end = i + times[i..].partition_point(|&t| t <= step);
+                let window = i..end;
+                i = end;
+                return Some(window);
             }
-            i = end;
-        }
+            None
+        })
     }
 
     /// Ends the series: the held sample is kept if its next step is within lookback.
@@ -489,6 +482,12 @@ async fn read_runs(
             let times = &times.values()[from..to];
             match &mut thinning {
                 // A thinned selection decodes only the values it keeps.
+                Some(thinning) if thinning.steps.whole_windows => {
+                    for window in thinning.windows(times) {
+                        let rows = from + window.start..from + window.end;
+                        decimal::decode_into(raw, mantissas, rows, &times[window], s);
+                    }
+                }
                 Some(thinning) => thinning.push_sorted(
                     times,
                     |i| decimal::decode_column(raw, mantissas, from + i),
