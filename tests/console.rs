@@ -33,7 +33,7 @@ fn wait_for_nodes(server: &Server) {
     let query = "SELECT count(*) AS n FROM (SELECT node FROM samples WHERE metric = 'node_power' \
                  GROUP BY node HAVING count(*) >= 4)";
     loop {
-        let nodes = server.sql(query)[0]["n"].as_u64().unwrap_or(0);
+        let nodes = server.count_or_zero(query);
         if nodes == NODES {
             return;
         }

@@ -161,20 +161,25 @@ impl Server {
             .unwrap()
     }
 
-    /// Waits until `count(filter) == n`. Until the first sample with a tag the filter names
-    /// is stored, the column does not exist and the query is refused: that counts as 0.
+    /// The `n` of a `SELECT count(*) AS n ...` query. Until the first sample with a tag the
+    /// query names is stored, the column does not exist and the query is refused: that
+    /// counts as 0.
+    pub fn count_or_zero(&self, query: &str) -> u64 {
+        let (status, body) = self.post_sql(query, "json");
+        match status {
+            200 => serde_json::from_str::<Vec<Value>>(&body).unwrap()[0]["n"]
+                .as_u64()
+                .unwrap(),
+            400 if body.contains("No field named") => 0,
+            _ => panic!("{query}: {status} {body}"),
+        }
+    }
+
+    /// Waits until `count(filter) == n`.
     pub fn wait_for_count(&self, filter: &str, n: u64) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let query = format!("SELECT count(*) AS n FROM samples {filter}");
-            let (status, body) = self.post_sql(&query, "json");
-            let got = match status {
-                200 => serde_json::from_str::<Vec<Value>>(&body).unwrap()[0]["n"]
-                    .as_u64()
-                    .unwrap(),
-                400 if body.contains("No field named") => 0,
-                _ => panic!("{query}: {status} {body}"),
-            };
+            let got = self.count_or_zero(&format!("SELECT count(*) AS n FROM samples {filter}"));
             if got == n {
                 return;
             }
