@@ -26,6 +26,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use exawatch_analytics::AnalyticsHandlerRef;
+use exawatch_protocol::line_protocol::SeriesCache;
 use exawatch_store::Store;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
@@ -83,6 +84,8 @@ pub struct ApiState {
     metrics: ApiMetrics,
     config: Arc<ApiConfig>,
     analytics: Option<AnalyticsHandlerRef>,
+    /// Series keys of the line-protocol texts writers sent before.
+    line_series: Arc<SeriesCache>,
 }
 
 impl ApiState {
@@ -99,6 +102,7 @@ impl ApiState {
             metrics,
             config: Arc::new(config),
             analytics: None,
+            line_series: Arc::default(),
         }
     }
 

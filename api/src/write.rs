@@ -12,7 +12,7 @@ use axum::http::header::CONTENT_ENCODING;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use exawatch_protocol::Batch;
-use exawatch_protocol::line_protocol::{self, Precision};
+use exawatch_protocol::line_protocol::Precision;
 use exawatch_protocol::remote_write;
 use serde::Deserialize;
 
@@ -56,7 +56,9 @@ async fn write_lines(
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::BadRequest("the body is not UTF-8".into()))?;
     let mut samples = Batch::new();
-    let errors = line_protocol::parse_lines(text, precision, now_ns(), &mut samples);
+    let errors = state
+        .line_series
+        .parse_lines(text, precision, now_ns(), &mut samples);
     let stored = samples.len();
     state.store.write(samples).await?;
     match errors.first() {

@@ -2,6 +2,8 @@
 //! the store ingests. A line-protocol request of 10,000 lines names a few thousand series
 //! tens of thousands of times; a batch keeps each name once and its points refer to it.
 
+use std::sync::Arc;
+
 use crate::{Sample, Value};
 
 /// The identity of a series: metric name and tags sorted by key.
@@ -50,7 +52,7 @@ pub struct Point {
 /// ignored by the store.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Batch {
-    series: Vec<SeriesKey>,
+    series: Vec<Arc<SeriesKey>>,
     points: Vec<Point>,
 }
 
@@ -62,6 +64,11 @@ impl Batch {
 
     /// Adds a series and returns its index for [`Batch::push`].
     pub fn add_series(&mut self, key: SeriesKey) -> u32 {
+        self.add_shared_series(Arc::new(key))
+    }
+
+    /// Adds a series whose key is shared (a cache's, the store's) and returns its index.
+    pub fn add_shared_series(&mut self, key: Arc<SeriesKey>) -> u32 {
         self.series.push(key);
         (self.series.len() - 1) as u32
     }
@@ -86,7 +93,7 @@ impl Batch {
     }
 
     /// The series points refer to.
-    pub fn series(&self) -> &[SeriesKey] {
+    pub fn series(&self) -> &[Arc<SeriesKey>] {
         &self.series
     }
 
@@ -108,11 +115,6 @@ impl Batch {
     /// Drops the points after the first `points` (series stay: they may be shared).
     pub fn truncate_points(&mut self, points: usize) {
         self.points.truncate(points);
-    }
-
-    /// The series and the points, to consume them.
-    pub fn into_parts(self) -> (Vec<SeriesKey>, Vec<Point>) {
-        (self.series, self.points)
     }
 
     /// Every point as a [`Sample`], in order.

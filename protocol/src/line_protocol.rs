@@ -6,6 +6,7 @@
 //! and floats become numbers, booleans 1 or 0, strings text samples.
 
 use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
 
 use crate::{Batch, RESERVED_COLUMNS, SeriesKey, Value};
 
@@ -77,15 +78,101 @@ impl std::fmt::Display for LineError {
 ///
 /// Each distinct `measurement,tags` text is parsed once per call: later lines with the same
 /// text only parse their fields, and each field's series is added to `out` once.
+/// [`SeriesCache::parse_lines`] also remembers the series across calls.
 pub fn parse_lines(
     body: &str,
     precision: Precision,
     default_time_ns: i64,
     out: &mut Batch,
 ) -> Vec<LineError> {
+    parse(body, precision, default_time_ns, None, out)
+}
+
+/// Shards of a [`SeriesCache`]: writers on different threads rarely wait for each other.
+const SHARDS: usize = 16;
+
+/// The series keys of the `measurement,tags` texts and fields that earlier requests sent,
+/// shared by a server's writers. A writer sends the same series request after request (every
+/// Telegraf agent does); with the cache, its lines are matched to keys built once instead of
+/// having their tags parsed and a key built per series and request (at 100,000 series, about
+/// 45 % of ingest CPU, perf). Holds at most [`SeriesCache::CAPACITY`] texts: a full shard is
+/// emptied.
+#[derive(Debug)]
+pub struct SeriesCache {
+    hasher: ahash::RandomState,
+    shards: [Mutex<HashMap<Box<str>, Arc<CachedHead>>>; SHARDS],
+}
+
+/// The series of one `measurement,tags` text: field key as written → series key.
+#[derive(Debug)]
+struct CachedHead(Vec<(Box<str>, Arc<SeriesKey>)>);
+
+impl CachedHead {
+    fn find(&self, raw_field: &str) -> Option<&Arc<SeriesKey>> {
+        self.0
+            .iter()
+            .find(|(field, _)| &**field == raw_field)
+            .map(|(_, key)| key)
+    }
+}
+
+impl Default for SeriesCache {
+    fn default() -> Self {
+        Self {
+            hasher: ahash::RandomState::new(),
+            shards: std::array::from_fn(|_| Mutex::default()),
+        }
+    }
+}
+
+impl SeriesCache {
+    /// Texts kept at most (each with the keys of its fields).
+    pub const CAPACITY: usize = 1 << 18;
+
+    /// [`parse_lines`], taking the keys of texts and fields seen before from the cache and
+    /// adding those of new ones.
+    pub fn parse_lines(
+        &self,
+        body: &str,
+        precision: Precision,
+        default_time_ns: i64,
+        out: &mut Batch,
+    ) -> Vec<LineError> {
+        parse(body, precision, default_time_ns, Some(self), out)
+    }
+
+    fn shard(&self, head: &str) -> &Mutex<HashMap<Box<str>, Arc<CachedHead>>> {
+        &self.shards[self.hasher.hash_one(head) as usize % SHARDS]
+    }
+
+    fn get(&self, head: &str) -> Option<Arc<CachedHead>> {
+        let shard = self.shard(head).lock().unwrap_or_else(|e| e.into_inner());
+        shard.get(head).cloned()
+    }
+
+    /// Adds the keys a call built for `head` to those the cache had (`known`).
+    fn add(&self, head: &str, known: Option<&CachedHead>, built: Vec<(&str, Arc<SeriesKey>)>) {
+        let mut series = known.map(|k| k.0.clone()).unwrap_or_default();
+        series.extend(built.into_iter().map(|(field, key)| (field.into(), key)));
+        let mut shard = self.shard(head).lock().unwrap_or_else(|e| e.into_inner());
+        if shard.len() >= Self::CAPACITY / SHARDS {
+            shard.clear();
+        }
+        shard.insert(head.into(), Arc::new(CachedHead(series)));
+    }
+}
+
+fn parse(
+    body: &str,
+    precision: Precision,
+    default_time_ns: i64,
+    cache: Option<&SeriesCache>,
+    out: &mut Batch,
+) -> Vec<LineError> {
     let mut parser = Parser {
         precision,
         default_time_ns,
+        cache,
         known: HashMap::default(),
         heads: Vec::new(),
         fields: Vec::new(),
@@ -105,6 +192,13 @@ pub fn parse_lines(
             });
         }
     }
+    if let Some(cache) = cache {
+        for head in parser.heads {
+            if !head.built.is_empty() {
+                cache.add(head.text, head.cached.as_deref(), head.built);
+            }
+        }
+    }
     errors
 }
 
@@ -115,6 +209,7 @@ type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 struct Parser<'a> {
     precision: Precision,
     default_time_ns: i64,
+    cache: Option<&'a SeriesCache>,
     /// `measurement,tags` text → index into `heads`.
     known: HashMap<&'a str, usize>,
     heads: Vec<Head<'a>>,
@@ -122,23 +217,46 @@ struct Parser<'a> {
     fields: Vec<(u32, Value)>,
 }
 
-/// A parsed `measurement,tags` text and the series of its fields seen so far.
+/// A `measurement,tags` text and the series of its fields seen so far.
 struct Head<'a> {
-    measurement: String,
-    tags: Vec<(String, String)>,
+    text: &'a str,
+    /// The measurement and tags, parsed once a field's key must be built.
+    parsed: Option<ParsedHead>,
+    /// What the cache knew of the text.
+    cached: Option<Arc<CachedHead>>,
     /// Field key as written (escapes and all) → series in the batch.
     fields: Vec<(&'a str, u32)>,
+    /// Keys built in this call (not from the cache), to add to the cache.
+    built: Vec<(&'a str, Arc<SeriesKey>)>,
+}
+
+/// The measurement of a `measurement,tags` text and its tags sorted by key.
+struct ParsedHead {
+    measurement: String,
+    tags: Vec<(String, String)>,
 }
 
 impl<'a> Parser<'a> {
     fn line(&mut self, line: &'a str, out: &mut Batch) -> Result<(), String> {
         let split = head_end(line);
-        let head = match self.known.get(&line[..split]) {
+        let text = &line[..split];
+        let head = match self.known.get(text) {
             Some(&head) => head,
             None => {
-                let head = parse_head(&line[..split])?;
-                self.heads.push(head);
-                self.known.insert(&line[..split], self.heads.len() - 1);
+                let cached = self.cache.and_then(|cache| cache.get(text));
+                // A text the cache knows parsed before; a new one is checked now.
+                let parsed = match cached {
+                    Some(_) => None,
+                    None => Some(parse_head(text)?),
+                };
+                self.heads.push(Head {
+                    text,
+                    parsed,
+                    cached,
+                    fields: Vec::new(),
+                    built: Vec::new(),
+                });
+                self.known.insert(text, self.heads.len() - 1);
                 self.heads.len() - 1
             }
         };
@@ -151,23 +269,37 @@ impl<'a> Parser<'a> {
         self.fields.clear();
         loop {
             let key_start = cursor.at;
-            let key = cursor.token(b"=,", "field key")?;
-            let raw_key = &line[key_start..cursor.at];
+            let field = cursor.token(b"=,", "field key")?;
+            let raw_field = &line[key_start..cursor.at];
             if !cursor.eat(b'=') {
-                return Err(format!("field {key:?} has no '='"));
+                return Err(format!("field {field:?} has no '='"));
             }
             let value = cursor
                 .field_value()
-                .map_err(|e| format!("field {key:?}: {e}"))?;
+                .map_err(|e| format!("field {field:?}: {e}"))?;
             let head = &mut self.heads[head];
-            let series = match head.fields.iter().find(|(k, _)| *k == raw_key) {
+            let series = match head.fields.iter().find(|(k, _)| *k == raw_field) {
                 Some(&(_, series)) => series,
                 None => {
-                    let series = out.add_series(SeriesKey {
-                        metric: format!("{}_{key}", head.measurement),
-                        tags: head.tags.clone(),
-                    });
-                    head.fields.push((raw_key, series));
+                    let key = match head.cached.as_ref().and_then(|c| c.find(raw_field)) {
+                        Some(key) => Arc::clone(key),
+                        None => {
+                            let parsed = match &mut head.parsed {
+                                Some(parsed) => parsed,
+                                none => none.insert(parse_head(head.text)?),
+                            };
+                            let key = Arc::new(SeriesKey {
+                                metric: format!("{}_{field}", parsed.measurement),
+                                tags: parsed.tags.clone(),
+                            });
+                            if self.cache.is_some() {
+                                head.built.push((raw_field, Arc::clone(&key)));
+                            }
+                            key
+                        }
+                    };
+                    let series = out.add_shared_series(key);
+                    head.fields.push((raw_field, series));
                     series
                 }
             };
@@ -208,7 +340,7 @@ fn head_end(line: &str) -> usize {
 }
 
 /// Parses `measurement[,tag=value…]`: the measurement, and the tags sorted by key.
-fn parse_head(head: &str) -> Result<Head<'_>, String> {
+fn parse_head(head: &str) -> Result<ParsedHead, String> {
     let mut cursor = Cursor::new(head);
     let measurement = cursor.token(b", ", "measurement")?.into_owned();
     let mut tags = Vec::new();
@@ -231,11 +363,7 @@ fn parse_head(head: &str) -> Result<Head<'_>, String> {
             return Err(format!("tag {key:?} appears twice"));
         }
     }
-    Ok(Head {
-        measurement,
-        tags,
-        fields: Vec::new(),
-    })
+    Ok(ParsedHead { measurement, tags })
 }
 
 /// A position in one line. Every delimiter is ASCII, so the line is scanned byte by byte

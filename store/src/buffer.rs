@@ -88,12 +88,49 @@ impl Rejections {
     }
 }
 
+/// Hashes series keys for [`SeriesTable::intern`]. Writers hash their batches with the
+/// table's hasher before queueing them ([`HashedBatch`]), so that the WAL thread, which
+/// interns every write in turn under the state lock, does not.
+#[derive(Debug, Clone, Default)]
+pub struct SeriesHasher(ahash::RandomState);
+
+impl SeriesHasher {
+    /// The hash of one key.
+    pub fn hash(&self, key: &SeriesKey) -> u64 {
+        self.0.hash_one(key)
+    }
+}
+
+/// A batch with the hash of each of its series: what [`Buffer::insert`] takes.
+#[derive(Debug)]
+pub struct HashedBatch {
+    batch: Batch,
+    hashes: Vec<u64>,
+}
+
+impl HashedBatch {
+    /// Hashes each series of `batch`.
+    pub fn new(batch: Batch, hasher: &SeriesHasher) -> Self {
+        let hashes = batch.series().iter().map(|key| hasher.hash(key)).collect();
+        Self { batch, hashes }
+    }
+
+    /// The batch.
+    pub fn batch(&self) -> &Batch {
+        &self.batch
+    }
+}
+
 /// Every series seen, by dense id, and the tag keys (columns) in order of first appearance
 /// (EXAMON's own tags in topic order).
 #[derive(Debug, Default)]
 pub struct SeriesTable {
-    ids: HashMap<Arc<SeriesKey>, u32>,
+    /// Series ids, found by their key's hash.
+    ids: hashbrown::HashTable<u32>,
+    /// Each series' key hash, by id.
+    hashes: Vec<u64>,
     keys: Vec<Arc<SeriesKey>>,
+    hasher: SeriesHasher,
     tag_columns: Vec<String>,
     series_per_metric: HashMap<String, usize>,
     limits: Limits,
@@ -109,10 +146,20 @@ impl SeriesTable {
         }
     }
 
-    /// The id of the series, registering it (and any new tag column) if it is new and within
-    /// the limits.
-    pub fn intern(&mut self, key: SeriesKey) -> Result<u32, LimitExceeded> {
-        if let Some(&id) = self.ids.get(&key) {
+    /// The hasher [`SeriesTable::intern`] expects keys hashed with.
+    pub fn hasher(&self) -> &SeriesHasher {
+        &self.hasher
+    }
+
+    /// The id of the series (`hash` from [`SeriesTable::hasher`]), registering the key (shared)
+    /// and any new tag column if it is new and within the limits.
+    pub fn intern(&mut self, key: &Arc<SeriesKey>, hash: u64) -> Result<u32, LimitExceeded> {
+        let found = self.ids.find(hash, |&id| {
+            // `Arc`s of an `Eq` type compare their pointers first: a key from the line-protocol
+            // cache is the table's own.
+            self.hashes[id as usize] == hash && self.keys[id as usize] == *key
+        });
+        if let Some(&id) = found {
             return Ok(id);
         }
         let series = self
@@ -154,9 +201,10 @@ impl SeriesTable {
             .entry(key.metric.clone())
             .or_insert(0) += 1;
         let id = self.keys.len() as u32;
-        let key = Arc::new(key);
-        self.keys.push(Arc::clone(&key));
-        self.ids.insert(key, id);
+        self.keys.push(Arc::clone(key));
+        self.hashes.push(hash);
+        self.ids
+            .insert_unique(hash, id, |&id| self.hashes[id as usize]);
         Ok(id)
     }
 
@@ -487,17 +535,16 @@ impl Buffer {
     /// Adds a batch's points, interning each series they refer to once.
     pub fn insert(
         &mut self,
-        batch: Batch,
+        hashed: &HashedBatch,
         table: &mut SeriesTable,
     ) -> Result<Rejections, ArrowError> {
-        let (mut keys, points) = batch.into_parts();
+        let keys = hashed.batch.series();
         // What interning each series of the batch gave, once a point refers to it.
         let mut ids: Vec<Option<Result<u32, LimitExceeded>>> = vec![None; keys.len()];
         let mut rejections = Rejections::default();
-        for point in points {
+        for point in hashed.batch.points() {
             let i = point.series as usize;
-            let id = match ids[i].get_or_insert_with(|| table.intern(std::mem::take(&mut keys[i])))
-            {
+            let id = match ids[i].get_or_insert_with(|| table.intern(&keys[i], hashed.hashes[i])) {
                 Ok(id) => *id,
                 Err(refusal) => {
                     rejections.add(refusal);

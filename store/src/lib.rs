@@ -41,7 +41,7 @@ use prometheus_client::registry::Registry;
 use snafu::{ResultExt, Snafu};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::buffer::{Buffer, Chunk, Limits, Rejections, SeriesTable};
+use crate::buffer::{Buffer, Chunk, HashedBatch, Limits, Rejections, SeriesHasher, SeriesTable};
 use crate::catalog::Catalog;
 use crate::metrics::StoreMetrics;
 use crate::rollup::Resolution;
@@ -165,7 +165,9 @@ struct State {
 enum Command {
     Write {
         body: Vec<u8>,
-        samples: Batch,
+        /// Shared with the writer, who drops the batch once it is acknowledged (freeing its
+        /// keys off the WAL thread).
+        samples: Arc<HashedBatch>,
         ack: Option<oneshot::Sender<Result<Rejections, String>>>,
     },
     Freeze {
@@ -181,6 +183,8 @@ struct Inner {
     config: StoreConfig,
     wal_dir: PathBuf,
     state: RwLock<State>,
+    /// The series table's hasher, for writers to hash their batches with.
+    series_hasher: SeriesHasher,
     object_store: Arc<dyn ObjectStore>,
     metrics: StoreMetrics,
     flush_wanted: Notify,
@@ -268,9 +272,11 @@ impl Store {
         }
         self.wait_for_room().await?;
         let (ack, done) = oneshot::channel();
+        let body = wal::encode_batch(&samples);
+        let samples = Arc::new(HashedBatch::new(samples, &self.inner.series_hasher));
         let command = Command::Write {
-            body: wal::encode_batch(&samples),
-            samples,
+            body,
+            samples: Arc::clone(&samples),
             ack: Some(ack),
         };
         tokio::time::timeout(QUEUE_WAIT, self.commands.send(command))
@@ -303,7 +309,7 @@ impl Store {
         }
         let command = Command::Write {
             body: wal::encode_batch(&samples),
-            samples,
+            samples: Arc::new(HashedBatch::new(samples, &self.inner.series_hasher)),
             ack: None,
         };
         self.send(command).await
@@ -634,6 +640,7 @@ impl Inner {
         Self {
             config,
             wal_dir,
+            series_hasher: state.table.hasher().clone(),
             state: RwLock::new(state),
             object_store,
             metrics,
@@ -675,10 +682,11 @@ fn replay(wal_dir: &Path, state: &mut State, metrics: &StoreMetrics) -> Result<u
         }
         for batch in contents.batches {
             replayed += batch.len() as u64;
+            let batch = HashedBatch::new(batch, state.table.hasher());
             let rejections =
                 state
                     .buffer
-                    .insert(batch, &mut state.table)
+                    .insert(&batch, &mut state.table)
                     .map_err(|e| Error::Encode {
                         message: e.to_string(),
                     })?;
@@ -746,7 +754,7 @@ struct WalState {
 
 type Write = (
     Vec<u8>,
-    Batch,
+    Arc<HashedBatch>,
     Option<oneshot::Sender<Result<Rejections, String>>>,
 );
 
@@ -759,7 +767,10 @@ fn commit(inner: &Inner, writer: &mut SegmentWriter, wal: &mut WalState, writes:
     if let Err(message) = append_group(inner, writer, wal, &writes) {
         inner.metrics.wal_write_errors.inc();
         for (_, samples, ack) in writes {
-            inner.metrics.samples_refused.inc_by(samples.len() as u64);
+            inner
+                .metrics
+                .samples_refused
+                .inc_by(samples.batch().len() as u64);
             if let Some(ack) = ack {
                 let _ = ack.send(Err(message.clone()));
             }
@@ -771,8 +782,8 @@ fn commit(inner: &Inner, writer: &mut SegmentWriter, wal: &mut WalState, writes:
     let mut state = inner.state.write();
     let State { table, buffer, .. } = &mut *state;
     for (_, samples, ack) in writes {
-        written += samples.len() as u64;
-        let rejections = match buffer.insert(samples, table) {
+        written += samples.batch().len() as u64;
+        let rejections = match buffer.insert(&samples, table) {
             Ok(rejections) => rejections,
             Err(e) => {
                 tracing::error!(error = %e, "Buffer insert failed.");

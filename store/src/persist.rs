@@ -328,7 +328,7 @@ mod tests {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     use super::*;
-    use crate::buffer::{Buffer, Limits, SeriesTable};
+    use crate::buffer::{Buffer, HashedBatch, Limits, SeriesTable};
 
     /// A file written a few rows at a time reads back as the rows, in order, every value
     /// bit for bit, though a series' decimal scale may differ between row groups.
@@ -355,7 +355,8 @@ mod tests {
             .collect();
         let mut table = SeriesTable::new(Vec::new(), Limits::default());
         let mut buffer = Buffer::default();
-        buffer.insert(samples.clone().into(), &mut table).unwrap();
+        let batch = HashedBatch::new(samples.clone().into(), table.hasher());
+        buffer.insert(&batch, &mut table).unwrap();
         let chunks = buffer.take();
         let sorted = sorted_batch(&chunks, &table.keys_of(&chunks), table.tag_columns()).unwrap();
         let index = SeriesIndex::of_sorted(&sorted);

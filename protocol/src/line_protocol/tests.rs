@@ -167,3 +167,74 @@ fn each_series_is_named_once_per_body() {
         ]
     );
 }
+
+#[test]
+fn a_cache_gives_later_requests_the_keys_of_earlier_ones() {
+    let cache = SeriesCache::default();
+    let first = "cpu,host=a u=1,s=2 10\ncpu,host=b u=3 10\nbad,host=a 10\n";
+    // Same texts (one with a field not seen before), a new text, a bad line, an escaped field.
+    let second = "cpu,host=a u=5 20\ncpu,host=b u=6,s=7 20\nmem,host=a used=8 20\n\
+                  cpu,host=a u=oops 20\ncpu,host=a my\\ field=9 20\n";
+    let parse_with = |body: &str, cache: Option<&SeriesCache>| {
+        let mut out = Batch::new();
+        let errors = match cache {
+            Some(cache) => cache.parse_lines(body, Precision::Nanoseconds, 0, &mut out),
+            None => parse_lines(body, Precision::Nanoseconds, 0, &mut out),
+        };
+        (out, errors)
+    };
+    let (cached_first, first_errors) = parse_with(first, Some(&cache));
+    let (cached_second, second_errors) = parse_with(second, Some(&cache));
+    // The same samples and errors as without a cache.
+    assert_eq!(
+        (cached_first.clone(), first_errors),
+        parse_with(first, None)
+    );
+    assert_eq!(
+        (cached_second.clone(), second_errors.clone()),
+        parse_with(second, None)
+    );
+    assert_eq!(second_errors.len(), 1);
+    assert_eq!(second_errors[0].line, 4);
+    let names: Vec<String> = cached_second
+        .series()
+        .iter()
+        .map(|k| format!("{}{{host={}}}", k.metric, k.tag("host").unwrap()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "cpu_u{host=a}",
+            "cpu_u{host=b}",
+            "cpu_s{host=b}",
+            "mem_used{host=a}",
+            "cpu_my field{host=a}"
+        ]
+    );
+    // Keys seen before are the very keys built the first time.
+    let shared =
+        |a: usize, b: usize| Arc::ptr_eq(&cached_first.series()[a], &cached_second.series()[b]);
+    assert!(shared(0, 0), "cpu_u{{host=a}}");
+    assert!(shared(2, 1), "cpu_u{{host=b}}");
+    // A third request finds the keys the second one added.
+    let (third, _) = parse_with("cpu,host=b s=1 30\nmem,host=a used=2 30\n", Some(&cache));
+    assert!(Arc::ptr_eq(&third.series()[0], &cached_second.series()[2]));
+    assert!(Arc::ptr_eq(&third.series()[1], &cached_second.series()[3]));
+}
+
+#[test]
+fn a_full_cache_shard_starts_over() {
+    let cache = SeriesCache::default();
+    let body: String = (0..SeriesCache::CAPACITY + SeriesCache::CAPACITY / 4)
+        .map(|i| format!("m,host=h{i} v=1 1\n"))
+        .collect();
+    let mut out = Batch::new();
+    assert!(
+        cache
+            .parse_lines(&body, Precision::Nanoseconds, 0, &mut out)
+            .is_empty()
+    );
+    let held: usize = cache.shards.iter().map(|s| s.lock().unwrap().len()).sum();
+    assert!(held > 0 && held <= SeriesCache::CAPACITY, "{held} texts held");
+    assert_eq!(out.len(), SeriesCache::CAPACITY + SeriesCache::CAPACITY / 4);
+}

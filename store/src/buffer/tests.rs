@@ -16,17 +16,23 @@ fn sample(metric: &str, tags: &[(&str, &str)], time_ns: i64, value: f64) -> Samp
     )
 }
 
+fn hashed(table: &SeriesTable, samples: Vec<Sample>) -> HashedBatch {
+    HashedBatch::new(samples.into(), table.hasher())
+}
+
 #[test]
 fn tag_columns_keep_first_appearance_order() {
     let mut table = SeriesTable::new(Vec::new(), Limits::default());
     let mut buffer = Buffer::default();
     buffer
         .insert(
-            vec![
-                sample("a", &[("org", "o"), ("node", "n1")], 1, 1.0),
-                sample("b", &[("core", "0"), ("node", "n1")], 2, 2.0),
-            ]
-            .into(),
+            &hashed(
+                &table,
+                vec![
+                    sample("a", &[("org", "o"), ("node", "n1")], 1, 1.0),
+                    sample("b", &[("core", "0"), ("node", "n1")], 2, 2.0),
+                ],
+            ),
             &mut table,
         )
         .unwrap();
@@ -52,10 +58,13 @@ fn chunks_seal_and_read_back() {
     let samples: Vec<Sample> = (0..CHUNK_ROWS + 10)
         .map(|i| sample("m", &[("node", &format!("n{}", i % 3))], i as i64, i as f64))
         .collect();
-    buffer.insert(samples.into(), &mut table).unwrap();
+    buffer.insert(&hashed(&table, samples), &mut table).unwrap();
     buffer
         .insert(
-            vec![Sample::new("status", vec![], 99, Value::Text("OK".into()))].into(),
+            &hashed(
+                &table,
+                vec![Sample::new("status", vec![], 99, Value::Text("OK".into()))],
+            ),
             &mut table,
         )
         .unwrap();
@@ -90,13 +99,15 @@ fn sorted_batch_orders_by_series_then_time() {
     let mut buffer = Buffer::default();
     buffer
         .insert(
-            vec![
-                sample("temp", &[("node", "n2")], 30, 3.0),
-                sample("temp", &[("node", "n1")], 20, 2.0),
-                sample("load", &[("node", "n2")], 10, 1.0),
-                sample("temp", &[("node", "n1")], 10, 1.5),
-            ]
-            .into(),
+            &hashed(
+                &table,
+                vec![
+                    sample("temp", &[("node", "n2")], 30, 3.0),
+                    sample("temp", &[("node", "n1")], 20, 2.0),
+                    sample("load", &[("node", "n2")], 10, 1.0),
+                    sample("temp", &[("node", "n1")], 10, 1.5),
+                ],
+            ),
             &mut table,
         )
         .unwrap();
@@ -126,15 +137,17 @@ fn sorted_batch_sorts_column_by_column_and_keeps_the_last_duplicate() {
     let mut buffer = Buffer::default();
     buffer
         .insert(
-            vec![
-                sample("m", &[("node", "b"), ("core", "1")], 5, 1.0),
-                sample("m", &[("node", "a")], 5, 2.0),
-                sample("m", &[("node", "b")], 5, 3.0),
-                sample("m", &[("node", "b"), ("core", "0")], 5, 4.0),
-                // Written again for the same series and time: the later value wins.
-                sample("m", &[("node", "a")], 5, 5.0),
-            ]
-            .into(),
+            &hashed(
+                &table,
+                vec![
+                    sample("m", &[("node", "b"), ("core", "1")], 5, 1.0),
+                    sample("m", &[("node", "a")], 5, 2.0),
+                    sample("m", &[("node", "b")], 5, 3.0),
+                    sample("m", &[("node", "b"), ("core", "0")], 5, 4.0),
+                    // Written again for the same series and time: the later value wins.
+                    sample("m", &[("node", "a")], 5, 5.0),
+                ],
+            ),
             &mut table,
         )
         .unwrap();
@@ -164,21 +177,23 @@ fn cardinality_limits_refuse_new_series_only() {
     let mut buffer = Buffer::default();
     let rejections = buffer
         .insert(
-            vec![
-                sample("m", &[("node", "a")], 1, 1.0),
-                sample("m", &[("node", "b")], 1, 1.0),
-                sample("m", &[("node", "c")], 1, 1.0),
-                // Known series are still taken.
-                sample("m", &[("node", "a")], 2, 1.0),
-                sample("other", &[("node", "c"), ("rack", "r")], 1, 1.0),
-                sample(
-                    "other",
-                    &[("node", "c"), ("rack", "r"), ("pdu", "p")],
-                    1,
-                    1.0,
-                ),
-            ]
-            .into(),
+            &hashed(
+                &table,
+                vec![
+                    sample("m", &[("node", "a")], 1, 1.0),
+                    sample("m", &[("node", "b")], 1, 1.0),
+                    sample("m", &[("node", "c")], 1, 1.0),
+                    // Known series are still taken.
+                    sample("m", &[("node", "a")], 2, 1.0),
+                    sample("other", &[("node", "c"), ("rack", "r")], 1, 1.0),
+                    sample(
+                        "other",
+                        &[("node", "c"), ("rack", "r"), ("pdu", "p")],
+                        1,
+                        1.0,
+                    ),
+                ],
+            ),
             &mut table,
         )
         .unwrap();
@@ -221,7 +236,9 @@ fn sorted_batch_matches_a_plain_sort_over_many_chunks() {
         };
         samples.push(Sample::new("m", vec![("node".into(), node)], time, value));
     }
-    buffer.insert(samples.clone().into(), &mut table).unwrap();
+    buffer
+        .insert(&hashed(&table, samples.clone()), &mut table)
+        .unwrap();
     let chunks = buffer.take();
     assert_eq!(chunks.len(), 3);
     let sorted = sorted_batch(&chunks, &table.keys_of(&chunks), table.tag_columns()).unwrap();

@@ -25,7 +25,7 @@ fn samples() -> Vec<Sample> {
 fn batch() -> Batch {
     let mut batch = Batch::from(samples());
     // A series with several points, and points out of time order.
-    let temp = batch.add_series(batch.series()[0].clone());
+    let temp = batch.add_shared_series(std::sync::Arc::clone(&batch.series()[0]));
     batch.push(temp, 1_700_000_001_000_000_000, Value::Float(42.0));
     batch.push(temp, 3, Value::Float(43.0));
     batch
