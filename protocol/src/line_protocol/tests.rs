@@ -235,6 +235,9 @@ fn a_full_cache_shard_starts_over() {
             .is_empty()
     );
     let held: usize = cache.shards.iter().map(|s| s.lock().unwrap().len()).sum();
-    assert!(held > 0 && held <= SeriesCache::CAPACITY, "{held} texts held");
+    assert!(
+        held > 0 && held <= SeriesCache::CAPACITY,
+        "{held} texts held"
+    );
     assert_eq!(out.len(), SeriesCache::CAPACITY + SeriesCache::CAPACITY / 4);
 }
