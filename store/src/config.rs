@@ -70,6 +70,9 @@ pub struct StoreConfig {
     /// Files replaced by compaction or dropped by retention are deleted after this delay, so
     /// that queries already reading them finish.
     pub delete_delay_secs: f64,
+    /// Decoded blocks of files kept in memory for later queries, at most this many MiB
+    /// (0: none kept).
+    pub read_cache_mib: usize,
 }
 
 impl Default for StoreConfig {
@@ -97,6 +100,7 @@ impl Default for StoreConfig {
             retention_days: 0.0,
             rollup_retention_days: 0.0,
             delete_delay_secs: 120.0,
+            read_cache_mib: 1024,
         }
     }
 }

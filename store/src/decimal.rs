@@ -155,28 +155,27 @@ pub(crate) fn decode_column(
         .map(|raw| raw.value(row))
 }
 
-/// Appends the values of `rows` of a file's value columns to `out`, with their `times`;
-/// text samples (no value) are left out. Rows that are all mantissas (the usual case) decode
-/// in one tight loop.
+/// Appends the values of `rows` of a file's value columns to `values_out`, and their `times`
+/// to `times_out`; text samples (no value) are left out. Rows that are all mantissas (the
+/// usual case) decode in one tight loop.
 pub(crate) fn decode_into(
     raw: Option<&Float64Array>,
     mantissas: Option<(&Int64Array, &Int8Array)>,
     rows: Range<usize>,
     times: &[i64],
-    out: &mut crate::SeriesSamples,
+    (times_out, values_out): (&mut Vec<i64>, &mut Vec<f64>),
 ) {
     match mantissas {
         Some((m, s)) if m.null_count() == 0 && s.null_count() == 0 => {
-            out.times.extend_from_slice(times);
+            times_out.extend_from_slice(times);
             let (m, s) = (&m.values()[rows.clone()], &s.values()[rows]);
-            out.values
-                .extend(m.iter().zip(s).map(|(&m, &s)| decode(m, s)));
+            values_out.extend(m.iter().zip(s).map(|(&m, &s)| decode(m, s)));
         }
         _ => {
             for (row, &time) in rows.zip(times) {
                 if let Some(value) = decode_column(raw, mantissas, row) {
-                    out.times.push(time);
-                    out.values.push(value);
+                    times_out.push(time);
+                    values_out.push(value);
                 }
             }
         }

@@ -9,6 +9,7 @@
 //! segments the catalog does not cover, so an acknowledged write is never lost.
 //! [`SamplesTable`] is the DataFusion view over buffer + frozen buffers + files.
 
+mod block_cache;
 pub mod buffer;
 pub mod catalog;
 mod config;
@@ -196,6 +197,8 @@ struct Inner {
     pending_deletes: Mutex<Vec<(Instant, object_store::path::Path)>>,
     /// The metadata and series index of files read by [`Store::select_series`], by path.
     file_indexes: Mutex<std::collections::HashMap<String, Arc<select::IndexedFile>>>,
+    /// Decoded blocks of those files.
+    block_cache: block_cache::BlockCache,
 }
 
 /// The store. Cheap to clone.
@@ -638,7 +641,6 @@ impl Inner {
         metrics: StoreMetrics,
     ) -> Self {
         Self {
-            config,
             wal_dir,
             series_hasher: state.table.hasher().clone(),
             state: RwLock::new(state),
@@ -649,6 +651,8 @@ impl Inner {
             flushing: tokio::sync::Mutex::new(()),
             pending_deletes: Mutex::new(Vec::new()),
             file_indexes: Mutex::new(std::collections::HashMap::new()),
+            block_cache: block_cache::BlockCache::new(config.read_cache_mib << 20),
+            config,
         }
     }
 }

@@ -48,6 +48,9 @@ pub(crate) struct StoreMetrics {
     pub(crate) files: Gauge,
     pub(crate) file_bytes: Gauge,
     pub(crate) file_rows: Gauge,
+    pub(crate) read_cache_bytes: Gauge,
+    pub(crate) read_cache_hits: Counter,
+    pub(crate) read_cache_misses: Counter,
 }
 
 impl StoreMetrics {
@@ -139,6 +142,21 @@ impl StoreMetrics {
             m.buffered_rows.clone(),
         );
         r.register("series", "Series known since start", m.series.clone());
+        r.register(
+            "read_cache_bytes",
+            "Bytes of decoded file blocks held for queries (store.read_cache_mib)",
+            m.read_cache_bytes.clone(),
+        );
+        r.register(
+            "read_cache_hits",
+            "Series runs of files that queries found decoded in memory",
+            m.read_cache_hits.clone(),
+        );
+        r.register(
+            "read_cache_misses",
+            "Series runs of files that queries read and decoded",
+            m.read_cache_misses.clone(),
+        );
         r.register("files", "Parquet files in the catalog", m.files.clone());
         r.register(
             "file_bytes",

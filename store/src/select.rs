@@ -26,9 +26,10 @@ use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuil
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 
+use crate::block_cache::{Block, BlockKey, Lookup};
 use crate::buffer::{Chunk, SeriesKey};
 use crate::catalog::FileMeta;
-use crate::series_index::{INDEX_KEY, SeriesIndex, SeriesIndexBuilder};
+use crate::series_index::{INDEX_KEY, MARK_ROWS, SeriesIndex, SeriesIndexBuilder};
 use crate::{Error, Inner, Result, Store, decimal};
 
 /// Rows decoded per batch when reading a file's selected rows.
@@ -97,15 +98,8 @@ impl Thinning {
         }
     }
 
-    /// Pushes samples at `times` (ascending) whose values `value` gives by index (`None`
-    /// for a text sample, which is skipped): only the last sample before each step is
-    /// decoded.
-    fn push_sorted(
-        &mut self,
-        times: &[i64],
-        value: impl Fn(usize) -> Option<f64>,
-        out: &mut SeriesSamples,
-    ) {
+    /// Pushes samples at `times` (ascending) with their `values`.
+    fn push_sorted(&mut self, times: &[i64], values: &[f64], out: &mut SeriesSamples) {
         let mut i = 0;
         while i < times.len() {
             let step = match self.pending {
@@ -115,11 +109,9 @@ impl Thinning {
                     self.steps.next_at_or_after(times[i])
                 }
             };
-            // Samples up to the step replace one another: the last numeric one stays.
+            // Samples up to the step replace one another: the last stays.
             let end = i + times[i..].partition_point(|&t| t <= step);
-            if let Some((k, v)) = (i..end).rev().find_map(|k| value(k).map(|v| (k, v))) {
-                self.pending = Some((times[k], v, step));
-            }
+            self.pending = Some((times[end - 1], values[end - 1], step));
             i = end;
         }
     }
@@ -162,6 +154,8 @@ impl Thinning {
 /// its series index.
 #[derive(Debug)]
 pub(crate) struct IndexedFile {
+    /// The file's number in this process, for the block cache.
+    id: u64,
     metadata: ArrowReaderMetadata,
     index: SeriesIndex,
 }
@@ -193,26 +187,49 @@ impl Store {
             let keys = state.table.keys().to_vec();
             (files, chunks, keys)
         };
-        // Pick the series of each file from its index, then read the picked rows in parallel
-        // pieces. Files in catalog order (older writes first), then the buffer: of two
-        // samples with the same time, the later write comes last.
+        // Pick the series of each file from its index; take their blocks from the cache or
+        // read them in parallel pieces. Files in catalog order (older writes first), then the
+        // buffer: of two samples with the same time, the later write comes last.
+        let range = (min_ns, max_ns);
+        let mut cached = Vec::new();
         let mut reads = Vec::new();
         for file in files {
             let indexed = indexed_file(&self.inner, &file).await?;
-            let runs = indexed.runs(wanted, min_ns, max_ns);
+            let mut missing = Vec::new();
+            for (series, rows) in indexed.runs(wanted, min_ns, max_ns) {
+                let blocks = indexed.blocks(series, &rows);
+                match self
+                    .inner
+                    .block_cache
+                    .get(indexed.id, series as u32, blocks)
+                {
+                    Lookup::Hit(blocks) => {
+                        self.inner.metrics.read_cache_hits.inc();
+                        let key = Arc::new(indexed.index.series[series].key.clone());
+                        cached.push(assemble(key, &blocks, range, steps));
+                    }
+                    Lookup::Miss => {
+                        self.inner.metrics.read_cache_misses.inc();
+                        missing.push((series, rows));
+                    }
+                }
+            }
             let file = Arc::new(file);
-            for piece in split(runs, indexed.metadata.metadata()) {
+            for piece in split(missing, indexed.metadata.metadata()) {
                 let (inner, file, indexed) = (
                     Arc::clone(&self.inner),
                     Arc::clone(&file),
                     Arc::clone(&indexed),
                 );
                 reads.push(tokio::spawn(async move {
-                    read_runs(&inner, &file, &indexed, piece, (min_ns, max_ns), steps).await
+                    read_runs(&inner, &file, &indexed, piece, range, steps).await
                 }));
             }
         }
         let mut out = Selection::new(max_samples);
+        for s in cached {
+            out.add(s)?;
+        }
         for read in reads {
             let series = read.await.map_err(|e| Error::Encode {
                 message: format!("reading files: {e}"),
@@ -352,6 +369,61 @@ impl IndexedFile {
         runs.sort_by_key(|(_, rows)| rows.start);
         runs
     }
+
+    /// The numbers of the blocks that `rows` (of [`IndexedFile::runs`]) of `series` cover.
+    fn blocks(&self, series: usize, rows: &Range<u64>) -> Range<u32> {
+        let start = self.index.series[series].start;
+        let first = (rows.start - start) / MARK_ROWS;
+        let end = (rows.end - start).div_ceil(MARK_ROWS);
+        first as u32..end as u32
+    }
+}
+
+/// One file's part of a series from its blocks: the samples in `[min_ns, max_ns]`, only
+/// those the steps use.
+fn assemble(
+    key: Arc<SeriesKey>,
+    blocks: &[Arc<Block>],
+    (min_ns, max_ns): (i64, i64),
+    steps: Option<Steps>,
+) -> SeriesSamples {
+    let in_range = |b: &Block| {
+        let from = b.times.partition_point(|&t| t < min_ns);
+        let to = b.times.partition_point(|&t| t <= max_ns);
+        from..to.max(from)
+    };
+    let mut out = SeriesSamples {
+        key,
+        times: Vec::new(),
+        values: Vec::new(),
+    };
+    if steps.is_none() {
+        let total = blocks.iter().map(|b| in_range(b).len()).sum();
+        out.times.reserve_exact(total);
+        out.values.reserve_exact(total);
+    }
+    let mut thinning = steps.map(Thinning::new);
+    for block in blocks {
+        let rows = in_range(block);
+        let (times, values) = (&block.times[rows.clone()], &block.values[rows]);
+        match &mut thinning {
+            Some(thinning) if thinning.steps.whole_windows => {
+                for window in thinning.windows(times) {
+                    out.times.extend_from_slice(&times[window.clone()]);
+                    out.values.extend_from_slice(&values[window]);
+                }
+            }
+            Some(thinning) => thinning.push_sorted(times, values, &mut out),
+            None => {
+                out.times.extend_from_slice(times);
+                out.values.extend_from_slice(values);
+            }
+        }
+    }
+    if let Some(thinning) = &mut thinning {
+        thinning.flush(&mut out);
+    }
+    out
 }
 
 /// Splits a file's runs into pieces of whole row groups and at least [`PIECE_ROWS`] rows,
@@ -392,18 +464,57 @@ fn split(
     pieces
 }
 
-/// Reads `runs` (in file order) of one file: `time` and `value` of those rows only.
+/// Reads `runs` (in file order, whole blocks) of one file: `time` and `value` of those rows
+/// only. The blocks go to the cache; the samples in `range` that the steps use are returned.
 async fn read_runs(
     inner: &Arc<Inner>,
     file: &FileMeta,
     indexed: &IndexedFile,
     runs: Vec<(usize, Range<u64>)>,
-    (min_ns, max_ns): (i64, i64),
+    range: (i64, i64),
     steps: Option<Steps>,
 ) -> Result<Vec<SeriesSamples>> {
+    let blocks = read_blocks(inner, file, indexed, &runs).await?;
+    let out = runs
+        .iter()
+        .zip(&blocks)
+        .map(|((series, _), blocks)| {
+            let key = Arc::new(indexed.index.series[*series].key.clone());
+            assemble(key, blocks, range, steps)
+        })
+        .collect();
+    inner.block_cache.insert(
+        runs.iter()
+            .zip(blocks)
+            .flat_map(|((series, rows), blocks)| {
+                let first = indexed.blocks(*series, rows).start;
+                blocks.into_iter().zip(first..).map(|(block, number)| {
+                    let key = BlockKey {
+                        file: indexed.id,
+                        series: *series as u32,
+                        block: number,
+                    };
+                    (key, block)
+                })
+            }),
+    );
+    inner
+        .metrics
+        .read_cache_bytes
+        .set(inner.block_cache.bytes() as i64);
+    Ok(out)
+}
+
+/// Decodes `runs` of one file into their blocks (per run, its blocks in order).
+async fn read_blocks(
+    inner: &Arc<Inner>,
+    file: &FileMeta,
+    indexed: &IndexedFile,
+    runs: &[(usize, Range<u64>)],
+) -> Result<Vec<Vec<Arc<Block>>>> {
     let mut selectors = Vec::with_capacity(runs.len() * 2);
     let mut at = 0u64;
-    for (_, rows) in &runs {
+    for (_, rows) in runs {
         selectors.push(RowSelector::skip((rows.start - at) as usize));
         selectors.push(RowSelector::select((rows.end - rows.start) as usize));
         at = rows.end;
@@ -442,18 +553,15 @@ async fn read_runs(
             .build()
             .map_err(parquet_error)?;
 
-    let mut out: Vec<SeriesSamples> = runs
+    let mut out: Vec<Vec<Arc<Block>>> = runs
         .iter()
-        .map(|(i, rows)| SeriesSamples {
-            key: Arc::new(indexed.index.series[*i].key.clone()),
-            times: Vec::with_capacity((rows.end - rows.start) as usize),
-            values: Vec::with_capacity((rows.end - rows.start) as usize),
-        })
+        .map(|(series, rows)| Vec::with_capacity(indexed.blocks(*series, rows).len()))
         .collect();
-    // The selected rows arrive in file order: run after run.
+    // The selected rows arrive in file order: run after run, each in whole blocks.
     let mut run = 0;
     let mut left = runs[0].1.end - runs[0].1.start;
-    let mut thinning = steps.map(Thinning::new);
+    let mut block_left = left.min(MARK_ROWS);
+    let mut block = Block::default();
     while let Some(batch) = stream.try_next().await.map_err(parquet_error)? {
         let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
         let raw = raw_values.then(|| batch.column(1).as_primitive::<Float64Type>());
@@ -467,40 +575,31 @@ async fn read_runs(
         let mut row = 0;
         while row < batch.num_rows() {
             while left == 0 {
-                if let Some(thinning) = &mut thinning {
-                    thinning.flush(&mut out[run]);
-                }
                 run += 1;
                 left = runs[run].1.end - runs[run].1.start;
+                block_left = left.min(MARK_ROWS);
             }
-            let take = (left as usize).min(batch.num_rows() - row);
-            let s = &mut out[run];
-            // A run's times ascend: keep those in the range.
-            let run_times = &times.values()[row..row + take];
-            let from = row + run_times.partition_point(|&t| t < min_ns);
-            let to = row + run_times.partition_point(|&t| t <= max_ns);
-            let times = &times.values()[from..to];
-            match &mut thinning {
-                // A thinned selection decodes only the values it keeps.
-                Some(thinning) if thinning.steps.whole_windows => {
-                    for window in thinning.windows(times) {
-                        let rows = from + window.start..from + window.end;
-                        decimal::decode_into(raw, mantissas, rows, &times[window], s);
-                    }
-                }
-                Some(thinning) => thinning.push_sorted(
-                    times,
-                    |i| decimal::decode_column(raw, mantissas, from + i),
-                    s,
-                ),
-                None => decimal::decode_into(raw, mantissas, from..to, times, s),
+            let take = (block_left as usize).min(batch.num_rows() - row);
+            if block.times.capacity() == 0 {
+                block.times.reserve_exact(block_left as usize);
+                block.values.reserve_exact(block_left as usize);
             }
+            let rows = row..row + take;
+            decimal::decode_into(
+                raw,
+                mantissas,
+                rows.clone(),
+                &times.values()[rows],
+                (&mut block.times, &mut block.values),
+            );
             row += take;
             left -= take as u64;
+            block_left -= take as u64;
+            if block_left == 0 {
+                out[run].push(Arc::new(std::mem::take(&mut block)));
+                block_left = left.min(MARK_ROWS);
+            }
         }
-    }
-    if let Some(thinning) = &mut thinning {
-        thinning.flush(&mut out[run]);
     }
     Ok(out)
 }
@@ -546,7 +645,12 @@ async fn indexed_file(inner: &Arc<Inner>, file: &FileMeta) -> Result<Arc<Indexed
         })?,
         None => build_index(reader, &metadata, &file.path).await?,
     };
-    let indexed = Arc::new(IndexedFile { metadata, index });
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let indexed = Arc::new(IndexedFile {
+        id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        metadata,
+        index,
+    });
     let mut cache = inner.file_indexes.lock();
     let current: std::collections::HashSet<String> = inner
         .state
@@ -556,7 +660,19 @@ async fn indexed_file(inner: &Arc<Inner>, file: &FileMeta) -> Result<Arc<Indexed
         .iter()
         .map(|f| f.path.clone())
         .collect();
-    cache.retain(|path, _| current.contains(path));
+    let mut gone = Vec::new();
+    cache.retain(|path, file| {
+        let keep = current.contains(path);
+        if !keep {
+            gone.push(file.id);
+        }
+        keep
+    });
+    inner.block_cache.forget_files(&gone);
+    inner
+        .metrics
+        .read_cache_bytes
+        .set(inner.block_cache.bytes() as i64);
     cache.insert(file.path.clone(), Arc::clone(&indexed));
     Ok(indexed)
 }

@@ -512,3 +512,94 @@ async fn float_and_decimal_values_of_one_file_read_back_exactly() {
         assert_eq!(got, expected, "{node}");
     }
 }
+
+/// Selections of `temp`: whole, in ranges within and across blocks, with steps and windows.
+async fn temp_selections(store: &Store) -> Vec<Vec<SeriesSamples>> {
+    let wanted = |key: &SeriesKey| key.metric == "temp";
+    let steps = |first_ns, interval_ns, lookback_ns, whole_windows| {
+        Some(Steps {
+            first_ns,
+            interval_ns,
+            lookback_ns,
+            whole_windows,
+        })
+    };
+    let mut out = Vec::new();
+    for (min, max, steps) in [
+        (i64::MIN, i64::MAX, None),
+        (4_500 * SEC, 4_505 * SEC, None),
+        (100 * SEC, 9_000 * SEC, None),
+        (0, i64::MAX, steps(SEC / 2, 60 * SEC, 300 * SEC, false)),
+        (0, i64::MAX, steps(0, 600 * SEC, 60 * SEC, true)),
+    ] {
+        let mut got = store
+            .select_series(&wanted, min, max, steps, usize::MAX)
+            .await
+            .unwrap();
+        got.sort_by(|a, b| a.key.cmp(&b.key));
+        out.push(got);
+    }
+    out
+}
+
+/// The store's `exawatch_read_cache_hits`.
+fn cache_hits(registry: &Registry) -> u64 {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("exawatch_read_cache_hits_total "))
+        .expect("the hits counter")
+        .parse()
+        .unwrap()
+}
+
+/// Blocks decoded for one selection serve the next ones from memory, with the same samples
+/// as a store that keeps none; compaction's new file is read, not the replaced files' blocks.
+#[tokio::test]
+async fn selections_from_cached_blocks_match_uncached_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = filled(dir.path()).await;
+    store.flush().await.unwrap();
+    store.shutdown().await.unwrap();
+
+    let uncached_config = StoreConfig {
+        read_cache_mib: 0,
+        ..StoreConfig::test_config()
+    };
+    let mut registry = Registry::default();
+    let uncached = Store::open(dir.path(), uncached_config, &mut registry)
+        .await
+        .unwrap();
+    let expected = temp_selections(&uncached).await;
+    assert_eq!(cache_hits(&registry), 0);
+    uncached.shutdown().await.unwrap();
+
+    let config = StoreConfig {
+        compaction_min_files: 2,
+        delete_delay_secs: 0.0,
+        ..StoreConfig::test_config()
+    };
+    let mut registry = Registry::default();
+    let store = Store::open(dir.path(), config, &mut registry)
+        .await
+        .unwrap();
+    assert_eq!(temp_selections(&store).await, expected, "first read");
+    let hits = cache_hits(&registry);
+    assert_eq!(temp_selections(&store).await, expected, "from the cache");
+    assert!(
+        cache_hits(&registry) > hits,
+        "the second round hit the cache"
+    );
+
+    // A changed value in a compacted file: the answer follows the new file.
+    store
+        .write(vec![sample("temp", "n2", 4_502, 99.0)])
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    store.maintain(0).await.unwrap();
+    assert_eq!(store.catalog().files.len(), 1);
+    let window = &temp_of(&store, "n2", 4_502 * SEC, 4_502 * SEC).await[0];
+    assert_eq!(window.values, vec![4502.0, 99.0]);
+    store.shutdown().await.unwrap();
+}
