@@ -195,10 +195,11 @@ impl Engine {
             &mut needs,
         );
         let mut data = HashMap::with_capacity(needs.len());
-        let mut fetched = 0usize;
+        let (mut fetched, mut fetched_series) = (0usize, 0usize);
         for (key, need) in needs {
             let series = self.fetch(&need).await?;
             fetched += series.iter().map(|s| s.points.len()).sum::<usize>();
+            fetched_series += series.len();
             ensure!(
                 fetched <= self.options.max_samples,
                 crate::LimitSnafu {
@@ -210,17 +211,26 @@ impl Engine {
             );
             data.insert(key, series);
         }
-        // Evaluation is CPU work: keep it off the async workers.
-        let (expr, query) = (expr.clone(), query.to_owned());
-        tokio::task::spawn_blocking(move || {
-            let mut evaluator = Evaluator::new(&data, &query, settings);
-            let value = evaluator.eval(&expr, &grid)?;
+        // Evaluation is CPU work: keep it off the async workers, but for small work (a
+        // dashboard's panel of a few series), where handing it to another thread and back
+        // would cost more than the work.
+        let small = fetched <= INLINE_SAMPLES
+            && fetched_series.max(1) * grid.len() <= INLINE_SAMPLES
+            && !has_subquery(expr);
+        let evaluate = move |expr: &Expr, query: &str| {
+            let mut evaluator = Evaluator::new(&data, query, settings);
+            let value = evaluator.eval(expr, &grid)?;
             Ok((value, evaluator.annotations))
-        })
-        .await
-        .map_err(|e| Error::Execution {
-            message: format!("evaluation failed: {e}"),
-        })?
+        };
+        if small {
+            return evaluate(expr, query);
+        }
+        let (expr, query) = (expr.clone(), query.to_owned());
+        tokio::task::spawn_blocking(move || evaluate(&expr, &query))
+            .await
+            .map_err(|e| Error::Execution {
+                message: format!("evaluation failed: {e}"),
+            })?
     }
 
     /// Reads one selector's series (the union over its `or` groups), sorted by labels.
@@ -277,6 +287,27 @@ fn value_type_name(kind: ValueType) -> &'static str {
         ValueType::String => "string",
         ValueType::Vector => "vector",
         ValueType::Matrix => "range vector",
+    }
+}
+
+/// Queries reading at most this many samples, and with at most this many series × steps,
+/// are evaluated on the async worker that fetched them.
+const INLINE_SAMPLES: usize = 20_000;
+
+/// Whether `expr` holds a subquery (whose evaluation may cost far more than its samples).
+fn has_subquery(expr: &Expr) -> bool {
+    match expr {
+        Expr::Subquery(_) => true,
+        Expr::Paren(p) => has_subquery(&p.expr),
+        Expr::Unary(u) => has_subquery(&u.expr),
+        Expr::Binary(b) => has_subquery(&b.lhs) || has_subquery(&b.rhs),
+        Expr::Aggregate(a) => has_subquery(&a.expr) || a.param.as_deref().is_some_and(has_subquery),
+        Expr::Call(c) => c.args.args.iter().any(|arg| has_subquery(arg)),
+        Expr::VectorSelector(_)
+        | Expr::MatrixSelector(_)
+        | Expr::NumberLiteral(_)
+        | Expr::StringLiteral(_)
+        | Expr::Extension(_) => false,
     }
 }
 

@@ -244,9 +244,13 @@ impl SeriesSource for StoreSource {
         });
         // A sample costs 16 bytes read and 16 bytes as a point.
         let max_samples = self.memory_bytes / 32;
+        let metric = matchers
+            .iter()
+            .find(|m| m.name == METRIC_NAME && m.op == MatchOp::Equal)
+            .map(|m| m.value.as_str());
         let selected = self
             .store
-            .select_series(&wanted, min_ns, max_ns, steps, max_samples)
+            .select_series(metric, &wanted, min_ns, max_ns, steps, max_samples)
             .await?;
         Ok(selected.into_iter().map(to_series).collect())
     }

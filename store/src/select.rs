@@ -158,15 +158,19 @@ pub(crate) struct IndexedFile {
     id: u64,
     metadata: ArrowReaderMetadata,
     index: SeriesIndex,
+    /// The positions in `index` of each metric's series.
+    by_metric: HashMap<String, Vec<usize>>,
 }
 
 impl Store {
-    /// The float samples in `[min_ns, max_ns]` of every series that `wanted` accepts, from
-    /// the files and the buffer, one entry per series (in no particular order); with `steps`,
+    /// The float samples in `[min_ns, max_ns]` of every series that `wanted` accepts (only
+    /// series of `metric`, when given: found without looking at the others), from the files
+    /// and the buffer, one entry per series (in no particular order); with `steps`,
     /// only those the steps use (and all of the buffer's). Fails with
     /// [`Error::TooManySamples`] once more than `max_samples` samples are kept.
     pub async fn select_series(
         &self,
+        metric: Option<&str>,
         wanted: &(dyn Fn(&SeriesKey) -> bool + Send + Sync),
         min_ns: i64,
         max_ns: i64,
@@ -184,7 +188,13 @@ impl Store {
                 .collect();
             let mut chunks = state.unflushed_chunks();
             chunks.retain(|c| c.min_time <= max_ns && c.max_time >= min_ns);
-            let keys = state.table.keys().to_vec();
+            // The buffer's series are looked up by id: their keys are needed only if it has
+            // rows in the range.
+            let keys = if chunks.is_empty() {
+                Vec::new()
+            } else {
+                state.table.keys().to_vec()
+            };
             (files, chunks, keys)
         };
         // Pick the series of each file from its index; take their blocks from the cache or
@@ -196,7 +206,7 @@ impl Store {
         for file in files {
             let indexed = indexed_file(&self.inner, &file).await?;
             let mut missing = Vec::new();
-            for (series, rows) in indexed.runs(wanted, min_ns, max_ns) {
+            for (series, rows) in indexed.runs(metric, wanted, min_ns, max_ns) {
                 let blocks = indexed.blocks(series, &rows);
                 match self
                     .inner
@@ -238,7 +248,9 @@ impl Store {
                 out.add(s)?;
             }
         }
-        for s in read_buffer(&chunks, &keys, wanted, min_ns, max_ns) {
+        let wanted_in_buffer =
+            |key: &SeriesKey| metric.is_none_or(|m| key.metric == m) && wanted(key);
+        for s in read_buffer(&chunks, &keys, &wanted_in_buffer, min_ns, max_ns) {
             out.add(s)?;
         }
         Ok(out.finish())
@@ -353,15 +365,17 @@ impl IndexedFile {
     /// in file order: (series in the index, rows).
     fn runs(
         &self,
+        metric: Option<&str>,
         wanted: &(dyn Fn(&SeriesKey) -> bool + Send + Sync),
         min_ns: i64,
         max_ns: i64,
     ) -> Vec<(usize, Range<u64>)> {
-        let mut runs: Vec<(usize, Range<u64>)> = self
-            .index
-            .series
-            .iter()
-            .enumerate()
+        let candidates: Box<dyn Iterator<Item = usize>> = match metric {
+            Some(metric) => Box::new(self.by_metric.get(metric).into_iter().flatten().copied()),
+            None => Box::new(0..self.index.series.len()),
+        };
+        let mut runs: Vec<(usize, Range<u64>)> = candidates
+            .map(|i| (i, &self.index.series[i]))
             .filter(|(_, s)| wanted(&s.key))
             .map(|(i, s)| (i, s.rows_in(min_ns, max_ns)))
             .filter(|(_, rows)| !rows.is_empty())
@@ -648,6 +662,17 @@ async fn indexed_file(inner: &Arc<Inner>, file: &FileMeta) -> Result<Arc<Indexed
     static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let indexed = Arc::new(IndexedFile {
         id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        by_metric: index
+            .series
+            .iter()
+            .enumerate()
+            .fold(HashMap::new(), |mut by_metric, (i, s)| {
+                by_metric
+                    .entry(s.key.metric.clone())
+                    .or_insert_with(Vec::new)
+                    .push(i);
+                by_metric
+            }),
         metadata,
         index,
     });

@@ -38,7 +38,7 @@ async fn open(dir: &std::path::Path) -> Store {
 async fn temp_of(store: &Store, node: &str, min_ns: i64, max_ns: i64) -> Vec<SeriesSamples> {
     let wanted = |key: &SeriesKey| key.metric == "temp" && key.tag("node") == Some(node);
     store
-        .select_series(&wanted, min_ns, max_ns, None, usize::MAX)
+        .select_series(Some("temp"), &wanted, min_ns, max_ns, None, usize::MAX)
         .await
         .unwrap()
 }
@@ -156,6 +156,7 @@ async fn series_come_whole_from_files_and_buffer_in_time_order() {
     // Every series of a metric; none for an unknown one.
     let temps = store
         .select_series(
+            None,
             &|k: &SeriesKey| k.metric == "temp",
             0,
             i64::MAX,
@@ -167,7 +168,8 @@ async fn series_come_whole_from_files_and_buffer_in_time_order() {
     assert_eq!(temps.len(), 3);
     let nothing = store
         .select_series(
-            &|k: &SeriesKey| k.metric == "nope",
+            Some("nope"),
+            &|_: &SeriesKey| true,
             0,
             i64::MAX,
             None,
@@ -180,6 +182,7 @@ async fn series_come_whole_from_files_and_buffer_in_time_order() {
     // Reading past the limit is refused, not truncated.
     let refused = store
         .select_series(
+            None,
             &|k: &SeriesKey| k.metric == "temp",
             0,
             i64::MAX,
@@ -415,7 +418,7 @@ async fn steps_keep_the_sample_each_step_uses() {
         };
         let wanted = |key: &SeriesKey| key.metric == "temp";
         let thinned = store
-            .select_series(&wanted, i64::MIN, i64::MAX, Some(steps), usize::MAX)
+            .select_series(None, &wanted, i64::MIN, i64::MAX, Some(steps), usize::MAX)
             .await
             .unwrap();
         let thinned = &thinned[0];
@@ -454,7 +457,7 @@ async fn steps_keep_the_sample_each_step_uses() {
         };
         let wanted = |key: &SeriesKey| key.metric == "temp";
         let windowed = store
-            .select_series(&wanted, i64::MIN, i64::MAX, Some(steps), usize::MAX)
+            .select_series(None, &wanted, i64::MIN, i64::MAX, Some(steps), usize::MAX)
             .await
             .unwrap();
         let windowed = &windowed[0];
@@ -533,7 +536,7 @@ async fn temp_selections(store: &Store) -> Vec<Vec<SeriesSamples>> {
         (0, i64::MAX, steps(0, 600 * SEC, 60 * SEC, true)),
     ] {
         let mut got = store
-            .select_series(&wanted, min, max, steps, usize::MAX)
+            .select_series(None, &wanted, min, max, steps, usize::MAX)
             .await
             .unwrap();
         got.sort_by(|a, b| a.key.cmp(&b.key));
