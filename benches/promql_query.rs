@@ -6,8 +6,10 @@
 //! `shared/bench/load_lp.py`; both servers are then restarted so that queries read what is
 //! on disk, as dashboards over past hours do. The queries are `shared/bench/query_bench.py`'s
 //! (cluster panels over the whole range at the step of a 1000-point panel, one node's panels,
-//! topk, aggregations by node). VictoriaMetrics is asked with `nocache=1` (exawatch has no result cache either).
-//! Each round runs every query once on each system, alternating, so machine noise hits both;
+//! topk, aggregations by node). VictoriaMetrics is asked with `nocache=1` (its result cache off: exawatch has none either;
+//! both keep decoded data in memory, exawatch its blocks in `store.read_cache_mib`).
+//! Each round runs every query once on each system, alternating (which goes first alternates
+//! by round too), so machine noise hits both;
 //! latencies go into one hdrhistogram per query and system. The number of series each system
 //! returns is shown (and flagged where they differ).
 //!
@@ -165,7 +167,11 @@ fn main() {
     let mut series = vec![[0usize; 2]; queries.len()];
     for round in 0..reps + 2 {
         for (q, (_, path, params)) in queries.iter().enumerate() {
-            for (s, (base, extra)) in systems.iter().enumerate() {
+            // Which system goes first alternates by round: the one that goes second finds
+            // the CPU caches as the other's same query left them, the first as the other's
+            // previous (often much heavier) query did.
+            for s in [round % 2, 1 - round % 2] {
+                let (base, extra) = &systems[s];
                 let params: Vec<(&str, String)> = params.iter().chain(extra).cloned().collect();
                 let (micros, n) = run(&agent, base, path, &params);
                 // The first two rounds warm caches (page cache, VictoriaMetrics' indexes).

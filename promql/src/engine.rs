@@ -10,7 +10,8 @@ use promql_parser::parser::{Expr, VectorSelector};
 use snafu::ensure;
 
 use crate::eval::{
-    Annotations, Evaluator, Grid, Settings, Value, at_ms, finish, offset_ms, selector_key,
+    Annotations, Evaluator, Grid, Settings, Value, at_ms, finish, offset_ms, range_series,
+    selector_key,
 };
 use crate::source::{SeriesSource, Steps};
 use crate::value::{Labels, METRIC_NAME, QueryValue, Series};
@@ -68,6 +69,8 @@ struct Need {
     end: i64,
     /// When every use is an instant selector at the query's own steps: those steps.
     steps: Option<Steps>,
+    /// Whether any use is an instant selector (else all are range selectors).
+    instant: bool,
 }
 
 impl Engine {
@@ -195,6 +198,7 @@ impl Engine {
             &mut needs,
         );
         let mut data = HashMap::with_capacity(needs.len());
+        let mut ranges = HashMap::new();
         let (mut fetched, mut fetched_series) = (0usize, 0usize);
         for (key, need) in needs {
             let series = self.fetch(&need).await?;
@@ -209,7 +213,12 @@ impl Engine {
                     )
                 }
             );
-            data.insert(key, series);
+            // A selector used only for ranges is kept as range arguments take it.
+            if need.instant {
+                data.insert(key, series);
+            } else {
+                ranges.insert(key, series.into_iter().map(range_series).collect());
+            }
         }
         // Evaluation is CPU work: keep it off the async workers, but for small work (a
         // dashboard's panel of a few series), where handing it to another thread and back
@@ -218,7 +227,7 @@ impl Engine {
             && fetched_series.max(1) * grid.len() <= INLINE_SAMPLES
             && !has_subquery(expr);
         let evaluate = move |expr: &Expr, query: &str| {
-            let mut evaluator = Evaluator::new(&data, query, settings);
+            let mut evaluator = Evaluator::new(&data, &ranges, query, settings);
             let value = evaluator.eval(expr, &grid)?;
             Ok((value, evaluator.annotations))
         };
@@ -343,7 +352,9 @@ fn plan(
             start: s - back,
             end: e,
             steps,
+            instant: false,
         });
+        entry.instant |= !range;
         entry.start = entry.start.min(s - back);
         entry.end = entry.end.max(e);
         if entry.steps != steps {

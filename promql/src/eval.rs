@@ -7,6 +7,7 @@
 //! (Prometheus 3's delayed `__name__` removal): a series carries a `drop_name` flag that
 //! [`finish`] applies at the end.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
@@ -88,8 +89,9 @@ impl Annotations {
 
 /// A range argument: series (staleness markers removed) and how to window them per step.
 #[derive(Debug)]
-pub(crate) struct RangeArg {
-    pub(crate) series: Vec<ESeries>,
+pub(crate) struct RangeArg<'a> {
+    /// Borrowed from the fetched data where a selector is only used for ranges.
+    pub(crate) series: Cow<'a, [ESeries]>,
     pub(crate) range: i64,
     pub(crate) offset: i64,
     pub(crate) at: Option<i64>,
@@ -97,7 +99,7 @@ pub(crate) struct RangeArg {
     pub(crate) selector: Option<VectorSelector>,
 }
 
-impl RangeArg {
+impl RangeArg<'_> {
     /// The end of the window at evaluation time `ts`.
     pub(crate) fn window_end(&self, ts: i64) -> i64 {
         self.at.unwrap_or(ts) - self.offset
@@ -160,6 +162,16 @@ pub(crate) fn by_step(series: &[ESeries], grid: &Grid) -> Vec<Vec<(usize, f64)>>
     steps
 }
 
+/// A fetched series as a range argument's: without staleness markers.
+pub(crate) fn range_series(mut s: Series) -> ESeries {
+    s.points.retain(|p| !is_stale(p.v));
+    ESeries {
+        labels: s.labels,
+        drop_name: false,
+        points: s.points,
+    }
+}
+
 /// Settings of one evaluation.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Settings {
@@ -177,6 +189,8 @@ pub(crate) struct Settings {
 #[derive(Debug)]
 pub(crate) struct Evaluator<'a> {
     pub(crate) data: &'a HashMap<String, Vec<Series>>,
+    /// The data of selectors used only for ranges, without staleness markers.
+    ranges: &'a HashMap<String, Vec<ESeries>>,
     /// The query text, to point annotations at the expression they concern.
     query: &'a str,
     pub(crate) settings: Settings,
@@ -247,11 +261,13 @@ pub(crate) fn subquery_grid(sq: &SubqueryExpr, outer: &Grid, settings: &Settings
 impl<'a> Evaluator<'a> {
     pub(crate) fn new(
         data: &'a HashMap<String, Vec<Series>>,
+        ranges: &'a HashMap<String, Vec<ESeries>>,
         query: &'a str,
         settings: Settings,
     ) -> Self {
         Self {
             data,
+            ranges,
             query,
             settings,
             annotations: Annotations::default(),
@@ -332,7 +348,7 @@ impl<'a> Evaluator<'a> {
                 let arg = self.range_arg(expr, grid)?;
                 let mut out = Vec::new();
                 let end = arg.window_end(grid.start);
-                for s in arg.series {
+                for s in arg.series.into_owned() {
                     let points = window(&s.points, end, arg.range).to_vec();
                     if !points.is_empty() {
                         out.push(ESeries { points, ..s });
@@ -423,24 +439,19 @@ impl<'a> Evaluator<'a> {
     }
 
     /// A matrix selector or subquery as a range argument.
-    pub(crate) fn range_arg(&mut self, expr: &Expr, grid: &Grid) -> Result<RangeArg> {
+    pub(crate) fn range_arg(&mut self, expr: &Expr, grid: &Grid) -> Result<RangeArg<'a>> {
         match expr {
             Expr::Paren(p) => self.range_arg(&p.expr, grid),
             Expr::MatrixSelector(ms) => {
-                let series = self
-                    .raw(&ms.vs)
-                    .iter()
-                    .map(|s| ESeries {
-                        labels: s.labels.clone(),
-                        drop_name: false,
-                        points: s
-                            .points
+                let series = match self.ranges.get(&selector_key(&ms.vs)) {
+                    Some(series) => Cow::Borrowed(series.as_slice()),
+                    None => Cow::Owned(
+                        self.raw(&ms.vs)
                             .iter()
-                            .copied()
-                            .filter(|p| !is_stale(p.v))
+                            .map(|s| range_series(s.clone()))
                             .collect(),
-                    })
-                    .collect();
+                    ),
+                };
                 Ok(RangeArg {
                     series,
                     range: ms.range.as_millis() as i64,
@@ -452,9 +463,9 @@ impl<'a> Evaluator<'a> {
             Expr::Subquery(sq) => {
                 let inner = subquery_grid(sq, grid, &self.settings);
                 let series = if inner.start > inner.end {
-                    Vec::new()
+                    Cow::Owned(Vec::new())
                 } else {
-                    self.eval_vector(&sq.expr, &inner)?
+                    Cow::Owned(self.eval_vector(&sq.expr, &inner)?)
                 };
                 Ok(RangeArg {
                     series,

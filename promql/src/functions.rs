@@ -268,7 +268,7 @@ pub(crate) fn over_windows(
     mut f: impl FnMut(&[Point], &Step, &ESeries) -> Result<Option<f64>>,
 ) -> Result<Vec<ESeries>> {
     let mut out = Vec::with_capacity(arg.series.len());
-    for s in &arg.series {
+    for s in arg.series.iter() {
         if deadline.is_some_and(|d| std::time::Instant::now() > d) {
             return crate::TimeoutSnafu.fail();
         }

@@ -251,16 +251,83 @@ impl Store {
         let wanted_in_buffer =
             |key: &SeriesKey| metric.is_none_or(|m| key.metric == m) && wanted(key);
         for s in read_buffer(&chunks, &keys, &wanted_in_buffer, min_ns, max_ns) {
-            out.add(s)?;
+            out.add(Part::Samples(s))?;
         }
         Ok(out.finish())
     }
 }
 
-/// The series gathered so far: each series' parts (a file's or the buffer's samples of it)
-/// in write order.
+/// One file's or the buffer's samples of a series.
+enum Part {
+    /// Decoded samples.
+    Samples(SeriesSamples),
+    /// The rows of blocks in the selection's range, all of them (copied once, when the
+    /// series is put together).
+    Blocks {
+        key: Arc<SeriesKey>,
+        blocks: Vec<(Arc<Block>, Range<usize>)>,
+    },
+}
+
+impl Part {
+    fn key(&self) -> &Arc<SeriesKey> {
+        match self {
+            Part::Samples(s) => &s.key,
+            Part::Blocks { key, .. } => key,
+        }
+    }
+
+    /// The samples as slices of times and values, in order.
+    fn slices(&self) -> Box<dyn Iterator<Item = (&[i64], &[f64])> + '_> {
+        match self {
+            Part::Samples(s) => Box::new(std::iter::once((&s.times[..], &s.values[..]))),
+            Part::Blocks { blocks, .. } => Box::new(
+                blocks
+                    .iter()
+                    .map(|(b, rows)| (&b.times[rows.clone()], &b.values[rows.clone()])),
+            ),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.slices().map(|(times, _)| times.len()).sum()
+    }
+
+    /// The first and last time, if the samples are in time order.
+    fn sorted_bounds(&self) -> Option<(i64, i64)> {
+        if let Part::Samples(s) = self
+            && !s.times.is_sorted()
+        {
+            return None;
+        }
+        let times = || self.slices().map(|(times, _)| times);
+        let first = times().find_map(|t| t.first().copied())?;
+        let last = times().filter_map(|t| t.last().copied()).last()?;
+        Some((first, last))
+    }
+
+    fn into_samples(self) -> SeriesSamples {
+        match self {
+            Part::Samples(s) => s,
+            blocks => {
+                let mut s = SeriesSamples {
+                    key: Arc::clone(blocks.key()),
+                    times: Vec::with_capacity(blocks.len()),
+                    values: Vec::with_capacity(blocks.len()),
+                };
+                for (times, values) in blocks.slices() {
+                    s.times.extend_from_slice(times);
+                    s.values.extend_from_slice(values);
+                }
+                s
+            }
+        }
+    }
+}
+
+/// The series gathered so far: each series' parts in write order.
 struct Selection {
-    series: Vec<Vec<SeriesSamples>>,
+    series: Vec<Vec<Part>>,
     by_key: HashMap<Arc<SeriesKey>, usize>,
     samples: usize,
     max_samples: usize,
@@ -276,20 +343,22 @@ impl Selection {
         }
     }
 
-    fn add(&mut self, part: SeriesSamples) -> Result<()> {
-        self.samples += part.times.len();
+    fn add(&mut self, part: Part) -> Result<()> {
+        let len = part.len();
+        self.samples += len;
         if self.samples > self.max_samples {
             return Err(Error::TooManySamples {
                 limit: self.max_samples,
             });
         }
-        if part.times.is_empty() {
+        if len == 0 {
             return Ok(());
         }
-        match self.by_key.get(&part.key) {
+        match self.by_key.get(part.key()) {
             Some(&i) => self.series[i].push(part),
             None => {
-                self.by_key.insert(Arc::clone(&part.key), self.series.len());
+                self.by_key
+                    .insert(Arc::clone(part.key()), self.series.len());
                 self.series.push(vec![part]);
             }
         }
@@ -298,8 +367,35 @@ impl Selection {
 
     /// Every series with its samples in time order (stable: the later write of a time last).
     fn finish(self) -> Vec<SeriesSamples> {
-        self.series.into_iter().map(merge).collect()
+        self.series.into_iter().map(join).collect()
     }
+}
+
+/// One series from its parts in write order: parts that follow one another in time (files
+/// of successive flushes, the usual case) are copied once into place; others are merged.
+fn join(parts: Vec<Part>) -> SeriesSamples {
+    let mut last = i64::MIN;
+    let in_sequence = parts.iter().all(|p| match p.sorted_bounds() {
+        Some((first, end)) if first >= last => {
+            last = end;
+            true
+        }
+        _ => false,
+    });
+    if parts.len() == 1 || !in_sequence {
+        return merge(parts.into_iter().map(Part::into_samples).collect());
+    }
+    let total = parts.iter().map(Part::len).sum();
+    let mut s = SeriesSamples {
+        key: Arc::clone(parts[0].key()),
+        times: Vec::with_capacity(total),
+        values: Vec::with_capacity(total),
+    };
+    for (times, values) in parts.iter().flat_map(Part::slices) {
+        s.times.extend_from_slice(times);
+        s.values.extend_from_slice(values);
+    }
+    s
 }
 
 /// One series from its parts in write order. Files and flushes overlap in time only at their
@@ -400,44 +496,40 @@ fn assemble(
     blocks: &[Arc<Block>],
     (min_ns, max_ns): (i64, i64),
     steps: Option<Steps>,
-) -> SeriesSamples {
+) -> Part {
     let in_range = |b: &Block| {
         let from = b.times.partition_point(|&t| t < min_ns);
         let to = b.times.partition_point(|&t| t <= max_ns);
         from..to.max(from)
+    };
+    let Some(steps) = steps else {
+        let blocks = blocks
+            .iter()
+            .map(|b| (Arc::clone(b), in_range(b)))
+            .filter(|(_, rows)| !rows.is_empty())
+            .collect();
+        return Part::Blocks { key, blocks };
     };
     let mut out = SeriesSamples {
         key,
         times: Vec::new(),
         values: Vec::new(),
     };
-    if steps.is_none() {
-        let total = blocks.iter().map(|b| in_range(b).len()).sum();
-        out.times.reserve_exact(total);
-        out.values.reserve_exact(total);
-    }
-    let mut thinning = steps.map(Thinning::new);
+    let mut thinning = Thinning::new(steps);
     for block in blocks {
         let rows = in_range(block);
         let (times, values) = (&block.times[rows.clone()], &block.values[rows]);
-        match &mut thinning {
-            Some(thinning) if thinning.steps.whole_windows => {
-                for window in thinning.windows(times) {
-                    out.times.extend_from_slice(&times[window.clone()]);
-                    out.values.extend_from_slice(&values[window]);
-                }
+        if steps.whole_windows {
+            for window in thinning.windows(times) {
+                out.times.extend_from_slice(&times[window.clone()]);
+                out.values.extend_from_slice(&values[window]);
             }
-            Some(thinning) => thinning.push_sorted(times, values, &mut out),
-            None => {
-                out.times.extend_from_slice(times);
-                out.values.extend_from_slice(values);
-            }
+        } else {
+            thinning.push_sorted(times, values, &mut out);
         }
     }
-    if let Some(thinning) = &mut thinning {
-        thinning.flush(&mut out);
-    }
-    out
+    thinning.flush(&mut out);
+    Part::Samples(out)
 }
 
 /// Splits a file's runs into pieces of whole row groups and at least [`PIECE_ROWS`] rows,
@@ -487,7 +579,7 @@ async fn read_runs(
     runs: Vec<(usize, Range<u64>)>,
     range: (i64, i64),
     steps: Option<Steps>,
-) -> Result<Vec<SeriesSamples>> {
+) -> Result<Vec<Part>> {
     let blocks = read_blocks(inner, file, indexed, &runs).await?;
     let out = runs
         .iter()

@@ -606,3 +606,27 @@ async fn selections_from_cached_blocks_match_uncached_ones() {
     assert_eq!(window.values, vec![4502.0, 99.0]);
     store.shutdown().await.unwrap();
 }
+
+/// Files of successive flushes follow one another in time: their parts are joined in order,
+/// whole and clipped to a range across the boundary, from the files and then from the cache.
+#[tokio::test]
+async fn files_that_follow_one_another_join_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    for seconds in [0..5_000, 5_000..9_000, 9_000..9_500] {
+        let samples: Vec<Sample> = seconds.map(|s| sample("temp", "n1", s, s as f64)).collect();
+        store.write(samples).await.unwrap();
+        store.flush().await.unwrap();
+    }
+    assert_eq!(store.catalog().files.len(), 3);
+    for _ in 0..2 {
+        let all = &temp_of(&store, "n1", i64::MIN, i64::MAX).await[0];
+        let expected: Vec<f64> = (0..9_500).map(|s| s as f64).collect();
+        assert_eq!(all.values, expected);
+        assert_eq!(all.times, (0..9_500).map(|s| s * SEC).collect::<Vec<_>>());
+        let across = &temp_of(&store, "n1", 4_990 * SEC, 9_010 * SEC).await[0];
+        let expected: Vec<f64> = (4_990..=9_010).map(|s| s as f64).collect();
+        assert_eq!(across.values, expected);
+    }
+    store.shutdown().await.unwrap();
+}

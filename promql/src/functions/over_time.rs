@@ -101,7 +101,7 @@ pub(super) fn call(
         "absent_over_time" => {
             let arg = ev.range_arg(args[0], grid)?;
             let mut present = vec![false; grid.len()];
-            for s in &arg.series {
+            for s in arg.series.iter() {
                 for (i, p) in present.iter_mut().enumerate() {
                     if !*p && !window(&s.points, arg.window_end(grid.ts(i)), arg.range).is_empty() {
                         *p = true;

@@ -74,7 +74,7 @@ pub(super) fn call(
     // counter, once per metric that had a window.
     let mut non_counters: Vec<&str> = Vec::new();
     if arg.selector.is_some() && matches!(name, "rate" | "increase") {
-        for s in &arg.series {
+        for s in arg.series.iter() {
             if let Some(metric) = s.labels.metric_name()
                 && !["_total", "_sum", "_count", "_bucket"]
                     .iter()
