@@ -420,10 +420,15 @@ impl<'a> Evaluator<'a> {
         let lookback = self.settings.lookback;
         let mut out = Vec::new();
         for s in self.raw(vs) {
-            let mut points = Vec::new();
+            let mut points = Vec::with_capacity(grid.len());
+            // The points at or before the step; step times ascend, so the search for the
+            // next step starts where this one ended.
+            let mut seen = 0;
             for i in 0..grid.len() {
                 let ts = grid.ts(i);
-                if let Some(p) = latest(&s.points, at.unwrap_or(ts) - offset, lookback) {
+                let t = at.unwrap_or(ts) - offset;
+                seen += s.points[seen..].partition_point(|p| p.t <= t);
+                if let Some(p) = latest(&s.points[..seen], t, lookback) {
                     points.push(Point { t: ts, v: p.v });
                 }
             }
@@ -485,11 +490,12 @@ impl<'a> Evaluator<'a> {
 
 /// The latest sample in `(t - lookback, t]`, unless it is a staleness marker.
 pub(crate) fn latest(points: &[Point], t: i64, lookback: i64) -> Option<Point> {
-    let hi = points.partition_point(|p| p.t <= t);
-    if hi == 0 {
-        return None;
-    }
-    let p = points[hi - 1];
+    // Most often the last point is the one (points cut at `t`).
+    let hi = match points.last() {
+        Some(p) if p.t <= t => points.len(),
+        _ => points.partition_point(|p| p.t <= t),
+    };
+    let p = *points[..hi].last()?;
     (p.t > t - lookback && !is_stale(p.v)).then_some(p)
 }
 

@@ -81,6 +81,23 @@ impl Steps {
     }
 }
 
+/// [`slice::partition_point`] of `times` for a point expected near the start: probes 1, 2,
+/// 4, … ahead, then searches the last gap, so that a step's few samples cost a few nearby
+/// reads rather than a search of the whole block.
+fn gallop(times: &[i64], pred: impl Fn(i64) -> bool) -> usize {
+    let mut low = 0;
+    let mut ahead = 1;
+    while low + ahead < times.len() && pred(times[low + ahead]) {
+        low += ahead;
+        ahead *= 2;
+    }
+    if low == 0 && !times.first().is_some_and(|&t| pred(t)) {
+        return 0;
+    }
+    let high = (low + ahead).min(times.len());
+    low + 1 + times[low + 1..high].partition_point(|&t| pred(t))
+}
+
 /// Keeps, of one series' samples arriving in time order, those some step uses. Holds back
 /// the latest sample until the next one shows whether a step falls between them.
 #[derive(Debug)]
@@ -110,7 +127,7 @@ impl Thinning {
                 }
             };
             // Samples up to the step replace one another: the last stays.
-            let end = i + times[i..].partition_point(|&t| t <= step);
+            let end = i + gallop(&times[i..], |t| t <= step);
             self.pending = Some((times[end - 1], values[end - 1], step));
             i = end;
         }
@@ -127,10 +144,10 @@ impl Thinning {
                 let step = steps.next_at_or_after(times[i]);
                 let window_start = step.saturating_sub(steps.lookback_ns);
                 if times[i] < window_start {
-                    i += times[i..].partition_point(|&t| t < window_start);
+                    i += gallop(&times[i..], |t| t < window_start);
                     continue;
                 }
-                let end = i + times[i..].partition_point(|&t| t <= step);
+                let end = i + gallop(&times[i..], |t| t <= step);
                 let window = i..end;
                 i = end;
                 return Some(window);
@@ -971,6 +988,20 @@ mod tests {
     fn merged(key: &Arc<SeriesKey>, parts: &[&[(i64, f64)]]) -> Vec<(i64, f64)> {
         let s = merge(parts.iter().map(|p| part(key, p)).collect());
         s.times.into_iter().zip(s.values).collect()
+    }
+
+    #[test]
+    fn gallop_finds_what_partition_point_finds() {
+        for len in 0..40 {
+            let times: Vec<i64> = (0..len).map(|t| t * 3).collect();
+            for bound in -1..len * 3 + 2 {
+                assert_eq!(
+                    gallop(&times, |t| t <= bound),
+                    times.partition_point(|&t| t <= bound),
+                    "{len} {bound}"
+                );
+            }
+        }
     }
 
     #[test]
