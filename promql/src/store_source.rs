@@ -19,7 +19,7 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Operator, cast as cast_expr};
 use datafusion::prelude::{DataFrame, ident, lit};
 use exawatch_protocol::RESERVED_COLUMNS;
 use exawatch_store::buffer::SeriesKey;
-use exawatch_store::{SeriesSamples, Store};
+use exawatch_store::{SampleSink, Store};
 use promql_parser::label::{MatchOp, Matcher};
 
 use crate::source::{SeriesSource, SourceError, Steps};
@@ -119,31 +119,39 @@ fn predicate(column: &str, matcher: &Matcher) -> Expr {
 }
 
 /// A selected series as PromQL sees it: times in milliseconds, one sample per millisecond
-/// (the last written).
-fn to_series(samples: SeriesSamples) -> Series {
-    let key = &samples.key;
-    let labels = Labels::new(
-        std::iter::once((METRIC_NAME.to_owned(), key.metric.clone()))
-            .chain(key.tags.iter().cloned()),
-    );
-    let mut points: Vec<Point> = samples
-        .times
-        .iter()
-        .zip(&samples.values)
-        .map(|(&t, &v)| Point {
+/// (the last written), built straight from the store's blocks.
+struct PromSeries(Series);
+
+impl SampleSink for PromSeries {
+    fn with_capacity(key: Arc<SeriesKey>, samples: usize) -> Self {
+        let labels = Labels::new(
+            std::iter::once((METRIC_NAME.to_owned(), key.metric.clone()))
+                .chain(key.tags.iter().cloned()),
+        );
+        Self(Series {
+            labels,
+            points: Vec::with_capacity(samples),
+        })
+    }
+
+    fn extend(&mut self, times: &[i64], values: &[f64]) {
+        let points = &mut self.0.points;
+        let start = points.len().saturating_sub(1);
+        points.extend(times.iter().zip(values).map(|(&t, &v)| Point {
             t: t.div_euclid(1_000_000),
             v,
-        })
-        .collect();
-    // Of samples in the same millisecond, the last written (last) is kept.
-    points.dedup_by(|later, earlier| {
-        let same = later.t == earlier.t;
-        if same {
-            earlier.v = later.v;
+        }));
+        // Of samples in the same millisecond, the last written (last) is kept.
+        if points[start..].windows(2).any(|w| w[0].t == w[1].t) {
+            points.dedup_by(|later, earlier| {
+                let same = later.t == earlier.t;
+                if same {
+                    earlier.v = later.v;
+                }
+                same
+            });
         }
-        same
-    });
-    Series { labels, points }
+    }
 }
 
 /// One label column of a result batch: the store's dictionary-encoded columns are read
@@ -248,11 +256,11 @@ impl SeriesSource for StoreSource {
             .iter()
             .find(|m| m.name == METRIC_NAME && m.op == MatchOp::Equal)
             .map(|m| m.value.as_str());
-        let selected = self
+        let selected: Vec<PromSeries> = self
             .store
-            .select_series(metric, &wanted, min_ns, max_ns, steps, max_samples)
+            .select_series_into(metric, &wanted, min_ns, max_ns, steps, max_samples)
             .await?;
-        Ok(selected.into_iter().map(to_series).collect())
+        Ok(selected.into_iter().map(|s| s.0).collect())
     }
 
     async fn series(

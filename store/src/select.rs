@@ -51,6 +51,41 @@ pub struct SeriesSamples {
     pub values: Vec<f64>,
 }
 
+/// What [`Store::select_series_into`] builds each series into, from its samples in time
+/// order, a slice at a time: the caller's own representation, so that samples are copied
+/// once from the store's blocks.
+pub trait SampleSink: Send + Sized {
+    /// An empty series with room for `samples` samples.
+    fn with_capacity(key: Arc<SeriesKey>, samples: usize) -> Self;
+    /// Appends samples (`times` and `values` of the same length).
+    fn extend(&mut self, times: &[i64], values: &[f64]);
+    /// The series from samples already gathered.
+    fn from_samples(samples: SeriesSamples) -> Self {
+        let mut out = Self::with_capacity(samples.key, samples.times.len());
+        out.extend(&samples.times, &samples.values);
+        out
+    }
+}
+
+impl SampleSink for SeriesSamples {
+    fn with_capacity(key: Arc<SeriesKey>, samples: usize) -> Self {
+        Self {
+            key,
+            times: Vec::with_capacity(samples),
+            values: Vec::with_capacity(samples),
+        }
+    }
+
+    fn extend(&mut self, times: &[i64], values: &[f64]) {
+        self.times.extend_from_slice(times);
+        self.values.extend_from_slice(values);
+    }
+
+    fn from_samples(samples: SeriesSamples) -> Self {
+        samples
+    }
+}
+
 /// Evaluation times of a selector: the times `first_ns + k * interval_ns`, at each of which
 /// the samples at or before it and no older than `lookback_ns` before it are used: only the
 /// latest of them (an instant selector), or all (`whole_windows`: a range selector, whose
@@ -194,6 +229,20 @@ impl Store {
         steps: Option<Steps>,
         max_samples: usize,
     ) -> Result<Vec<SeriesSamples>> {
+        self.select_series_into(metric, wanted, min_ns, max_ns, steps, max_samples)
+            .await
+    }
+
+    /// [`Store::select_series`], each series built into a [`SampleSink`].
+    pub async fn select_series_into<S: SampleSink>(
+        &self,
+        metric: Option<&str>,
+        wanted: &(dyn Fn(&SeriesKey) -> bool + Send + Sync),
+        min_ns: i64,
+        max_ns: i64,
+        steps: Option<Steps>,
+        max_samples: usize,
+    ) -> Result<Vec<S>> {
         let (files, chunks, keys) = {
             let state = self.inner.state.read();
             let files: Vec<FileMeta> = state
@@ -383,14 +432,14 @@ impl Selection {
     }
 
     /// Every series with its samples in time order (stable: the later write of a time last).
-    fn finish(self) -> Vec<SeriesSamples> {
+    fn finish<S: SampleSink>(self) -> Vec<S> {
         self.series.into_iter().map(join).collect()
     }
 }
 
 /// One series from its parts in write order: parts that follow one another in time (files
 /// of successive flushes, the usual case) are copied once into place; others are merged.
-fn join(parts: Vec<Part>) -> SeriesSamples {
+fn join<S: SampleSink>(parts: Vec<Part>) -> S {
     let mut last = i64::MIN;
     let in_sequence = parts.iter().all(|p| match p.sorted_bounds() {
         Some((first, end)) if first >= last => {
@@ -399,18 +448,14 @@ fn join(parts: Vec<Part>) -> SeriesSamples {
         }
         _ => false,
     });
-    if parts.len() == 1 || !in_sequence {
-        return merge(parts.into_iter().map(Part::into_samples).collect());
+    let one_decoded = parts.len() == 1 && matches!(parts[0], Part::Samples(_));
+    if one_decoded || !in_sequence {
+        return S::from_samples(merge(parts.into_iter().map(Part::into_samples).collect()));
     }
     let total = parts.iter().map(Part::len).sum();
-    let mut s = SeriesSamples {
-        key: Arc::clone(parts[0].key()),
-        times: Vec::with_capacity(total),
-        values: Vec::with_capacity(total),
-    };
+    let mut s = S::with_capacity(Arc::clone(parts[0].key()), total);
     for (times, values) in parts.iter().flat_map(Part::slices) {
-        s.times.extend_from_slice(times);
-        s.values.extend_from_slice(values);
+        s.extend(times, values);
     }
     s
 }

@@ -189,3 +189,36 @@ async fn matchers_and_time_range_are_pushed_into_the_scan() {
         "the Parquet scan gets the predicate: {text}"
     );
 }
+
+/// Samples within one millisecond are one point (the last written), inside a file and where
+/// two files of successive flushes meet.
+#[tokio::test]
+async fn samples_of_one_millisecond_are_one_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let store = Store::open(dir.path(), StoreConfig::test_config(), &mut registry)
+        .await
+        .unwrap();
+    let sample = |t_ns: i64, v: f64| Sample::new("cpu", Vec::new(), t_ns, Value::Float(v));
+    let ms = 1_000_000;
+    store
+        .write(vec![
+            sample(ms, 1.0),
+            sample(ms + 10, 2.0),
+            sample(2 * ms, 3.0),
+        ])
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    store
+        .write(vec![sample(2 * ms + 500, 4.0), sample(3 * ms, 5.0)])
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    let source = StoreSource::new(store, 64 << 20);
+    for _ in 0..2 {
+        let series = source.select(&matchers("cpu"), 0, 10, None).await.unwrap();
+        let points: Vec<(i64, f64)> = series[0].points.iter().map(|p| (p.t, p.v)).collect();
+        assert_eq!(points, [(1, 2.0), (2, 4.0), (3, 5.0)]);
+    }
+}
