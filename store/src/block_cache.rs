@@ -93,6 +93,12 @@ impl BlockCache {
         Lookup::Hit(found)
     }
 
+    /// Whether blocks of about `bytes` are worth keeping: at most a quarter of the budget,
+    /// so that one large scan does not push out everything else.
+    pub(crate) fn would_keep(&self, bytes: usize) -> bool {
+        bytes <= self.budget / 4
+    }
+
     /// Keeps blocks just read; when over budget, drops the least recently used quarter.
     pub(crate) fn insert(&self, blocks: impl IntoIterator<Item = (BlockKey, Arc<Block>)>) {
         if self.budget == 0 {
@@ -189,6 +195,9 @@ mod tests {
         }
         assert!(matches!(cache.get(1, 0, 0..3), Lookup::Miss));
         assert!(matches!(cache.get(2, 0, 0..1), Lookup::Miss));
+        // A read of more than a quarter of the budget is not kept.
+        assert!(cache.would_keep(1 << 18));
+        assert!(!cache.would_keep((1 << 18) + 1));
     }
 
     #[test]

@@ -268,7 +268,7 @@ impl Store {
         // buffer: of two samples with the same time, the later write comes last.
         let range = (min_ns, max_ns);
         let mut cached = Vec::new();
-        let mut reads = Vec::new();
+        let mut to_read = Vec::new();
         for file in files {
             let indexed = indexed_file(&self.inner, &file).await?;
             let mut missing = Vec::new();
@@ -290,7 +290,17 @@ impl Store {
                     }
                 }
             }
-            let file = Arc::new(file);
+            to_read.push((Arc::new(file), indexed, missing));
+        }
+        // A selection reading more than a quarter of the cache (a scan over days of many
+        // series) would only push out what dashboards reuse: its blocks are not kept.
+        let rows: u64 = to_read
+            .iter()
+            .flat_map(|(_, _, runs)| runs.iter().map(|(_, rows)| rows.end - rows.start))
+            .sum();
+        let keep = self.inner.block_cache.would_keep(rows as usize * 16);
+        let mut reads = Vec::new();
+        for (file, indexed, missing) in to_read {
             for piece in split(missing, indexed.metadata.metadata()) {
                 let (inner, file, indexed) = (
                     Arc::clone(&self.inner),
@@ -298,7 +308,7 @@ impl Store {
                     Arc::clone(&indexed),
                 );
                 reads.push(tokio::spawn(async move {
-                    read_runs(&inner, &file, &indexed, piece, range, steps).await
+                    read_runs(&inner, &file, &indexed, piece, range, steps, keep).await
                 }));
             }
         }
@@ -633,7 +643,8 @@ fn split(
 }
 
 /// Reads `runs` (in file order, whole blocks) of one file: `time` and `value` of those rows
-/// only. The blocks go to the cache; the samples in `range` that the steps use are returned.
+/// only. The blocks go to the cache if `keep`; the samples in `range` that the steps use
+/// are returned.
 async fn read_runs(
     inner: &Arc<Inner>,
     file: &FileMeta,
@@ -641,6 +652,7 @@ async fn read_runs(
     runs: Vec<(usize, Range<u64>)>,
     range: (i64, i64),
     steps: Option<Steps>,
+    keep: bool,
 ) -> Result<Vec<Part>> {
     let blocks = read_blocks(inner, file, indexed, &runs).await?;
     let out = runs
@@ -651,6 +663,9 @@ async fn read_runs(
             assemble(key, blocks, range, steps)
         })
         .collect();
+    if !keep {
+        return Ok(out);
+    }
     inner.block_cache.insert(
         runs.iter()
             .zip(blocks)
