@@ -6,8 +6,9 @@
 //! `shared/bench/load_lp.py`; both servers are then restarted so that queries read what is
 //! on disk, as dashboards over past hours do. The queries are `shared/bench/query_bench.py`'s
 //! (cluster panels over the whole range at the step of a 1000-point panel, one node's panels,
-//! topk, aggregations by node). VictoriaMetrics is asked with `nocache=1` (its result cache off: exawatch has none either;
-//! both keep decoded data in memory, exawatch its blocks in `store.read_cache_mib`).
+//! topk, aggregations by node). VictoriaMetrics is asked with `nocache=1` (its result cache
+//! off: exawatch has none; both keep decoded data in memory, exawatch its blocks in
+//! `store.read_cache_mib`).
 //! Each round runs every query once on each system, alternating (which goes first alternates
 //! by round too), so machine noise hits both;
 //! latencies go into one hdrhistogram per query and system. The number of series each system
