@@ -386,14 +386,9 @@ impl Part {
         match self {
             Part::Samples(s) => s,
             blocks => {
-                let mut s = SeriesSamples {
-                    key: Arc::clone(blocks.key()),
-                    times: Vec::with_capacity(blocks.len()),
-                    values: Vec::with_capacity(blocks.len()),
-                };
+                let mut s = SeriesSamples::with_capacity(Arc::clone(blocks.key()), blocks.len());
                 for (times, values) in blocks.slices() {
-                    s.times.extend_from_slice(times);
-                    s.values.extend_from_slice(values);
+                    s.extend(times, values);
                 }
                 s
             }
