@@ -10,7 +10,7 @@ use promql_parser::parser::{Expr, VectorSelector};
 use snafu::ensure;
 
 use crate::eval::{
-    Annotations, Evaluator, Grid, Settings, Value, at_ms, finish, offset_ms, range_series,
+    Annotations, Evaluator, Grid, Settings, Value, at_ms, finish, offset_ms, range_series_all,
     selector_key,
 };
 use crate::source::{SeriesSource, Steps};
@@ -217,7 +217,7 @@ impl Engine {
             if need.instant {
                 data.insert(key, series);
             } else {
-                ranges.insert(key, series.into_iter().map(range_series).collect());
+                ranges.insert(key, range_series_all(series));
             }
         }
         // Evaluation is CPU work: keep it off the async workers, but for small work (a

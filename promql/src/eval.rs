@@ -162,6 +162,28 @@ pub(crate) fn by_step(series: &[ESeries], grid: &Grid) -> Vec<Vec<(usize, f64)>>
     steps
 }
 
+/// Fetched series as range arguments take them (see [`range_series`]), the markers looked
+/// for on several threads when there are many points.
+pub(crate) fn range_series_all(series: Vec<Series>) -> Vec<ESeries> {
+    let work = series.iter().map(|s| s.points.len()).sum();
+    let threads = crate::functions::threads_for(work, series.len());
+    if threads <= 1 {
+        return series.into_iter().map(range_series).collect();
+    }
+    let per_thread = series.len().div_ceil(threads);
+    let mut series = series.into_iter();
+    let parts = std::iter::from_fn(|| {
+        let part: Vec<Series> = series.by_ref().take(per_thread).collect();
+        (!part.is_empty()).then_some(part)
+    });
+    crate::functions::on_threads(parts, |part| {
+        part.into_iter().map(range_series).collect::<Vec<_>>()
+    })
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
 /// A fetched series as a range argument's: without staleness markers.
 pub(crate) fn range_series(mut s: Series) -> ESeries {
     s.points.retain(|p| !is_stale(p.v));

@@ -312,31 +312,40 @@ pub(crate) fn map_series_parallel<T: Send>(
         Ok(out)
     };
     let work: usize = arg.series.iter().map(|s| s.points.len() + grid.len()).sum();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(arg.series.len())
-        .min(work / PARALLEL_WORK + 1);
+    let threads = threads_for(work, arg.series.len());
     if threads <= 1 {
         return run(&arg.series);
     }
     let per_thread = arg.series.len().div_ceil(threads);
-    let parts: Vec<Result<Vec<T>>> = std::thread::scope(|scope| {
-        let run = &run;
-        let handles: Vec<_> = arg
-            .series
-            .chunks(per_thread)
-            .map(|part| scope.spawn(move || run(part)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a window thread panicked"))
-            .collect()
-    });
     let mut out = Vec::with_capacity(arg.series.len());
-    for part in parts {
+    for part in on_threads(arg.series.chunks(per_thread), run) {
         out.extend(part?);
     }
     Ok(out)
+}
+
+/// How many threads `work` (points and steps) over `items` independent items is worth: one
+/// per [`PARALLEL_WORK`], at most one per core and per item.
+pub(crate) fn threads_for(work: usize, items: usize) -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(items)
+        .min(work / PARALLEL_WORK + 1)
+}
+
+/// `run` on each of `chunks`, each on a thread of its own; the results in order.
+pub(crate) fn on_threads<C: Send, T: Send>(
+    chunks: impl Iterator<Item = C>,
+    run: impl Fn(C) -> T + Sync,
+) -> Vec<T> {
+    std::thread::scope(|scope| {
+        let run = &run;
+        let handles: Vec<_> = chunks.map(|c| scope.spawn(move || run(c))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a worker thread panicked"))
+            .collect()
+    })
 }
 
 /// Points and steps below which a thread is not worth starting.

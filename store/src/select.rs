@@ -35,6 +35,9 @@ use crate::{Error, Inner, Result, Store, decimal};
 /// Rows decoded per batch when reading a file's selected rows.
 const READ_BATCH_ROWS: usize = 64 * 1024;
 
+/// Samples of a selection below which its series are put together on one thread.
+const PARALLEL_SAMPLES: usize = 256 * 1024;
+
 /// Rows of a file read by one task at least: a selection over many rows is read in parallel
 /// pieces.
 const PIECE_ROWS: u64 = 256 * 1024;
@@ -269,7 +272,8 @@ impl Store {
         let range = (min_ns, max_ns);
         let mut cached = Vec::new();
         let mut to_read = Vec::new();
-        for file in files {
+        let buffer_order = files.len();
+        for (order, file) in files.into_iter().enumerate() {
             let indexed = indexed_file(&self.inner, &file).await?;
             let mut missing = Vec::new();
             for (series, rows) in indexed.runs(metric, wanted, min_ns, max_ns) {
@@ -282,7 +286,7 @@ impl Store {
                     Lookup::Hit(blocks) => {
                         self.inner.metrics.read_cache_hits.inc();
                         let key = Arc::new(indexed.index.series[series].key.clone());
-                        cached.push(assemble(key, &blocks, range, steps));
+                        cached.push((order, assemble(key, &blocks, range, steps)));
                     }
                     Lookup::Miss => {
                         self.inner.metrics.read_cache_misses.inc();
@@ -290,44 +294,45 @@ impl Store {
                     }
                 }
             }
-            to_read.push((Arc::new(file), indexed, missing));
+            to_read.push((order, Arc::new(file), indexed, missing));
         }
         // A selection reading more than a quarter of the cache (a scan over days of many
         // series) would only push out what dashboards reuse: its blocks are not kept.
         let rows: u64 = to_read
             .iter()
-            .flat_map(|(_, _, runs)| runs.iter().map(|(_, rows)| rows.end - rows.start))
+            .flat_map(|(_, _, _, runs)| runs.iter().map(|(_, rows)| rows.end - rows.start))
             .sum();
         let keep = self.inner.block_cache.would_keep(rows as usize * 16);
         let mut reads = Vec::new();
-        for (file, indexed, missing) in to_read {
+        for (order, file, indexed, missing) in to_read {
             for piece in split(missing, indexed.metadata.metadata()) {
                 let (inner, file, indexed) = (
                     Arc::clone(&self.inner),
                     Arc::clone(&file),
                     Arc::clone(&indexed),
                 );
-                reads.push(tokio::spawn(async move {
+                let read = tokio::spawn(async move {
                     read_runs(&inner, &file, &indexed, piece, range, steps, keep).await
-                }));
+                });
+                reads.push((order, read));
             }
         }
         let mut out = Selection::new(max_samples);
-        for s in cached {
-            out.add(s)?;
+        for (order, part) in cached {
+            out.add(order, part)?;
         }
-        for read in reads {
+        for (order, read) in reads {
             let series = read.await.map_err(|e| Error::Encode {
                 message: format!("reading files: {e}"),
             })??;
-            for s in series {
-                out.add(s)?;
+            for part in series {
+                out.add(order, part)?;
             }
         }
         let wanted_in_buffer =
             |key: &SeriesKey| metric.is_none_or(|m| key.metric == m) && wanted(key);
         for s in read_buffer(&chunks, &keys, &wanted_in_buffer, min_ns, max_ns) {
-            out.add(Part::Samples(s))?;
+            out.add(buffer_order, Part::Samples(s))?;
         }
         Ok(out.finish())
     }
@@ -369,19 +374,6 @@ impl Part {
         self.slices().map(|(times, _)| times.len()).sum()
     }
 
-    /// The first and last time, if the samples are in time order.
-    fn sorted_bounds(&self) -> Option<(i64, i64)> {
-        if let Part::Samples(s) = self
-            && !s.times.is_sorted()
-        {
-            return None;
-        }
-        let times = || self.slices().map(|(times, _)| times);
-        let first = times().find_map(|t| t.first().copied())?;
-        let last = times().filter_map(|t| t.last().copied()).last()?;
-        Some((first, last))
-    }
-
     fn into_samples(self) -> SeriesSamples {
         match self {
             Part::Samples(s) => s,
@@ -396,9 +388,9 @@ impl Part {
     }
 }
 
-/// The series gathered so far: each series' parts in write order.
+/// The series gathered so far: each series' parts with their place in write order.
 struct Selection {
-    series: Vec<Vec<Part>>,
+    series: Vec<Vec<(usize, Part)>>,
     by_key: HashMap<Arc<SeriesKey>, usize>,
     samples: usize,
     max_samples: usize,
@@ -414,7 +406,9 @@ impl Selection {
         }
     }
 
-    fn add(&mut self, part: Part) -> Result<()> {
+    /// Adds a part of a series; `order` is its place in write order (the file's in the
+    /// catalog, the buffer last): parts may be added in any order.
+    fn add(&mut self, order: usize, part: Part) -> Result<()> {
         let len = part.len();
         self.samples += len;
         if self.samples > self.max_samples {
@@ -426,101 +420,147 @@ impl Selection {
             return Ok(());
         }
         match self.by_key.get(part.key()) {
-            Some(&i) => self.series[i].push(part),
+            Some(&i) => self.series[i].push((order, part)),
             None => {
                 self.by_key
                     .insert(Arc::clone(part.key()), self.series.len());
-                self.series.push(vec![part]);
+                self.series.push(vec![(order, part)]);
             }
         }
         Ok(())
     }
 
-    /// Every series with its samples in time order (stable: the later write of a time last).
+    /// Every series with its samples in time order (stable: the later write of a time last),
+    /// put together on several threads when there are many samples (it is a copy of each).
     fn finish<S: SampleSink>(self) -> Vec<S> {
-        self.series.into_iter().map(join).collect()
+        let join_all = |series: Vec<Vec<(usize, Part)>>| -> Vec<S> {
+            series
+                .into_iter()
+                .map(|mut parts| {
+                    parts.sort_by_key(|(order, _)| *order);
+                    join(parts.into_iter().map(|(_, part)| part).collect())
+                })
+                .collect()
+        };
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(self.series.len())
+            .min(self.samples / PARALLEL_SAMPLES + 1);
+        if threads <= 1 {
+            return join_all(self.series);
+        }
+        let per_thread = self.series.len().div_ceil(threads);
+        let mut series = self.series.into_iter();
+        std::thread::scope(|scope| {
+            let join_all = &join_all;
+            let handles: Vec<_> = std::iter::from_fn(|| {
+                let part: Vec<_> = series.by_ref().take(per_thread).collect();
+                (!part.is_empty()).then(|| scope.spawn(move || join_all(part)))
+            })
+            .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("a joining thread panicked"))
+                .collect()
+        })
     }
 }
 
-/// One series from its parts in write order: parts that follow one another in time (files
-/// of successive flushes, the usual case) are copied once into place; others are merged.
-fn join<S: SampleSink>(parts: Vec<Part>) -> S {
-    let mut last = i64::MIN;
-    let in_sequence = parts.iter().all(|p| match p.sorted_bounds() {
-        Some((first, end)) if first >= last => {
-            last = end;
-            true
-        }
-        _ => false,
-    });
-    let one_decoded = parts.len() == 1 && matches!(parts[0], Part::Samples(_));
-    if one_decoded || !in_sequence {
-        return S::from_samples(merge(parts.into_iter().map(Part::into_samples).collect()));
+/// One series from its parts in write order. Parts each in time order (files; the buffer's
+/// unless written out of order) are merged run by run straight into the sink: parts that
+/// follow one another in time, or overlap only at their edges (flushes of concurrent
+/// writers), are copied in a few long runs. Otherwise the samples are sorted.
+fn join<S: SampleSink>(mut parts: Vec<Part>) -> S {
+    if parts
+        .iter()
+        .any(|p| matches!(p, Part::Samples(s) if !s.times.is_sorted()))
+    {
+        return S::from_samples(sort(parts.into_iter().map(Part::into_samples).collect()));
+    }
+    if let [Part::Samples(_)] = &parts[..]
+        && let Some(Part::Samples(s)) = parts.pop()
+    {
+        return S::from_samples(s);
     }
     let total = parts.iter().map(Part::len).sum();
-    let mut s = S::with_capacity(Arc::clone(parts[0].key()), total);
-    for (times, values) in parts.iter().flat_map(Part::slices) {
-        s.extend(times, values);
+    let mut out = S::with_capacity(Arc::clone(parts[0].key()), total);
+    let mut cursors: Vec<Cursor> = parts.iter().map(Cursor::new).collect();
+    cursors.retain(|c| !c.done());
+    while !cursors.is_empty() {
+        // The part whose next sample comes first; of equal times, the one written first.
+        let first = (0..cursors.len())
+            .min_by_key(|&i| cursors[i].head())
+            .expect("not empty");
+        // It goes on until another part's next sample, which goes first if that part was
+        // written earlier and on an equal time (`limit` is exclusive).
+        let limit = cursors
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != first)
+            .map(|(i, c)| c.head().saturating_add(i64::from(i > first)))
+            .min();
+        let cursor = &mut cursors[first];
+        let (times, values) = cursor.slices[cursor.slice];
+        let end = match limit {
+            Some(limit) => cursor.row + times[cursor.row..].partition_point(|&t| t < limit),
+            None => times.len(),
+        };
+        out.extend(&times[cursor.row..end], &values[cursor.row..end]);
+        cursor.advance_to(end);
+        if cursor.done() {
+            cursors.remove(first);
+        }
     }
-    s
+    out
 }
 
-/// One series from its parts in write order. Files and flushes overlap in time only at their
-/// edges: parts in time order are merged tail by tail, others sorted as a whole.
-fn merge(mut parts: Vec<SeriesSamples>) -> SeriesSamples {
-    let all_sorted = parts.iter().all(|p| p.times.is_sorted());
-    if parts.len() == 1 && all_sorted {
-        return parts.pop().expect("one part");
+/// A place in a part in time order: its non-empty slices, the current one and the row in it.
+struct Cursor<'a> {
+    slices: Vec<(&'a [i64], &'a [f64])>,
+    slice: usize,
+    row: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(part: &'a Part) -> Self {
+        Self {
+            slices: part.slices().filter(|(t, _)| !t.is_empty()).collect(),
+            slice: 0,
+            row: 0,
+        }
     }
+
+    fn done(&self) -> bool {
+        self.slice == self.slices.len()
+    }
+
+    /// The time of the next sample.
+    fn head(&self) -> i64 {
+        self.slices[self.slice].0[self.row]
+    }
+
+    /// Moves to `row` of the current slice (to the next slice at its end).
+    fn advance_to(&mut self, row: usize) {
+        self.row = row;
+        if row == self.slices[self.slice].0.len() {
+            (self.slice, self.row) = (self.slice + 1, 0);
+        }
+    }
+}
+
+/// One series from parts not all in time order: their samples in write order, sorted by
+/// time (stable: the later write of a time last).
+fn sort(parts: Vec<SeriesSamples>) -> SeriesSamples {
     let total = parts.iter().map(|p| p.times.len()).sum();
-    let mut parts = parts.into_iter();
-    let first = parts.next().expect("a series has a part");
-    let mut s = SeriesSamples {
-        key: first.key,
-        times: Vec::with_capacity(total),
-        values: Vec::with_capacity(total),
-    };
-    s.times.extend_from_slice(&first.times);
-    s.values.extend_from_slice(&first.values);
-    for part in parts {
-        if all_sorted {
-            append_sorted(&mut s, &part);
-        } else {
-            s.times.extend_from_slice(&part.times);
-            s.values.extend_from_slice(&part.values);
-        }
+    let mut all = SeriesSamples::with_capacity(Arc::clone(&parts[0].key), total);
+    for part in &parts {
+        all.extend(&part.times, &part.values);
     }
-    if !all_sorted {
-        let mut order: Vec<usize> = (0..s.times.len()).collect();
-        order.sort_by_key(|&i| s.times[i]);
-        s.times = order.iter().map(|&i| s.times[i]).collect();
-        s.values = order.iter().map(|&i| s.values[i]).collect();
-    }
-    s
-}
-
-/// Appends a later write's samples to a series, both in time order: only the tail of `s`
-/// from `part`'s first time on is merged (of equal times the later write comes last).
-fn append_sorted(s: &mut SeriesSamples, part: &SeriesSamples) {
-    let from = s.times.partition_point(|&t| t <= part.times[0]);
-    let tail_times = s.times.split_off(from);
-    let tail_values = s.values.split_off(from);
-    let (mut i, mut j) = (0, 0);
-    while i < tail_times.len() && j < part.times.len() {
-        if tail_times[i] <= part.times[j] {
-            s.times.push(tail_times[i]);
-            s.values.push(tail_values[i]);
-            i += 1;
-        } else {
-            s.times.push(part.times[j]);
-            s.values.push(part.values[j]);
-            j += 1;
-        }
-    }
-    s.times.extend_from_slice(&tail_times[i..]);
-    s.values.extend_from_slice(&tail_values[i..]);
-    s.times.extend_from_slice(&part.times[j..]);
-    s.values.extend_from_slice(&part.values[j..]);
+    let mut order: Vec<usize> = (0..total).collect();
+    order.sort_by_key(|&i| all.times[i]);
+    all.times = order.iter().map(|&i| all.times[i]).collect();
+    all.values = order.iter().map(|&i| all.values[i]).collect();
+    all
 }
 
 impl IndexedFile {
@@ -1040,9 +1080,37 @@ mod tests {
         }
     }
 
+    /// The parts joined, each given as decoded samples and as cached blocks of 2 rows.
     fn merged(key: &Arc<SeriesKey>, parts: &[&[(i64, f64)]]) -> Vec<(i64, f64)> {
-        let s = merge(parts.iter().map(|p| part(key, p)).collect());
-        s.times.into_iter().zip(s.values).collect()
+        let joined = |parts: Vec<Part>| {
+            let s: SeriesSamples = join(parts);
+            s.times.into_iter().zip(s.values).collect::<Vec<_>>()
+        };
+        let decoded = joined(parts.iter().map(|p| Part::Samples(part(key, p))).collect());
+        let in_blocks = parts.iter().map(|p| {
+            let p = part(key, p);
+            let blocks = p
+                .times
+                .chunks(2)
+                .zip(p.values.chunks(2))
+                .map(|(times, values)| {
+                    let block = Block {
+                        times: times.to_vec(),
+                        values: values.to_vec(),
+                    };
+                    (Arc::new(block), 0..times.len())
+                })
+                .collect();
+            match p.times.is_sorted() {
+                true => Part::Blocks {
+                    key: Arc::clone(key),
+                    blocks,
+                },
+                false => Part::Samples(p),
+            }
+        });
+        assert_eq!(joined(in_blocks.collect()), decoded);
+        decoded
     }
 
     #[test]
@@ -1084,6 +1152,30 @@ mod tests {
         assert_eq!(
             merged(&key, &[&[(3, 3.0)], &[(1, 1.0), (2, 2.0)]]),
             [(1, 1.0), (2, 2.0), (3, 3.0)]
+        );
+        // Interleaved parts, equal times among them.
+        assert_eq!(
+            merged(
+                &key,
+                &[
+                    &[(1, 1.0), (3, 3.0), (5, 5.0), (7, 7.0)],
+                    &[(1, 10.0), (2, 2.0), (5, 50.0), (8, 8.0)],
+                    &[(0, 0.0), (5, 500.0), (7, 70.0)]
+                ]
+            ),
+            [
+                (0, 0.0),
+                (1, 1.0),
+                (1, 10.0),
+                (2, 2.0),
+                (3, 3.0),
+                (5, 5.0),
+                (5, 50.0),
+                (5, 500.0),
+                (7, 7.0),
+                (7, 70.0),
+                (8, 8.0)
+            ]
         );
         // A part out of order (the buffer's, written late) is sorted, stably.
         assert_eq!(

@@ -6,7 +6,9 @@
 
 use promql_parser::parser::Expr;
 
-use super::sliding::{Extremes, PrefixSums, windows};
+use std::ops::Range;
+
+use super::sliding::{Extremes, window_sums, windows};
 use super::{
     absent_labels, constant_where, map_series_parallel, over_windows, over_windows_parallel,
 };
@@ -164,17 +166,21 @@ fn aggregate(name: &str, w: &[Point]) -> f64 {
 /// running totals and a monotonic queue ([`sliding`]) rather than window by window.
 fn running_over_windows(arg: &RangeArg, grid: &Grid, s: &ESeries, name: &str) -> Option<ESeries> {
     let all = &s.points;
+    let (steps, ranges): (Vec<usize>, Vec<Range<usize>>) = windows(all, arg, grid).unzip();
     let sums = matches!(name, "avg_over_time" | "sum_over_time")
-        .then(|| PrefixSums::new(all.iter().map(|p| p.v)))
+        .then(|| window_sums(|k| all[k].v, &ranges))
         .flatten();
     let mut extremes = Extremes::default();
-    let points: Vec<Point> = windows(all, arg, grid)
-        .map(|(i, range)| {
+    let points: Vec<Point> = steps
+        .into_iter()
+        .zip(ranges)
+        .enumerate()
+        .map(|(n, (i, range))| {
             let w = &all[range.clone()];
             let v = match (name, &sums) {
-                ("avg_over_time", Some(sums)) => sums.sum(range) / w.len() as f64,
+                ("avg_over_time", Some(sums)) => sums[n] / w.len() as f64,
                 ("avg_over_time", None) => avg(w),
-                ("sum_over_time", Some(sums)) => sums.sum(range),
+                ("sum_over_time", Some(sums)) => sums[n],
                 ("sum_over_time", None) => sum(w),
                 ("count_over_time", _) => w.len() as f64,
                 ("max_over_time", _) => extremes.of(all, range, true),

@@ -5,9 +5,11 @@
 //!
 //! <https://prometheus.io/docs/prometheus/latest/querying/functions/#rate>
 
+use std::ops::Range;
+
 use promql_parser::parser::Expr;
 
-use super::sliding::{PrefixSums, windows};
+use super::sliding::{window_sums, windows};
 use super::{Step, has_window, map_series_parallel, over_windows_parallel};
 use crate::Result;
 use crate::eval::{ESeries, Evaluator, Grid, RangeArg, Value};
@@ -100,30 +102,36 @@ pub(super) fn call(
 /// of them ([`sliding`]) rather than a pass over the window.
 fn counter_rates(arg: &RangeArg, grid: &Grid, s: &ESeries, is_rate: bool) -> Option<ESeries> {
     let all = &s.points;
-    // Running totals of the reset additions (`Some(None)`: no reset, nothing to add).
+    let (steps, ranges): (Vec<usize>, Vec<Range<usize>>) = windows(all, arg, grid).unzip();
+    // Sums of the reset additions between each window's own samples (`Some(None)`: no
+    // reset, nothing to add; `None`: windows are read one by one).
     let resets = if all.windows(2).any(|p| p[1].v < p[0].v) {
-        PrefixSums::new((0..all.len()).map(|j| {
+        let between: Vec<Range<usize>> = ranges
+            .iter()
+            .map(|r| (r.start + 1).min(r.end)..r.end)
+            .collect();
+        let addition = |j: usize| {
             if j > 0 && all[j].v < all[j - 1].v {
                 all[j - 1].v
             } else {
                 0.0
             }
-        }))
-        .map(Some)
+        };
+        window_sums(addition, &between).map(Some)
     } else {
         Some(None)
     };
-    let points: Vec<Point> = windows(all, arg, grid)
-        .filter_map(|(i, range)| {
-            let w = &all[range.clone()];
+    let points: Vec<Point> = steps
+        .into_iter()
+        .zip(ranges)
+        .enumerate()
+        .filter_map(|(n, (i, range))| {
+            let w = &all[range];
             let step = Step::new(arg, grid, i);
             let v = match &resets {
                 _ if w.len() < 2 => return None,
-                // The resets between the window's own samples.
                 Some(resets) => {
-                    let added = resets
-                        .as_ref()
-                        .map_or(0.0, |r| r.sum(range.start + 1..range.end));
+                    let added = resets.as_ref().map_or(0.0, |r| r[n]);
                     let change = w[w.len() - 1].v - w[0].v + added;
                     extrapolate(w, &step, change, true, is_rate)
                 }

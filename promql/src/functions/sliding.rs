@@ -1,10 +1,10 @@
 //! Windows of a range argument without re-reading them: a range query at a 15 s step over
 //! `[5m]` windows sees every sample in 20 windows, so reading each window whole costs 20
 //! times the data. Window bounds move forward with two pointers, sums come from running
-//! totals, extremes from a monotonic queue.
+//! totals taken at the window bounds, extremes from a monotonic queue.
 //!
 //! Sums from running totals are not the bits of Prometheus' per-window Kahan sum: each is
-//! the difference of two prefix sums kept as unevaluated pairs `hi + lo`, which is within
+//! the difference of two running totals kept as unevaluated pairs `hi + lo`, which is within
 //! about one unit in the last place of the exact window sum, as Kahan's is, so the two agree
 //! to about 1e-15 relative. A series with a non-finite value (or a running total that
 //! overflows) is summed window by window instead, with Prometheus' arithmetic.
@@ -31,6 +31,8 @@ pub(crate) fn windows(
         if hi > 0 && points[hi - 1].t > end || lo > 0 && points[lo - 1].t > start {
             (lo, hi) = (0, 0);
         }
+        // Linear, not galloping: the bounds move through memory not read yet, which a
+        // sequential scan has prefetched and a search would wait for.
         while lo < points.len() && points[lo].t <= start {
             lo += 1;
         }
@@ -50,35 +52,62 @@ fn two_sum(a: f64, b: f64) -> (f64, f64) {
     (s, (a - a_virtual) + (b - b_virtual))
 }
 
-/// Running totals of a series' values, each kept as `hi + lo`.
-#[derive(Debug)]
-pub(crate) struct PrefixSums {
-    totals: Vec<(f64, f64)>,
-}
-
-impl PrefixSums {
-    /// The running totals of `values`, or `None` if a value or a total is not finite (then
-    /// windows are summed one by one, as Prometheus does).
-    pub(crate) fn new(values: impl ExactSizeIterator<Item = f64>) -> Option<Self> {
-        let mut totals = Vec::with_capacity(values.len() + 1);
-        let (mut h, mut l) = (0.0, 0.0);
-        totals.push((h, l));
-        for v in values {
-            let (s, e) = two_sum(h, v);
-            (h, l) = (s, l + e);
-            totals.push((h, l));
+/// The sum of `value(k)` over each of `windows` (ranges of indexes whose bounds never
+/// decrease), as the difference of running totals taken at the window bounds, each total
+/// kept as `hi + lo`; `None` if a value or a total is not finite or bounds go back (then
+/// windows are summed one by one, as Prometheus does). Each value is read once; values
+/// outside every window are not read.
+pub(crate) fn window_sums(
+    value: impl Fn(usize) -> f64,
+    windows: &[Range<usize>],
+) -> Option<Vec<f64>> {
+    if windows
+        .windows(2)
+        .any(|w| w[1].start < w[0].start || w[1].end < w[0].end)
+    {
+        return None;
+    }
+    let n = windows.len();
+    let mut at_start = Vec::with_capacity(n);
+    let mut at_end = Vec::with_capacity(n);
+    let (mut at, mut hi, mut lo) = (0, 0.0, 0.0);
+    // Bounds in increasing order: window i's start or window j's end (j <= i).
+    let mut i = 0;
+    while at_end.len() < n {
+        let j = at_end.len();
+        let start = (i < n && windows[i].start <= windows[j].end).then(|| windows[i].start);
+        let bound = start.unwrap_or(windows[j].end);
+        if start.is_some() && i == j {
+            // No window is open: the total starts afresh at this one's start.
+            (at, hi, lo) = (bound, 0.0, 0.0);
         }
-        // Once a total is not finite, none after it is: checking the last is enough.
-        (h.is_finite() && l.is_finite()).then_some(Self { totals })
+        for k in at..bound {
+            let (s, e) = two_sum(hi, value(k));
+            (hi, lo) = (s, lo + e);
+        }
+        at = bound;
+        // Once a total is not finite, none after it is (until afresh): checking each is enough.
+        if !(hi.is_finite() && lo.is_finite()) {
+            return None;
+        }
+        match start {
+            Some(_) => {
+                at_start.push((hi, lo));
+                i += 1;
+            }
+            None => at_end.push((hi, lo)),
+        }
     }
-
-    /// The sum of the values at `range`.
-    pub(crate) fn sum(&self, range: Range<usize>) -> f64 {
-        let ((end_hi, end_lo), (start_hi, start_lo)) =
-            (self.totals[range.end], self.totals[range.start]);
-        let (d, e) = two_sum(end_hi, -start_hi);
-        d + (e + (end_lo - start_lo))
-    }
+    Some(
+        at_start
+            .into_iter()
+            .zip(at_end)
+            .map(|((start_hi, start_lo), (end_hi, end_lo))| {
+                let (d, e) = two_sum(end_hi, -start_hi);
+                d + (e + (end_lo - start_lo))
+            })
+            .collect(),
+    )
 }
 
 /// The largest (`max`) or smallest value of each window, NaN ignored unless a window holds
@@ -165,26 +194,39 @@ mod tests {
                 _ => -((lcg(&mut state) % 7) as f64) * 0.1,
             })
             .collect();
-        let sums = PrefixSums::new(values.iter().copied()).unwrap();
-        for _ in 0..2000 {
-            let start = (lcg(&mut state) % 4000) as usize;
-            let end = start + 1 + (lcg(&mut state) % 900) as usize;
+        // Windows whose bounds never decrease, overlapping or apart.
+        let (mut start, mut end) = (0usize, 0usize);
+        let mut ranges = Vec::new();
+        while start < 4000 {
+            end = end.max(start + (lcg(&mut state) % 900) as usize);
+            ranges.push(start..end);
+            start += (lcg(&mut state) % 150) as usize;
+        }
+        let sums = window_sums(|k| values[k], &ranges).unwrap();
+        assert_eq!(sums.len(), ranges.len());
+        for (range, got) in ranges.iter().zip(sums) {
             // The exact sum, as i128 micro-units (every value is a multiple of 1e-3 or 0.1).
             let exact: f64 = {
                 let mut total = 0i128;
-                for v in &values[start..end] {
+                for v in &values[range.clone()] {
                     total += (v * 1e3).round() as i128;
                 }
                 total as f64 / 1e3
             };
-            let got = sums.sum(start..end);
             assert!(
                 (got - exact).abs() <= exact.abs() * 4.0 * f64::EPSILON + 1e-9,
-                "{start}..{end}: {got} vs {exact}"
+                "{range:?}: {got} vs {exact}"
             );
         }
-        assert!(PrefixSums::new([1.0, f64::NAN].into_iter()).is_none());
-        assert!(PrefixSums::new([1e308, 1e308].into_iter()).is_none());
+        let sum = |values: &[f64], ranges: &[Range<usize>]| window_sums(|k| values[k], ranges);
+        assert!(sum(&[1.0, f64::NAN], &[0..1, 0..2]).is_none());
+        assert!(sum(&[1e308, 1e308], &[0..1, 0..2]).is_none());
+        // A value in no window is never read; bounds that go back are refused.
+        assert_eq!(
+            sum(&[1.0, f64::NAN, 2.0], &[0..1, 2..3]),
+            Some(vec![1.0, 2.0])
+        );
+        assert!(sum(&[1.0, 2.0, 3.0], &[1..3, 0..3]).is_none());
     }
 
     #[test]
