@@ -35,7 +35,8 @@ use crate::{Error, Inner, Result, Store, decimal};
 /// Rows decoded per batch when reading a file's selected rows.
 const READ_BATCH_ROWS: usize = 64 * 1024;
 
-/// Samples of a selection below which its series are put together on one thread.
+/// Samples of a selection below which its work (taking cached blocks apart, putting series
+/// together) stays on one thread.
 const PARALLEL_SAMPLES: usize = 256 * 1024;
 
 /// Rows of a file read by one task at least: a selection over many rows is read in parallel
@@ -286,7 +287,7 @@ impl Store {
                     Lookup::Hit(blocks) => {
                         self.inner.metrics.read_cache_hits.inc();
                         let key = Arc::new(indexed.index.series[series].key.clone());
-                        cached.push((order, assemble(key, &blocks, range, steps)));
+                        cached.push((order, key, blocks));
                     }
                     Lookup::Miss => {
                         self.inner.metrics.read_cache_misses.inc();
@@ -318,7 +319,15 @@ impl Store {
             }
         }
         let mut out = Selection::new(max_samples);
-        for (order, part) in cached {
+        // Cached blocks are taken apart meanwhile, on as many threads as the rows are worth.
+        let rows = cached
+            .iter()
+            .flat_map(|(_, _, blocks)| blocks.iter().map(|b| b.times.len()))
+            .sum();
+        let assembled = in_parallel(cached, rows, |(order, key, blocks)| {
+            (order, assemble(key, &blocks, range, steps))
+        });
+        for (order, part) in assembled {
             out.add(order, part)?;
         }
         for (order, read) in reads {
@@ -433,37 +442,41 @@ impl Selection {
     /// Every series with its samples in time order (stable: the later write of a time last),
     /// put together on several threads when there are many samples (it is a copy of each).
     fn finish<S: SampleSink>(self) -> Vec<S> {
-        let join_all = |series: Vec<Vec<(usize, Part)>>| -> Vec<S> {
-            series
-                .into_iter()
-                .map(|mut parts| {
-                    parts.sort_by_key(|(order, _)| *order);
-                    join(parts.into_iter().map(|(_, part)| part).collect())
-                })
-                .collect()
-        };
-        let threads = std::thread::available_parallelism()
-            .map_or(1, usize::from)
-            .min(self.series.len())
-            .min(self.samples / PARALLEL_SAMPLES + 1);
-        if threads <= 1 {
-            return join_all(self.series);
-        }
-        let per_thread = self.series.len().div_ceil(threads);
-        let mut series = self.series.into_iter();
-        std::thread::scope(|scope| {
-            let join_all = &join_all;
-            let handles: Vec<_> = std::iter::from_fn(|| {
-                let part: Vec<_> = series.by_ref().take(per_thread).collect();
-                (!part.is_empty()).then(|| scope.spawn(move || join_all(part)))
-            })
-            .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().expect("a joining thread panicked"))
-                .collect()
+        in_parallel(self.series, self.samples, |mut parts| {
+            parts.sort_by_key(|(order, _)| *order);
+            join(parts.into_iter().map(|(_, part)| part).collect())
         })
     }
+}
+
+/// `f` of each of `items`, in order; shared out between threads (contiguous shares, one
+/// per core at most) when `samples`, the samples they hold, are worth it.
+fn in_parallel<T: Send, U: Send>(
+    items: Vec<T>,
+    samples: usize,
+    f: impl Fn(T) -> U + Sync,
+) -> Vec<U> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(items.len())
+        .min(samples / PARALLEL_SAMPLES + 1);
+    if threads <= 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let per_thread = items.len().div_ceil(threads);
+    let mut items = items.into_iter();
+    std::thread::scope(|scope| {
+        let f = &f;
+        let handles: Vec<_> = std::iter::from_fn(|| {
+            let share: Vec<T> = items.by_ref().take(per_thread).collect();
+            (!share.is_empty()).then(|| scope.spawn(move || share.into_iter().map(f).collect()))
+        })
+        .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| -> Vec<U> { h.join().expect("a selection thread panicked") })
+            .collect()
+    })
 }
 
 /// One series from its parts in write order. Parts each in time order (files; the buffer's
