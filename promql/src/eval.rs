@@ -443,13 +443,16 @@ impl<'a> Evaluator<'a> {
         let mut out = Vec::new();
         for s in self.raw(vs) {
             let mut points = Vec::with_capacity(grid.len());
-            // The points at or before the step; step times ascend, so the search for the
-            // next step starts where this one ended.
+            // The points at or before the step; step times ascend, so the scan for the
+            // next step goes on from where this one ended (the source left out most points
+            // no step uses: usually a step or two ahead).
             let mut seen = 0;
             for i in 0..grid.len() {
                 let ts = grid.ts(i);
                 let t = at.unwrap_or(ts) - offset;
-                seen += s.points[seen..].partition_point(|p| p.t <= t);
+                while seen < s.points.len() && s.points[seen].t <= t {
+                    seen += 1;
+                }
                 if let Some(p) = latest(&s.points[..seen], t, lookback) {
                     points.push(Point { t: ts, v: p.v });
                 }

@@ -143,13 +143,7 @@ impl Extremes {
         (self.start, self.end) = (range.start, range.end);
         if range.len() < 4 * fresh {
             self.scanned = true;
-            let mut extreme = f64::NAN;
-            for p in &points[range] {
-                if better(p.v, extreme) || extreme.is_nan() {
-                    extreme = p.v;
-                }
-            }
-            return extreme;
+            return scan(&points[range], max);
         }
         if std::mem::take(&mut self.scanned) {
             self.queue.clear();
@@ -171,6 +165,43 @@ impl Extremes {
         }
         self.queue.front().map_or(f64::NAN, |&i| points[i].v)
     }
+}
+
+/// The largest (`max`) or smallest value of `points`, as [`Extremes::of`] defines it, in
+/// four interleaved lanes (four independent comparisons at a time instead of one chain).
+fn scan(points: &[Point], max: bool) -> f64 {
+    // Negated, the smallest is the largest; NaN is never greater, so it is passed over.
+    let sign = if max { 1.0 } else { -1.0 };
+    let mut lanes = [f64::NEG_INFINITY; 4];
+    let mut quads = points.chunks_exact(4);
+    for quad in &mut quads {
+        for (lane, p) in lanes.iter_mut().zip(quad) {
+            let v = sign * p.v;
+            if v > *lane {
+                *lane = v;
+            }
+        }
+    }
+    for p in quads.remainder() {
+        let v = sign * p.v;
+        if v > lanes[0] {
+            lanes[0] = v;
+        }
+    }
+    let best = lanes.into_iter().fold(f64::NEG_INFINITY, f64::max);
+    // Lanes lose which of equal values came first, which shows only between 0.0 and -0.0;
+    // -inf may also stand for "only NaN". Both are settled one by one, as Prometheus does.
+    if best == 0.0 || best == f64::NEG_INFINITY {
+        let better = |a: f64, b: f64| if max { a > b } else { a < b };
+        let mut extreme = f64::NAN;
+        for p in points {
+            if better(p.v, extreme) || extreme.is_nan() {
+                extreme = p.v;
+            }
+        }
+        return extreme;
+    }
+    sign * best
 }
 
 #[cfg(test)]
@@ -237,6 +268,10 @@ mod tests {
                 t,
                 v: match lcg(&mut state) % 50 {
                     0 => f64::NAN,
+                    1 => -0.0,
+                    2 if t % 7 == 0 => f64::INFINITY,
+                    3 if t % 7 == 0 => f64::NEG_INFINITY,
+                    r if t > 2880 => f64::NAN * r as f64,
                     r => r as f64 - 25.0,
                 },
             })
