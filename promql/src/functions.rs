@@ -327,10 +327,7 @@ pub(crate) fn map_series_parallel<T: Send>(
 /// How many threads `work` (points and steps) over `items` independent items is worth: one
 /// per [`PARALLEL_WORK`], at most one per core and per item.
 pub(crate) fn threads_for(work: usize, items: usize) -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(items)
-        .min(work / PARALLEL_WORK + 1)
+    (*CORES).min(items).min(work / PARALLEL_WORK + 1)
 }
 
 /// `run` on each of `chunks`, each on a thread of its own; the results in order.
@@ -347,6 +344,11 @@ pub(crate) fn on_threads<C: Send, T: Send>(
             .collect()
     })
 }
+
+/// Cores this process may use, read once: the standard library reads the cgroup's quota
+/// from files each time it is asked.
+static CORES: std::sync::LazyLock<usize> =
+    std::sync::LazyLock::new(|| std::thread::available_parallelism().map_or(1, usize::from));
 
 /// Points and steps below which a thread is not worth starting.
 const PARALLEL_WORK: usize = 200_000;

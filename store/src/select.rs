@@ -35,6 +35,11 @@ use crate::{Error, Inner, Result, Store, decimal};
 /// Rows decoded per batch when reading a file's selected rows.
 const READ_BATCH_ROWS: usize = 64 * 1024;
 
+/// Cores this process may use, read once: the standard library reads the cgroup's quota
+/// from files each time it is asked.
+static CORES: std::sync::LazyLock<usize> =
+    std::sync::LazyLock::new(|| std::thread::available_parallelism().map_or(1, usize::from));
+
 /// Samples of a selection below which its work (taking cached blocks apart, putting series
 /// together) stays on one thread.
 const PARALLEL_SAMPLES: usize = 256 * 1024;
@@ -456,8 +461,7 @@ fn in_parallel<T: Send, U: Send>(
     samples: usize,
     f: impl Fn(T) -> U + Sync,
 ) -> Vec<U> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
+    let threads = (*CORES)
         .min(items.len())
         .min(samples / PARALLEL_SAMPLES + 1);
     if threads <= 1 {
