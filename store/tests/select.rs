@@ -630,3 +630,34 @@ async fn files_that_follow_one_another_join_in_order() {
     }
     store.shutdown().await.unwrap();
 }
+
+/// Of two files with a sample at the same time, the newer one's comes last even when only
+/// the newer file's blocks are in the cache (cached parts used to be taken first).
+#[tokio::test]
+async fn the_later_write_of_a_time_stays_last_whatever_is_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    store
+        .write(vec![sample("temp", "n1", 5, 1.0)])
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    store
+        .write(vec![
+            sample("temp", "n1", 5, 2.0),
+            sample("temp", "n1", 200, 3.0),
+        ])
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(store.catalog().files.len(), 2);
+    // Only the newer file holds t = 200: reading it caches its block, t = 5 included.
+    assert_eq!(
+        temp_of(&store, "n1", 150 * SEC, 250 * SEC).await[0].values,
+        [3.0]
+    );
+    let at_five = &temp_of(&store, "n1", 0, 10 * SEC).await[0];
+    assert_eq!(at_five.times, [5 * SEC, 5 * SEC]);
+    assert_eq!(at_five.values, [1.0, 2.0]);
+    store.shutdown().await.unwrap();
+}
