@@ -166,22 +166,7 @@ pub(crate) fn by_step(series: &[ESeries], grid: &Grid) -> Vec<Vec<(usize, f64)>>
 /// for on several threads when there are many points.
 pub(crate) fn range_series_all(series: Vec<Series>) -> Vec<ESeries> {
     let work = series.iter().map(|s| s.points.len()).sum();
-    let threads = crate::functions::threads_for(work, series.len());
-    if threads <= 1 {
-        return series.into_iter().map(range_series).collect();
-    }
-    let per_thread = series.len().div_ceil(threads);
-    let mut series = series.into_iter();
-    let parts = std::iter::from_fn(|| {
-        let part: Vec<Series> = series.by_ref().take(per_thread).collect();
-        (!part.is_empty()).then_some(part)
-    });
-    crate::functions::on_threads(parts, |part| {
-        part.into_iter().map(range_series).collect::<Vec<_>>()
-    })
-    .into_iter()
-    .flatten()
-    .collect()
+    exawatch_store::in_parallel(series, work, range_series)
 }
 
 /// A fetched series as a range argument's: without staleness markers.

@@ -10,6 +10,7 @@ mod rate;
 mod sliding;
 mod time;
 
+use exawatch_store::in_parallel;
 use promql_parser::parser::{Call, Expr, VectorSelector};
 
 use crate::eval::{ESeries, Evaluator, Grid, RangeArg, Value};
@@ -301,57 +302,19 @@ pub(crate) fn map_series_parallel<T: Send>(
     deadline: Option<std::time::Instant>,
     per_series: impl Fn(&ESeries) -> Result<Option<T>> + Sync,
 ) -> Result<Vec<T>> {
-    let run = |part: &[ESeries]| -> Result<Vec<T>> {
-        let mut out = Vec::with_capacity(part.len());
-        for s in part {
-            if deadline.is_some_and(|d| std::time::Instant::now() > d) {
-                return crate::TimeoutSnafu.fail();
-            }
-            out.extend(per_series(s)?);
+    let work = arg.series.iter().map(|s| s.points.len() + grid.len()).sum();
+    let outputs = in_parallel(arg.series.iter().collect(), work, |s| {
+        if deadline.is_some_and(|d| std::time::Instant::now() > d) {
+            return crate::TimeoutSnafu.fail();
         }
-        Ok(out)
-    };
-    let work: usize = arg.series.iter().map(|s| s.points.len() + grid.len()).sum();
-    let threads = threads_for(work, arg.series.len());
-    if threads <= 1 {
-        return run(&arg.series);
-    }
-    let per_thread = arg.series.len().div_ceil(threads);
-    let mut out = Vec::with_capacity(arg.series.len());
-    for part in on_threads(arg.series.chunks(per_thread), run) {
-        out.extend(part?);
+        per_series(s)
+    });
+    let mut out = Vec::with_capacity(outputs.len());
+    for output in outputs {
+        out.extend(output?);
     }
     Ok(out)
 }
-
-/// How many threads `work` (points and steps) over `items` independent items is worth: one
-/// per [`PARALLEL_WORK`], at most one per core and per item.
-pub(crate) fn threads_for(work: usize, items: usize) -> usize {
-    (*CORES).min(items).min(work / PARALLEL_WORK + 1)
-}
-
-/// `run` on each of `chunks`, each on a thread of its own; the results in order.
-pub(crate) fn on_threads<C: Send, T: Send>(
-    chunks: impl Iterator<Item = C>,
-    run: impl Fn(C) -> T + Sync,
-) -> Vec<T> {
-    std::thread::scope(|scope| {
-        let run = &run;
-        let handles: Vec<_> = chunks.map(|c| scope.spawn(move || run(c))).collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a worker thread panicked"))
-            .collect()
-    })
-}
-
-/// Cores this process may use, read once: the standard library reads the cgroup's quota
-/// from files each time it is asked.
-static CORES: std::sync::LazyLock<usize> =
-    std::sync::LazyLock::new(|| std::thread::available_parallelism().map_or(1, usize::from));
-
-/// Points and steps below which a thread is not worth starting.
-const PARALLEL_WORK: usize = 200_000;
 
 /// One series' output of [`over_windows`], if it has any point.
 pub(crate) fn series_over_windows(

@@ -50,7 +50,7 @@ use crate::wal::SegmentWriter;
 
 pub use config::{FsyncPolicy, StoreConfig};
 pub use ingest::MqttIngest;
-pub use select::{SampleSink, SeriesSamples, Steps};
+pub use select::{SampleSink, SeriesSamples, Steps, in_parallel};
 pub use stats::{Figures, StoreStats};
 pub use table::SamplesTable;
 

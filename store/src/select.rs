@@ -40,8 +40,7 @@ const READ_BATCH_ROWS: usize = 64 * 1024;
 static CORES: std::sync::LazyLock<usize> =
     std::sync::LazyLock::new(|| std::thread::available_parallelism().map_or(1, usize::from));
 
-/// Samples of a selection below which its work (taking cached blocks apart, putting series
-/// together) stays on one thread.
+/// Samples below which work over series ([`in_parallel`]) stays on one thread.
 const PARALLEL_SAMPLES: usize = 256 * 1024;
 
 /// Rows of a file read by one task at least: a selection over many rows is read in parallel
@@ -455,8 +454,9 @@ impl Selection {
 }
 
 /// `f` of each of `items`, in order; shared out between threads (contiguous shares, one
-/// per core at most) when `samples`, the samples they hold, are worth it.
-fn in_parallel<T: Send, U: Send>(
+/// per core at most) when `samples`, the samples they hold, are worth it. For work over
+/// selected series, here and in their readers.
+pub fn in_parallel<T: Send, U: Send>(
     items: Vec<T>,
     samples: usize,
     f: impl Fn(T) -> U + Sync,
@@ -478,7 +478,7 @@ fn in_parallel<T: Send, U: Send>(
         .collect();
         handles
             .into_iter()
-            .flat_map(|h| -> Vec<U> { h.join().expect("a selection thread panicked") })
+            .flat_map(|h| -> Vec<U> { h.join().expect("a worker thread panicked") })
             .collect()
     })
 }
