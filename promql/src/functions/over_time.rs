@@ -4,9 +4,9 @@
 //!
 //! <https://prometheus.io/docs/prometheus/latest/querying/functions/#aggregation_over_time>
 
-use promql_parser::parser::Expr;
-
 use std::ops::Range;
+
+use promql_parser::parser::Expr;
 
 use super::sliding::{Extremes, window_sums, windows};
 use super::{
