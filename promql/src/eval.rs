@@ -166,7 +166,7 @@ pub(crate) fn by_step(series: &[ESeries], grid: &Grid) -> Vec<Vec<(usize, f64)>>
 /// for on several threads when there are many points.
 pub(crate) fn range_series_all(series: Vec<Series>) -> Vec<ESeries> {
     let work = series.iter().map(|s| s.points.len()).sum();
-    exawatch_store::in_parallel(series, work, range_series)
+    exawatch_parallel::in_parallel(series, work, range_series)
 }
 
 /// A fetched series as a range argument's: without staleness markers.

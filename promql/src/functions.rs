@@ -10,7 +10,7 @@ mod rate;
 mod sliding;
 mod time;
 
-use exawatch_store::in_parallel;
+use exawatch_parallel::in_parallel;
 use promql_parser::parser::{Call, Expr, VectorSelector};
 
 use crate::eval::{ESeries, Evaluator, Grid, RangeArg, Value};

@@ -32,16 +32,11 @@ use crate::catalog::FileMeta;
 use crate::series_index::{INDEX_KEY, MARK_ROWS, SeriesIndex, SeriesIndexBuilder};
 use crate::{Error, Inner, Result, Store, decimal};
 
+// Where the crate root re-exports it from (`exawatch_store::in_parallel`).
+pub use exawatch_parallel::in_parallel;
+
 /// Rows decoded per batch when reading a file's selected rows.
 const READ_BATCH_ROWS: usize = 64 * 1024;
-
-/// Cores this process may use, read once: the standard library reads the cgroup's quota
-/// from files each time it is asked.
-static CORES: std::sync::LazyLock<usize> =
-    std::sync::LazyLock::new(|| std::thread::available_parallelism().map_or(1, usize::from));
-
-/// Samples below which work over series ([`in_parallel`]) stays on one thread.
-const PARALLEL_SAMPLES: usize = 256 * 1024;
 
 /// Rows of a file read by one task at least: a selection over many rows is read in parallel
 /// pieces.
@@ -451,36 +446,6 @@ impl Selection {
             join(parts.into_iter().map(|(_, part)| part).collect())
         })
     }
-}
-
-/// `f` of each of `items`, in order; shared out between threads (contiguous shares, one
-/// per core at most) when `samples`, the samples they hold, are worth it. For work over
-/// selected series, here and in their readers.
-pub fn in_parallel<T: Send, U: Send>(
-    items: Vec<T>,
-    samples: usize,
-    f: impl Fn(T) -> U + Sync,
-) -> Vec<U> {
-    let threads = (*CORES)
-        .min(items.len())
-        .min(samples / PARALLEL_SAMPLES + 1);
-    if threads <= 1 {
-        return items.into_iter().map(f).collect();
-    }
-    let per_thread = items.len().div_ceil(threads);
-    let mut items = items.into_iter();
-    std::thread::scope(|scope| {
-        let f = &f;
-        let handles: Vec<_> = std::iter::from_fn(|| {
-            let share: Vec<T> = items.by_ref().take(per_thread).collect();
-            (!share.is_empty()).then(|| scope.spawn(move || share.into_iter().map(f).collect()))
-        })
-        .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| -> Vec<U> { h.join().expect("a worker thread panicked") })
-            .collect()
-    })
 }
 
 /// One series from its parts in write order. Parts each in time order (files; the buffer's
