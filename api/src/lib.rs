@@ -16,6 +16,8 @@ mod metrics;
 pub mod paths;
 mod prometheus;
 mod sql;
+#[cfg(test)]
+mod testutil;
 mod write;
 
 use std::sync::Arc;

@@ -482,11 +482,9 @@ async fn series(
     respond(&state, "prometheus_series", started, result)
 }
 
+/// A source's error, classified as the engine classifies it (a limit is the query's fault).
 fn source_error(error: exawatch_promql::SourceError) -> PromApiError {
-    PromApiError {
-        kind: "internal",
-        message: error.to_string(),
-    }
+    PromError::from(error).into()
 }
 
 #[tracing::instrument(skip_all, fields(protocol = "prometheus", request_type = "labels"))]

@@ -250,10 +250,7 @@ impl Engine {
             let series = self
                 .source
                 .select(&matchers, need.start, need.end, need.steps)
-                .await
-                .map_err(|e| Error::Source {
-                    message: e.to_string(),
-                })?;
+                .await?;
             for s in series {
                 if seen.insert(s.labels.clone()) {
                     merged.push(s);

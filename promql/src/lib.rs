@@ -29,7 +29,7 @@ use snafu::Snafu;
 
 pub use engine::{Engine, EngineOptions, QueryResult, matcher_sets, parse};
 pub use eval::Annotations;
-pub use source::{SeriesSource, SourceError, Steps};
+pub use source::{SeriesSource, SourceError, SourceLimit, Steps};
 pub use stats::almost_equal;
 #[cfg(feature = "store")]
 pub use store_source::StoreSource;

@@ -5,8 +5,39 @@ use promql_parser::label::Matcher;
 
 use crate::value::{Labels, Series};
 
-/// A boxed error from a source, kept as text for the query's error.
+/// A boxed error from a source, kept as text for the query's error. A [`SourceLimit`] in it
+/// is the query's fault, any other error the server's.
 pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A source's refusal to read more than one of its limits allows: the query gets
+/// [`Error::Limit`](crate::Error::Limit), as for the engine's own sample limit (the client
+/// asked for too much; nothing failed on the server).
+#[derive(Debug)]
+pub struct SourceLimit {
+    /// Which limit, and what to do about it.
+    pub message: String,
+}
+
+impl std::fmt::Display for SourceLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SourceLimit {}
+
+impl From<SourceError> for crate::Error {
+    fn from(error: SourceError) -> Self {
+        match error.downcast::<SourceLimit>() {
+            Ok(limit) => Self::Limit {
+                message: limit.message,
+            },
+            Err(error) => Self::Source {
+                message: error.to_string(),
+            },
+        }
+    }
+}
 
 /// The evaluation times of an instant-vector selector: `first_ms + k * interval_ms`. At each,
 /// only the latest sample at or before it, and newer than `lookback_ms` before it, is used.

@@ -22,7 +22,7 @@ use exawatch_store::buffer::SeriesKey;
 use exawatch_store::{SampleSink, Store};
 use promql_parser::label::{MatchOp, Matcher};
 
-use crate::source::{SeriesSource, SourceError, Steps};
+use crate::source::{SeriesSource, SourceError, SourceLimit, Steps};
 use crate::value::{Labels, METRIC_NAME, Point, Series};
 
 /// Reads series from a [`Store`], one bounded DataFusion session per call.
@@ -259,7 +259,15 @@ impl SeriesSource for StoreSource {
         let selected: Vec<PromSeries> = self
             .store
             .select_series_into(metric, &wanted, min_ns, max_ns, steps, max_samples)
-            .await?;
+            .await
+            .map_err(|e| -> SourceError {
+                match e {
+                    exawatch_store::Error::TooManySamples { .. } => Box::new(SourceLimit {
+                        message: e.to_string(),
+                    }),
+                    e => e.into(),
+                }
+            })?;
         Ok(selected.into_iter().map(|s| s.0).collect())
     }
 

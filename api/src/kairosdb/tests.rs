@@ -1,59 +1,19 @@
 //! The KairosDB API on a real store in a temporary directory, through the router (no socket).
 
 use std::io::{Read, Write};
-use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use exawatch_protocol::{Sample, Value};
-use exawatch_store::{Store, StoreConfig};
-use http_body_util::BodyExt;
-use prometheus_client::registry::Registry;
 use serde_json::{Value as Json, json};
-use tower::ServiceExt;
 
 use super::execute::{self, Limits};
 use super::{query, response};
-use crate::{ApiConfig, ApiMetrics, ApiState};
+use crate::ApiConfig;
+use crate::testutil::{TestApi, sample};
 
 /// 2023-11-14T22:13:20Z, a minute boundary plus 20 s.
 const BASE_MS: i64 = 1_700_000_000_000;
-
-struct Api {
-    store: Store,
-    router: axum::Router,
-    _dir: tempfile::TempDir,
-}
-
-async fn api_with(config: ApiConfig) -> Api {
-    let dir = tempfile::tempdir().unwrap();
-    let mut registry = Registry::default();
-    let store = Store::open(dir.path(), StoreConfig::test_config(), &mut registry)
-        .await
-        .unwrap();
-    let metrics = ApiMetrics::new(&mut registry, &config);
-    let state = ApiState::new(store.clone(), Arc::new(registry), metrics, config);
-    Api {
-        store,
-        router: crate::router(state),
-        _dir: dir,
-    }
-}
-
-async fn api() -> Api {
-    api_with(ApiConfig::default()).await
-}
-
-fn sample(metric: &str, tags: &[(&str, &str)], ms: i64, value: Value) -> Sample {
-    Sample::new(
-        metric,
-        tags.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        ms * 1_000_000,
-        value,
-    )
-}
 
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -69,38 +29,12 @@ fn gunzip(data: &[u8]) -> Vec<u8> {
     out
 }
 
-impl Api {
-    async fn send(&self, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, headers, body.to_vec())
-    }
+/// `POST /api/v1/datapoints/query`, which must succeed.
+trait KairosQuery {
+    async fn query(&self, query: Json) -> Json;
+}
 
-    async fn post(&self, path: &str, body: impl Into<Body>) -> (StatusCode, Json) {
-        let request = Request::post(path)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(body.into())
-            .unwrap();
-        let (status, _, body) = self.send(request).await;
-        let json = if body.is_empty() {
-            Json::Null
-        } else {
-            serde_json::from_slice(&body)
-                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&body)))
-        };
-        (status, json)
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Json) {
-        let (status, _, body) = self
-            .send(Request::get(path).body(Body::empty()).unwrap())
-            .await;
-        let json = serde_json::from_slice(&body).unwrap_or(Json::Null);
-        (status, json)
-    }
-
+impl KairosQuery for TestApi {
     async fn query(&self, query: Json) -> Json {
         let (status, body) = self
             .post("/api/v1/datapoints/query", query.to_string())
@@ -114,7 +48,7 @@ impl Api {
 /// `tags` with every value seen, `[ms, value]` pairs, whole numbers without a fraction.
 #[tokio::test]
 async fn response_shape() {
-    let api = api().await;
+    let api = TestApi::new().await;
     let cpu = |node, core| vec![("org", "acme"), ("node", node), ("core", core)];
     api.store
         .write(vec![
@@ -163,7 +97,7 @@ async fn response_shape() {
 /// Text samples form their own result (`type: text`), after the numbers.
 #[tokio::test]
 async fn text_values() {
-    let api = api().await;
+    let api = TestApi::new().await;
     let node = [("node", "n01")];
     api.store
         .write(vec![
@@ -206,7 +140,7 @@ async fn text_values() {
 /// aggregators; `desc` returns them newest first.
 #[tokio::test]
 async fn limit_and_order() {
-    let api = api().await;
+    let api = TestApi::new().await;
     let samples: Vec<_> = (0..10)
         .map(|i| {
             sample(
@@ -246,7 +180,7 @@ async fn limit_and_order() {
 /// Calendar sampling in the query's `time_zone`: days in Rome start at 23:00 UTC in winter.
 #[tokio::test]
 async fn days_in_the_query_time_zone() {
-    let api = api().await;
+    let api = TestApi::new().await;
     // 21:13:20Z and 23:13:20Z on the 14th: 22:13:20 on the 14th and 00:13:20 on the 15th in
     // Rome.
     let samples = vec![
@@ -340,7 +274,7 @@ fn mixed_samples() -> Vec<Sample> {
 /// the Rust implementation of KairosDB's aggregators, over buffered and Parquet data alike.
 #[tokio::test]
 async fn pushdown_equals_the_rust_aggregators() {
-    let api = api().await;
+    let api = TestApi::new().await;
     let samples = mixed_samples();
     let half = samples.len() / 2;
     api.store.write(samples[..half].to_vec()).await.unwrap();
@@ -418,7 +352,7 @@ async fn pushdown_equals_the_rust_aggregators() {
 
 #[tokio::test]
 async fn bad_queries_get_400_with_every_reason() {
-    let api = api().await;
+    let api = TestApi::new().await;
     let cases: &[(&str, &str)] = &[
         ("{", "Invalid json."),
         ("[]", "query must be a JSON object"),
@@ -526,7 +460,7 @@ async fn bad_queries_get_400_with_every_reason() {
 /// `Content-Type: application/gzip`), plain JSON, and `Content-Encoding: gzip`.
 #[tokio::test]
 async fn writes() {
-    let api = api().await;
+    let api = TestApi::new().await;
     let body = json!([
         {"name": "power", "timestamp": BASE_MS, "value": 250.5, "tags": {"node": "n01", "plugin": "ipmi"}},
         {"name": "power", "datapoints": [[BASE_MS + 1000, 251], [BASE_MS + 2000, "252.25"]], "tags": {"node": "n02"}},
@@ -609,7 +543,7 @@ async fn writes() {
 
 #[tokio::test]
 async fn metadata_routes() {
-    let api = api().await;
+    let api = TestApi::new().await;
     api.store
         .write(vec![
             sample(
@@ -687,7 +621,7 @@ async fn metadata_routes() {
 
 #[tokio::test]
 async fn gzip_answers_when_accepted() {
-    let api = api().await;
+    let api = TestApi::new().await;
     for (accept, gzipped) in [
         (Some("gzip, deflate"), true),
         (Some("deflate, gzip;q=0"), false),
@@ -722,7 +656,7 @@ async fn gzip_answers_when_accepted() {
 
 #[tokio::test]
 async fn basic_auth_when_configured() {
-    let api = api_with(ApiConfig {
+    let api = TestApi::with_config(ApiConfig {
         users: vec![crate::ApiUser {
             name: "examon".into(),
             role: crate::Role::Read,
@@ -764,7 +698,7 @@ async fn basic_auth_when_configured() {
 /// Extreme numbers in a query are answered (or refused), never a panic.
 #[tokio::test]
 async fn extreme_values_do_not_panic() {
-    let api = api().await;
+    let api = TestApi::new().await;
     api.store
         .write(vec![sample(
             "m",
