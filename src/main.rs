@@ -181,10 +181,8 @@ struct PromqltestArgs {
     files: Vec<PathBuf>,
 }
 
-/// Logging when `RUST_LOG` is not set. rumqttd logs every connection at INFO and a normal
-/// disconnect as an ERROR ("no-connection id … is already gone"): keep only its warnings, and
-/// none from its router.
-const DEFAULT_LOG_FILTER: &str = "info,rumqttd=warn,rumqttd::router::routing=off";
+/// Logging when `RUST_LOG` is not set.
+const DEFAULT_LOG_FILTER: &str = "info";
 
 fn main() -> std::process::ExitCode {
     tune_allocator();

@@ -7,9 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use exawatch_analytics::Analytics;
 use exawatch_api::{ApiMetrics, ApiState};
-use exawatch_broker::{EmbeddedBroker, IngestLink};
-use exawatch_protocol::Batch;
-use exawatch_store::Store;
+use exawatch_broker::{EmbeddedBroker, Ingest, IngestConnection, IngestError};
+use exawatch_store::{MqttConnection, MqttIngest, Store};
+use futures::future::BoxFuture;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -17,8 +17,8 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::tls;
 
-/// How long the ingest link must stay quiet, after collectors stop, before the final flush.
-const DRAIN_QUIET: Duration = Duration::from_millis(300);
+/// How long MQTT connections get, when the server stops, to hand what they read to the store.
+const MQTT_DRAIN: Duration = Duration::from_secs(5);
 
 /// Runs the server until SIGINT or SIGTERM, then stops in order and flushes.
 pub(crate) async fn run(mut config: Config, simulate: usize) -> Result<()> {
@@ -43,31 +43,23 @@ pub(crate) async fn run(mut config: Config, simulate: usize) -> Result<()> {
                 config.api.listen
             )
         })?;
-    // rumqttd binds inside its task; check here so a busy port is a clear error at start.
-    drop(
-        std::net::TcpListener::bind(&config.broker.listen).with_context(|| {
-            format!(
-                "cannot listen for MQTT on {} (broker.listen, --mqtt-port)",
-                config.broker.listen
-            )
-        })?,
-    );
-
     let mut registry = Registry::default();
     let store = Store::open(&config.data_dir, config.store.clone(), &mut registry)
         .await
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
-    let mqtt_tls = match config.broker.tls_listen.as_str() {
-        "" => None,
-        _ => Some(tls::server_config(
-            config.broker.tls_cert.as_ref(),
-            config.broker.tls_key.as_ref(),
-        )?),
+    let mqtt_tls = match (&config.broker.tls_cert, &config.broker.tls_key) {
+        (Some(cert), Some(key)) if config.broker.tls_listen.is_some() => {
+            Some(tls::server_config(cert, key)?)
+        }
+        _ => None,
     };
-    let mut broker = EmbeddedBroker::start(&config.broker, mqtt_tls, &mut registry)?;
-    let link = broker
-        .take_ingest_link()
-        .expect("a fresh broker has its link");
+    let broker = EmbeddedBroker::start(
+        &config.broker,
+        mqtt_tls,
+        Arc::new(StoreIngest(store.mqtt_ingest())),
+        &mut registry,
+    )
+    .await?;
     let api_metrics = ApiMetrics::new(&mut registry, &config.api);
     let analytics = Analytics::new(store.clone(), config.analytics.clone())
         .context("invalid [analytics] configuration")?;
@@ -100,7 +92,6 @@ pub(crate) async fn run(mut config: Config, simulate: usize) -> Result<()> {
         let stopped = sources_stopped.clone();
         tokio::spawn(async move { store.run_flusher(until(stopped)).await })
     };
-    let ingest = tokio::spawn(ingest(link, store.clone(), sources_stopped.clone()));
     let scoring = {
         let analytics = analytics.clone();
         let stopped = until(sources_stopped.clone());
@@ -153,12 +144,12 @@ pub(crate) async fn run(mut config: Config, simulate: usize) -> Result<()> {
     );
 
     shutdown_signal().await;
-    tracing::info!("Stopping: collectors, then ingest, then a final flush.");
+    tracing::info!("Stopping: collectors, then MQTT connections, then a final flush.");
     let _ = stop_sources.send(true);
     for source in sources {
         let _ = source.await;
     }
-    let _ = ingest.await;
+    broker.shutdown(MQTT_DRAIN).await;
     let _ = scoring.await;
     let _ = reports.await;
     let _ = flusher.await;
@@ -170,38 +161,29 @@ pub(crate) async fn run(mut config: Config, simulate: usize) -> Result<()> {
     Ok(())
 }
 
-/// Moves messages from the broker into the store until the sources have stopped and the
-/// link has been quiet for [`DRAIN_QUIET`].
-async fn ingest(mut link: IngestLink, store: Store, mut stopped: watch::Receiver<bool>) {
-    let decoder = store.mqtt_ingest();
-    let mut samples = Batch::new();
-    loop {
-        let batch = if *stopped.borrow() {
-            match tokio::time::timeout(DRAIN_QUIET, link.next_batch()).await {
-                Ok(batch) => batch,
-                Err(_) => break,
-            }
-        } else {
-            tokio::select! {
-                batch = link.next_batch() => batch,
-                _ = stopped.changed() => continue,
-            }
-        };
-        let batch = match batch {
-            Ok(batch) => batch,
-            Err(error) => {
-                tracing::error!(%error, "The broker's ingest link failed; ingest stops.");
-                break;
-            }
-        };
-        let now_ns = now_ns();
-        for message in &batch {
-            decoder.decode(&message.topic, &message.payload, now_ns, &mut samples);
-        }
-        if decoder.write(std::mem::take(&mut samples)).await.is_err() {
-            tracing::error!("The store refused writes; ingest stops.");
-            break;
-        }
+/// The store as the broker's ingest: each MQTT connection decodes into its own batch.
+struct StoreIngest(MqttIngest);
+
+impl Ingest for StoreIngest {
+    fn connection(&self) -> Box<dyn IngestConnection> {
+        Box::new(StoreConnection(self.0.connection()))
+    }
+}
+
+struct StoreConnection(MqttConnection);
+
+impl IngestConnection for StoreConnection {
+    fn push(&mut self, topic: &[u8], payload: &[u8]) {
+        self.0.push(topic, payload);
+    }
+
+    fn commit(&mut self, durable: bool) -> BoxFuture<'static, Result<(), IngestError>> {
+        let commit = self.0.commit(durable);
+        Box::pin(async move {
+            commit.await.map_err(|error| IngestError {
+                message: error.to_string(),
+            })
+        })
     }
 }
 
@@ -212,14 +194,6 @@ fn random_password() -> Result<String> {
         .and_then(|mut urandom| std::io::Read::read_exact(&mut urandom, &mut bytes))
         .context("reading /dev/urandom for the internal broker password")?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Wall-clock time, for samples that come without a timestamp.
-fn now_ns() -> i64 {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since_epoch.as_nanos()).unwrap_or(i64::MAX)
 }
 
 /// Resolves when the watched flag turns true (or its sender is gone).

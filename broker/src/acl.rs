@@ -6,8 +6,6 @@
 use std::collections::HashMap;
 
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use serde::{Deserialize, Serialize};
 
 /// One broker user (`[[broker.users]]`).
@@ -37,29 +35,54 @@ pub(crate) struct ActionLabel {
     pub(crate) action: &'static str,
 }
 
-/// The node each user is bound to, and the denial counter.
-#[derive(Debug, Default)]
-pub(crate) struct Acl {
-    nodes: HashMap<String, Option<String>>,
-    pub(crate) denied: Family<ActionLabel, Counter>,
+/// The configured users: their passwords and the node each is bound to.
+#[derive(Default)]
+pub(crate) struct Users {
+    users: HashMap<String, (String, Option<String>)>,
 }
 
-impl Acl {
+impl std::fmt::Debug for Users {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Users")
+            .field("count", &self.users.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A login that was accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Login {
+    /// No users are configured: anyone may connect, unrestricted.
+    Anonymous,
+    /// A known user, bound to a node or not.
+    User { node: Option<String> },
+}
+
+impl Users {
     pub(crate) fn new(users: &[BrokerUser]) -> Self {
         Self {
-            nodes: users
+            users: users
                 .iter()
-                .map(|u| (u.name.clone(), u.node.clone()))
+                .map(|u| (u.name.clone(), (u.password.clone(), u.node.clone())))
                 .collect(),
-            denied: Family::default(),
         }
     }
 
-    /// The node `user` is bound to (`None`: unrestricted or unknown; unknown users are
-    /// refused at login by the broker).
-    pub(crate) fn node_of(&self, user: &str) -> Option<String> {
-        self.nodes.get(user).cloned().flatten()
+    /// Checks a CONNECT's credentials: `None` if they are refused.
+    pub(crate) fn login(&self, credentials: Option<(&str, &str)>) -> Option<Login> {
+        if self.users.is_empty() {
+            return Some(Login::Anonymous);
+        }
+        let (name, password) = credentials?;
+        let (expected, node) = self.users.get(name)?;
+        constant_time_eq(expected.as_bytes(), password.as_bytes())
+            .then(|| Login::User { node: node.clone() })
     }
+}
+
+/// Compares without stopping at the first difference, so timing tells nothing of a password.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Whether `topic` (a topic or a filter) has the pair `node/<node>` at a key position and,

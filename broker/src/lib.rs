@@ -1,41 +1,63 @@
-//! The embedded MQTT broker: rumqttd's router plus our own listener, and the in-process link
-//! through which the store receives every published message.
+//! The embedded MQTT broker (3.1.1 and 5 on one port), and the path by which every published
+//! message reaches the store.
 //!
-//! Data flow: collectors connect to the listener (MQTT 3.1.1 and 5 on the same port: the
-//! protocol level of each CONNECT picks the codec, see [`AnyVersion`]) and publish; the
-//! router appends each message to the commit log of the `#` filter that the [`IngestLink`]
-//! subscribed to, and the link hands batches of messages to the caller. The commit log is the
-//! ingest backlog, sized by [`BrokerConfig::backlog_bytes`].
+//! Data flow: a client connects (the protocol level of its CONNECT picks the version, see
+//! [`codec`]) and publishes. Its connection task reads what the socket holds, decodes every
+//! PUBLISH into the connection's [`IngestConnection`] and routes it to the sessions whose
+//! subscriptions match ([`router`]); then it commits the batch to the store. QoS 1 PUBACKs
+//! (and QoS 2 PUBRECs) are sent once the commit says the samples are in the write-ahead log.
+//! While commits are pending the connection stops reading: when the store falls behind,
+//! publishers are slowed by TCP itself and nothing is dropped. Messages to subscribers wait
+//! in their session's bounded queue; a subscriber that does not read loses its own QoS 0
+//! copies beyond that (counted), never the store's.
+//!
+//! Why not rumqttd (the broker this crate used to embed): its router keeps every message in a
+//! per-filter commit log and overwrites the oldest segment when the consumer is behind, so a
+//! fast burst lost up to 74 % of the messages; it refuses keep-alive 0 (valid in MQTT 3.1.1
+//! and 5); and every message crossed its router thread before reaching the store. See
+//! README, "MQTT broker".
 
 mod acl;
-mod any_version;
-mod tls;
+mod codec;
+mod connection;
+mod metrics;
+mod router;
+mod session;
+mod topic;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures::FutureExt;
-use prometheus_client::metrics::counter::Counter;
+use futures::future::BoxFuture;
 use prometheus_client::registry::Registry;
-use rumqttd::local::{LinkBuilder, LinkRx};
-use rumqttd::{ConnectionSettings, Notification, Router, RouterConfig, Server, ServerSettings};
 use serde::{Deserialize, Serialize};
 use snafu::Snafu;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
 
-use acl::Acl;
 pub use acl::BrokerUser;
-pub use any_version::AnyVersion;
+
+use crate::acl::Users;
+use crate::metrics::BrokerMetrics;
+use crate::router::Router;
+use crate::session::Message;
 
 /// Broker errors.
 #[derive(Debug, Snafu)]
 pub enum Error {
-    /// The listen address is not `host:port`.
+    /// A listen address is not `host:port`.
     #[snafu(display("broker listen address {address:?}: {message}"))]
     BadAddress { address: String, message: String },
-    /// The in-process link to the router failed.
-    #[snafu(display("broker link: {message}"))]
-    Link { message: String },
+    /// A listener could not be bound (port in use, no permission).
+    #[snafu(display("cannot listen for MQTT on {address} ({key}): {source}"))]
+    Bind {
+        address: String,
+        key: &'static str,
+        source: std::io::Error,
+    },
 }
 
 /// `Result` with the broker's [`Error`].
@@ -49,24 +71,29 @@ pub struct BrokerConfig {
     pub listen: String,
     /// Most clients connected at once.
     pub max_connections: usize,
-    /// Largest MQTT packet accepted from a client.
+    /// Largest MQTT packet accepted from a client, in bytes.
     pub max_packet_bytes: usize,
-    /// Messages a client may have in flight (QoS 1/2).
+    /// QoS 1/2 messages a client may have unacknowledged towards the broker (the receive
+    /// maximum announced to MQTT 5 clients), and that the broker sends a 3.1.1 client
+    /// before it acknowledges them.
     pub max_inflight: usize,
-    /// Memory for messages waiting to be ingested (the router's commit log per filter).
-    pub backlog_bytes: usize,
+    /// Messages waiting for one subscriber (QoS 1/2 also while it is offline, with a
+    /// persistent session); beyond it, messages to that subscriber are dropped and counted.
+    pub max_queued_messages: usize,
+    /// Longest keep-alive granted to MQTT 5 clients, in seconds (a longer request is answered
+    /// with this server keep-alive). A keep-alive of 0 (none) is always allowed.
+    pub max_keepalive_secs: u16,
     /// A client must send CONNECT within this time.
-    pub connection_timeout_ms: u16,
+    pub connection_timeout_ms: u64,
     /// Users; when any is configured, clients must log in (no anonymous access).
     pub users: Vec<BrokerUser>,
-    /// Address of an MQTT-over-TLS listener (e.g. `0.0.0.0:8883`); empty: none. Its
-    /// connections are decrypted and handed to the plain listener over loopback, so set
-    /// `listen` to `127.0.0.1:…` to accept TLS only from outside.
-    pub tls_listen: String,
+    /// Address of an MQTT-over-TLS listener (e.g. `0.0.0.0:8883`); needs `tls_cert` and
+    /// `tls_key`.
+    pub tls_listen: Option<String>,
     /// PEM certificate chain of the TLS listener.
-    pub tls_cert: String,
+    pub tls_cert: Option<PathBuf>,
     /// PEM private key of the TLS listener.
-    pub tls_key: String,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for BrokerConfig {
@@ -76,232 +103,348 @@ impl Default for BrokerConfig {
             max_connections: 10_000,
             max_packet_bytes: 1 << 20,
             max_inflight: 100,
-            backlog_bytes: 64 << 20,
+            max_queued_messages: 10_000,
+            max_keepalive_secs: 60,
             connection_timeout_ms: 10_000,
             users: Vec::new(),
-            tls_listen: String::new(),
-            tls_cert: String::new(),
-            tls_key: String::new(),
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
 
-/// One published message.
-#[derive(Debug, Clone)]
-pub struct Message {
-    /// The topic.
-    pub topic: Bytes,
-    /// The payload.
-    pub payload: Bytes,
+impl BrokerConfig {
+    /// Checks the values a server could not run with; the error names the key.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let at_least = |key: &str, value: usize, min: usize| {
+            if value < min {
+                Err(format!("broker.{key} = {value}: must be at least {min}"))
+            } else {
+                Ok(())
+            }
+        };
+        at_least("max_connections", self.max_connections, 1)?;
+        at_least("max_packet_bytes", self.max_packet_bytes, 64)?;
+        if self.max_packet_bytes > 268_435_455 {
+            return Err(format!(
+                "broker.max_packet_bytes = {}: MQTT packets are at most 268435455 bytes",
+                self.max_packet_bytes
+            ));
+        }
+        at_least("max_inflight", self.max_inflight, 1)?;
+        if self.max_inflight > usize::from(u16::MAX) {
+            return Err(format!(
+                "broker.max_inflight = {}: at most 65535",
+                self.max_inflight
+            ));
+        }
+        at_least("max_queued_messages", self.max_queued_messages, 1)?;
+        at_least("max_keepalive_secs", self.max_keepalive_secs.into(), 1)?;
+        at_least(
+            "connection_timeout_ms",
+            self.connection_timeout_ms as usize,
+            1,
+        )?;
+        if self.tls_listen.is_some() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            return Err("broker.tls_listen needs broker.tls_cert and broker.tls_key".into());
+        }
+        Ok(())
+    }
 }
 
-/// Number of commit-log segments the backlog is split into.
-const BACKLOG_SEGMENTS: usize = 4;
-/// Most messages returned by one [`IngestLink::next_batch`].
-const MAX_BATCH: usize = 4096;
+/// Why a commit to the store failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestError {
+    /// What went wrong, for the log.
+    pub message: String,
+}
+
+/// Where the broker hands every published message for storage (the store, in the server).
+pub trait Ingest: Send + Sync + 'static {
+    /// A decoder for one connection's messages.
+    fn connection(&self) -> Box<dyn IngestConnection>;
+}
+
+/// One connection's decoder: messages are pushed as they are read, then committed together.
+pub trait IngestConnection: Send + 'static {
+    /// Decodes one message into the pending batch (malformed ones are counted and dropped).
+    fn push(&mut self, topic: &[u8], payload: &[u8]);
+
+    /// Hands what was pushed since the last commit to the store. The future resolves once the
+    /// store has accepted it (with `durable`, once it is in the write-ahead log), waiting as
+    /// long as the store is behind; `Err` if the store cannot take it.
+    fn commit(&mut self, durable: bool) -> BoxFuture<'static, Result<(), IngestError>>;
+}
+
+/// Limits every connection obeys.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    pub(crate) max_connections: usize,
+    pub(crate) max_packet_bytes: usize,
+    pub(crate) receive_maximum: u16,
+    pub(crate) max_keepalive_secs: u16,
+    pub(crate) connection_timeout: Duration,
+}
+
+/// What every connection task shares.
+pub(crate) struct Shared {
+    pub(crate) router: Router,
+    pub(crate) ingest: Arc<dyn Ingest>,
+    pub(crate) users: Users,
+    pub(crate) limits: Limits,
+    pub(crate) metrics: BrokerMetrics,
+    pub(crate) next_connection: AtomicU64,
+    /// Connections past CONNECT.
+    pub(crate) open: AtomicUsize,
+    /// Connection tasks running (before CONNECT too).
+    tasks: AtomicUsize,
+    tasks_done: Notify,
+    /// Turns true when the broker stops.
+    pub(crate) stopping: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("open", &self.open)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Routes, retains and stores a message the broker publishes itself (a will).
+    pub(crate) async fn publish_will(&self, message: Arc<Message>, origin: &str) {
+        if message.retain {
+            self.router.retain(&message);
+        }
+        self.router.route(&message, origin);
+        if connection::ingestible(&message.topic, &message.payload, message.retain) {
+            let mut ingest = self.ingest.connection();
+            ingest.push(&message.topic, &message.payload);
+            if let Err(error) = ingest.commit(false).await {
+                tracing::warn!(error = %error.message, "A will message was not stored.");
+            }
+        }
+    }
+
+    /// Counts a connection task in; the guard counts it out.
+    fn task(self: &Arc<Self>) -> TaskGuard {
+        self.tasks.fetch_add(1, Ordering::SeqCst);
+        TaskGuard(Arc::clone(self))
+    }
+}
+
+/// Counts a connection task out when dropped.
+struct TaskGuard(Arc<Shared>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        if self.0.tasks.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.tasks_done.notify_waiters();
+        }
+    }
+}
 
 /// A running embedded broker.
 #[derive(Debug)]
 pub struct EmbeddedBroker {
     listen: SocketAddr,
-    ingest: Option<IngestLink>,
+    tls_listen: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
 }
 
+/// How often sessions are checked for expiry and delayed wills.
+const REAP_PERIOD: Duration = Duration::from_millis(250);
+
 impl EmbeddedBroker {
-    /// Starts the router, the listener task (on the current tokio runtime) and the ingest
-    /// link. Fails if the address is bad; a port already in use is reported by the listener
-    /// task (it logs and exits), so callers wanting certainty should bind-check first.
-    pub fn start(
+    /// Binds the listeners (a busy port is an error here, naming the key), then serves on the
+    /// current tokio runtime, handing every published message to `ingest`.
+    pub async fn start(
         config: &BrokerConfig,
         tls: Option<Arc<rustls::ServerConfig>>,
+        ingest: Arc<dyn Ingest>,
         registry: &mut Registry,
     ) -> Result<Self> {
-        let listen: SocketAddr = config
-            .listen
-            .parse()
-            .map_err(|e: std::net::AddrParseError| Error::BadAddress {
-                address: config.listen.clone(),
-                message: e.to_string(),
-            })?;
-        let segment = (config.backlog_bytes / BACKLOG_SEGMENTS).max(1 << 20);
-        let router = Router::new(
-            0,
-            RouterConfig {
-                max_connections: config.max_connections + 1,
-                max_outgoing_packet_count: 200,
-                max_segment_size: segment,
-                max_segment_count: BACKLOG_SEGMENTS,
-                ..RouterConfig::default()
-            },
-        );
-        let router_tx = router.spawn();
-
-        let (mut link_tx, link_rx, _) = LinkBuilder::new("exawatch-ingest", router_tx.clone())
-            .build()
-            .map_err(|e| Error::Link {
-                message: e.to_string(),
-            })?;
-        link_tx.subscribe("#").map_err(|e| Error::Link {
-            message: e.to_string(),
-        })?;
-
-        let settings = ServerSettings {
-            name: "mqtt".into(),
-            listen,
-            tls: None,
-            next_connection_delay_ms: 0,
-            connections: ConnectionSettings {
-                connection_timeout_ms: config.connection_timeout_ms,
-                max_payload_size: config.max_packet_bytes,
-                max_inflight_count: config.max_inflight,
-                auth: (!config.users.is_empty()).then(|| {
-                    config
-                        .users
-                        .iter()
-                        .map(|u| (u.name.clone(), u.password.clone()))
-                        .collect()
-                }),
-                external_auth: None,
-                dynamic_filters: true,
-            },
+        let plain = bind(&config.listen, "broker.listen, --mqtt-port").await?;
+        let tls_listener = match (&config.tls_listen, tls) {
+            (Some(address), Some(tls)) => Some((bind(address, "broker.tls_listen").await?, tls)),
+            _ => None,
         };
-        let acl = (!config.users.is_empty()).then(|| {
-            let acl = Arc::new(Acl::new(&config.users));
-            registry
-                .sub_registry_with_prefix("exawatch_broker")
-                .register(
-                    "acl_denied",
-                    "Packets refused by the per-node ACL (the client is disconnected)",
-                    acl.denied.clone(),
-                );
-            acl
+        let metrics = BrokerMetrics::default();
+        metrics.register(registry);
+        let (stop, stopping) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            router: Router::new(config.max_queued_messages, metrics.clone()),
+            ingest,
+            users: Users::new(&config.users),
+            limits: Limits {
+                max_connections: config.max_connections,
+                max_packet_bytes: config.max_packet_bytes,
+                receive_maximum: config.max_inflight.clamp(1, u16::MAX.into()) as u16,
+                max_keepalive_secs: config.max_keepalive_secs,
+                connection_timeout: Duration::from_millis(config.connection_timeout_ms),
+            },
+            metrics,
+            next_connection: AtomicU64::new(1),
+            open: AtomicUsize::new(0),
+            tasks: AtomicUsize::new(0),
+            tasks_done: Notify::new(),
+            stopping,
         });
-        let mut server = Server::new(settings, router_tx, AnyVersion::with_acl(acl));
-        tokio::spawn(async move {
-            if let Err(error) = server.start(rumqttd::LinkType::Remote).await {
-                tracing::error!(%error, %listen, "MQTT listener stopped.");
-            }
-        });
+        let listen = plain.local_addr().map_err(|source| Error::Bind {
+            address: config.listen.clone(),
+            key: "broker.listen",
+            source,
+        })?;
+        tokio::spawn(accept_plain(plain, Arc::clone(&shared)));
         tracing::info!(%listen, "MQTT broker listening (3.1.1 and 5).");
-        if let Some(tls) = tls {
-            let tls_listen: SocketAddr =
-                config
-                    .tls_listen
-                    .parse()
-                    .map_err(|e: std::net::AddrParseError| Error::BadAddress {
-                        address: config.tls_listen.clone(),
-                        message: e.to_string(),
-                    })?;
-            let plain = SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), listen.port());
-            tokio::spawn(tls::terminate(tls_listen, plain, tls));
-            tracing::info!(listen = %tls_listen, "MQTT over TLS listening.");
-        }
+        let tls_listen = match tls_listener {
+            Some((listener, tls)) => {
+                let address = listener.local_addr().ok();
+                tokio::spawn(accept_tls(listener, tls, Arc::clone(&shared)));
+                tracing::info!(listen = ?address, "MQTT over TLS listening.");
+                address
+            }
+            None => None,
+        };
+        tokio::spawn(reap(Arc::clone(&shared)));
         Ok(Self {
             listen,
-            ingest: Some(IngestLink::new(link_tx, link_rx, registry)),
+            tls_listen,
+            shared,
+            stop,
         })
     }
 
-    /// The listen address.
+    /// The address of the plain listener.
     pub fn listen(&self) -> SocketAddr {
         self.listen
     }
 
-    /// The link that receives every published message; `None` after the first call.
-    pub fn take_ingest_link(&mut self) -> Option<IngestLink> {
-        self.ingest.take()
-    }
-}
-
-/// Receives every message published to the broker, in batches.
-pub struct IngestLink {
-    // Kept alive: dropping it would disconnect the link from the router.
-    _tx: rumqttd::local::LinkTx,
-    rx: LinkRx,
-    /// Messages taken from the router but not yet returned: kept here so that a cancelled
-    /// [`IngestLink::next_batch`] loses nothing.
-    pending: Vec<Message>,
-    received: Counter,
-    overrun: Counter,
-    last_offset: Option<u64>,
-}
-
-impl std::fmt::Debug for IngestLink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IngestLink")
-            .field("last_offset", &self.last_offset)
-            .finish()
-    }
-}
-
-impl IngestLink {
-    fn new(tx: rumqttd::local::LinkTx, rx: LinkRx, registry: &mut Registry) -> Self {
-        let received = Counter::default();
-        let overrun = Counter::default();
-        let r = registry.sub_registry_with_prefix("exawatch_broker");
-        r.register(
-            "messages_received",
-            "Messages the ingest link received from the router",
-            received.clone(),
-        );
-        r.register(
-            "messages_overrun",
-            "Messages lost because ingest fell behind the router's backlog (shed load)",
-            overrun.clone(),
-        );
-        Self {
-            _tx: tx,
-            rx,
-            pending: Vec::new(),
-            received,
-            overrun,
-            last_offset: None,
-        }
+    /// The address of the TLS listener, if there is one.
+    pub fn tls_listen(&self) -> Option<SocketAddr> {
+        self.tls_listen
     }
 
-    /// Waits for messages and returns those available, at least one. `Err` when the router
-    /// has gone away. Cancel-safe: messages already taken are returned by the next call.
-    pub async fn next_batch(&mut self) -> Result<Vec<Message>> {
-        while self.pending.is_empty() {
-            let first = self.rx.next().await;
-            self.handle(first).await?;
-            while self.pending.len() < MAX_BATCH {
-                match self.rx.next().now_or_never() {
-                    Some(next) => self.handle(next).await?,
-                    None => break,
-                }
+    /// Stops accepting, tells every connection to finish (what it has read reaches the store;
+    /// MQTT 5 clients get DISCONNECT "server shutting down") and waits for them, at most
+    /// `patience`.
+    pub async fn shutdown(&self, patience: Duration) {
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let done = self.shared.tasks_done.notified();
+            if self.shared.tasks.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, done).await.is_err() {
+                tracing::warn!(
+                    connections = self.shared.tasks.load(Ordering::SeqCst),
+                    "MQTT connections did not finish in time."
+                );
+                return;
             }
         }
-        self.received.inc_by(self.pending.len() as u64);
-        Ok(std::mem::take(&mut self.pending))
     }
+}
 
-    async fn handle(
-        &mut self,
-        notification: Result<Option<Notification>, rumqttd::local::LinkError>,
-    ) -> Result<()> {
-        let link_error = |e: rumqttd::local::LinkError| Error::Link {
-            message: e.to_string(),
+async fn bind(address: &str, key: &'static str) -> Result<TcpListener> {
+    let parsed: SocketAddr =
+        address
+            .parse()
+            .map_err(|e: std::net::AddrParseError| Error::BadAddress {
+                address: address.to_owned(),
+                message: e.to_string(),
+            })?;
+    TcpListener::bind(parsed)
+        .await
+        .map_err(|source| Error::Bind {
+            address: address.to_owned(),
+            key,
+            source,
+        })
+}
+
+/// How long accepting pauses after an error (out of file descriptors, say).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+async fn accept_plain(listener: TcpListener, shared: Arc<Shared>) {
+    let mut stopping = shared.stopping.clone();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopping.wait_for(|s| *s) => return,
         };
-        match notification.map_err(link_error)? {
-            Some(Notification::Forward(forward)) => {
-                if let Some((_, offset)) = forward.cursor {
-                    // Offsets in the filter's log advance by one per message: a jump means
-                    // the router dropped old segments we had not read.
-                    if let Some(last) = self.last_offset.filter(|&last| offset > last + 1) {
-                        self.overrun.inc_by(offset - last - 1);
-                    }
-                    self.last_offset = Some(offset);
-                }
-                self.pending.push(Message {
-                    topic: forward.publish.topic,
-                    payload: forward.publish.payload,
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let guard = shared.task();
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    let (reader, writer) = stream.into_split();
+                    connection::serve(shared, reader, writer, peer).await;
+                    drop(guard);
                 });
             }
-            // The router paused the link because its buffer is full: ask for more.
-            Some(Notification::Unschedule) => self.rx.wake().await.map_err(link_error)?,
-            Some(_) | None => {}
+            Err(error) => {
+                tracing::warn!(%error, "Cannot accept an MQTT connection.");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
         }
-        Ok(())
+    }
+}
+
+/// A TLS handshake must complete within this time.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn accept_tls(listener: TcpListener, tls: Arc<rustls::ServerConfig>, shared: Arc<Shared>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let mut stopping = shared.stopping.clone();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopping.wait_for(|s| *s) => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "Cannot accept an MQTT/TLS connection.");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let guard = shared.task();
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => {
+                    let (reader, writer) = tokio::io::split(stream);
+                    connection::serve(shared, reader, writer, peer).await;
+                }
+                Ok(Err(error)) => tracing::debug!(%error, %peer, "MQTT/TLS handshake failed."),
+                Err(_) => tracing::debug!(%peer, "MQTT/TLS handshake timed out."),
+            }
+            drop(guard);
+        });
+    }
+}
+
+/// Ends expired sessions and publishes wills whose delay has passed, until the broker stops.
+async fn reap(shared: Arc<Shared>) {
+    let mut interval = tokio::time::interval(REAP_PERIOD);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut stopping = shared.stopping.clone();
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+        for will in shared.router.reap(Instant::now()) {
+            shared.publish_will(will, "").await;
+        }
     }
 }

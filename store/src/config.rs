@@ -31,9 +31,10 @@ pub struct StoreConfig {
     pub wal_segment_bytes: u64,
     /// Batches that may wait for the WAL before writers are held back.
     pub write_queue: usize,
-    /// Most rows held in memory (buffer and buffers being flushed). Beyond it HTTP writes
-    /// are refused (503) and MQTT samples are shed (counted), so memory stays bounded when
-    /// flushes cannot keep up or the object store is down.
+    /// Most rows held in memory (buffer and buffers being flushed). At it, HTTP writes wait
+    /// a few seconds for a flush and are then refused (503, retried by clients), and MQTT
+    /// connections stop reading until a flush makes room (TCP slows the publishers down), so
+    /// memory stays bounded when flushes cannot keep up or the object store is down.
     pub max_buffer_rows: usize,
     /// ZSTD level of Parquet files.
     pub zstd_level: i32,

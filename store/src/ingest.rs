@@ -46,8 +46,41 @@ impl MqttIngest {
         true
     }
 
-    /// Writes decoded samples without waiting for the WAL (see [`Store::write_unconfirmed`]).
-    pub async fn write(&self, samples: Batch) -> crate::Result<()> {
-        self.store.write_unconfirmed(samples).await
+    /// A decoder for one MQTT connection's messages, committed to the store in batches.
+    pub fn connection(&self) -> MqttConnection {
+        MqttConnection {
+            ingest: self.clone(),
+            batch: Batch::new(),
+            now_ns: None,
+        }
+    }
+}
+
+/// One MQTT connection's messages on their way to the store: pushed as they are read, then
+/// committed together.
+#[derive(Debug)]
+pub struct MqttConnection {
+    ingest: MqttIngest,
+    batch: Batch,
+    /// The time given to samples without one, read once per batch.
+    now_ns: Option<i64>,
+}
+
+impl MqttConnection {
+    /// Decodes one message into the pending batch (malformed ones are counted and dropped).
+    pub fn push(&mut self, topic: &[u8], payload: &[u8]) {
+        let now_ns = *self.now_ns.get_or_insert_with(crate::now_ns);
+        self.ingest.decode(topic, payload, now_ns, &mut self.batch);
+    }
+
+    /// Takes the pending batch and stores it with [`Store::write_waiting`].
+    pub fn commit(
+        &mut self,
+        durable: bool,
+    ) -> impl std::future::Future<Output = crate::Result<()>> + Send + 'static {
+        let batch = std::mem::take(&mut self.batch);
+        self.now_ns = None;
+        let store = self.ingest.store.clone();
+        async move { store.write_waiting(batch, durable).await }
     }
 }

@@ -49,7 +49,7 @@ use crate::rollup::Resolution;
 use crate::wal::SegmentWriter;
 
 pub use config::{FsyncPolicy, StoreConfig};
-pub use ingest::MqttIngest;
+pub use ingest::{MqttConnection, MqttIngest};
 pub use select::{SampleSink, SeriesSamples, Steps, in_parallel};
 pub use stats::{Figures, StoreStats};
 pub use table::SamplesTable;
@@ -298,24 +298,45 @@ impl Store {
         }
     }
 
-    /// Queues samples for the WAL without waiting for them to be written; waits only while
-    /// the queue is full (backpressure). For sources that cannot be told about failures
-    /// (MQTT QoS 0): when memory is at its limit the samples are shed and counted
-    /// (`exawatch_samples_shed_total`).
-    pub async fn write_unconfirmed(&self, samples: Batch) -> Result<()> {
+    /// Stores samples for a source that is slowed down rather than refused (MQTT): while the
+    /// buffer is full it waits, as long as it takes, for a flush to make room (the caller
+    /// stops reading its socket meanwhile, so TCP slows the publisher down), then queues them
+    /// for the WAL. With `durable` it returns once they are in the WAL, as [`Store::write`]
+    /// does; without, once they are queued. Samples refused by a cardinality limit are
+    /// counted and the rest stored, as with [`Store::write`].
+    pub async fn write_waiting(&self, samples: Batch, durable: bool) -> Result<()> {
         if samples.is_empty() {
             return Ok(());
         }
-        if self.check_memory().is_err() {
-            self.inner.metrics.samples_shed.inc_by(samples.len() as u64);
-            return Ok(());
+        loop {
+            // Created before the check, so a flush that ends in between still wakes it.
+            let room = self.inner.room.notified();
+            if self.check_memory().is_ok() {
+                break;
+            }
+            room.await;
         }
+        let (ack, done) = match durable {
+            true => {
+                let (ack, done) = oneshot::channel();
+                (Some(ack), Some(done))
+            }
+            false => (None, None),
+        };
         let command = Command::Write {
             body: wal::encode_batch(&samples),
             samples: Arc::new(HashedBatch::new(samples, &self.inner.series_hasher)),
-            ack: None,
+            ack,
         };
-        self.send(command).await
+        self.send(command).await?;
+        let Some(done) = done else {
+            return Ok(());
+        };
+        match done.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(message)) => WriteFailedSnafu { message }.fail(),
+            Err(_) => ClosedSnafu.fail(),
+        }
     }
 
     /// Waits until the buffer is below `max_buffer_rows`, at most [`ROOM_WAIT`].

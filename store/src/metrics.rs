@@ -30,7 +30,6 @@ pub(crate) struct KindLabel {
 pub(crate) struct StoreMetrics {
     pub(crate) samples_written: Counter,
     pub(crate) samples_refused: Counter,
-    pub(crate) samples_shed: Counter,
     pub(crate) samples_rejected: Family<LimitLabel, Counter>,
     pub(crate) messages_dropped: Family<ReasonLabel, Counter>,
     pub(crate) messages_ignored: Family<KindLabel, Counter>,
@@ -75,11 +74,6 @@ impl StoreMetrics {
             "samples_rejected",
             "Samples refused by a cardinality limit (store.max_series_per_metric, store.max_tag_keys)",
             m.samples_rejected.clone(),
-        );
-        r.register(
-            "samples_shed",
-            "MQTT samples dropped because memory was at store.max_buffer_rows",
-            m.samples_shed.clone(),
         );
         r.register(
             "messages_dropped",

@@ -108,7 +108,7 @@ async fn a_reopened_store_replays_what_was_not_flushed() {
             .await
             .unwrap();
         store
-            .write_unconfirmed(vec![sample("a", "n1", 3, Value::Float(3.0))].into())
+            .write_waiting(vec![sample("a", "n1", 3, Value::Float(3.0))].into(), false)
             .await
             .unwrap();
         // Dropped without shutdown: as if the process died (the WAL thread may still be
