@@ -1,5 +1,6 @@
 //! `exawatch.toml`: every section with its defaults, loaded in layers: built-in defaults, then
-//! the file, then `--set key=value` overrides, then the named command-line flags.
+//! the file, then `--set key=value` overrides, then the named command-line flags; then every
+//! section checks its values once ([`Validate`]), so that none fails later where it is used.
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +9,7 @@ use exawatch_analytics::AnalyticsConfig;
 use exawatch_api::ApiConfig;
 use exawatch_broker::BrokerConfig;
 use exawatch_collectors::{CollectorConfig, SimulateConfig};
+use exawatch_protocol::settings::{InvalidSetting, Validate};
 use exawatch_store::StoreConfig;
 use serde::{Deserialize, Serialize};
 
@@ -78,8 +80,29 @@ impl Config {
             merge(&mut tree, layer);
         }
         let source = file.map_or("defaults and --set".to_owned(), |f| f.display().to_string());
-        tree.try_into()
-            .with_context(|| format!("invalid configuration (from {source})"))
+        let config: Self = tree
+            .try_into()
+            .with_context(|| format!("invalid configuration (from {source})"))?;
+        config
+            .validate()
+            .with_context(|| format!("invalid configuration (from {source})"))?;
+        Ok(config)
+    }
+
+    /// Every section's values, the first one out of range named by its whole key.
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        // A section plugs its own checks in here by implementing `Validate` (`[broker]` and
+        // `[analytics]` do not yet).
+        let sections: [(&str, &dyn Validate); 4] = [
+            ("store", &self.store),
+            ("api", &self.api),
+            ("collector", &self.collector),
+            ("simulate", &self.simulate),
+        ];
+        for (name, section) in sections {
+            section.validate().map_err(|e| e.in_section(name))?;
+        }
+        Ok(())
     }
 }
 
@@ -110,6 +133,37 @@ mod tests {
             Config::load(Some(&example), &[]).unwrap(),
             Config::default()
         );
+    }
+
+    /// Values out of range are refused at load with one error naming the key and its range,
+    /// instead of panicking where they are used (issue 28).
+    #[test]
+    fn values_out_of_range_are_refused_at_load() {
+        // Each as the error names it; what is set is the same `key = value`.
+        let refused = [
+            "api.query_timeout_secs = -1: allowed from 0.001 to 86400",
+            "api.query_timeout_secs = NaN: allowed from 0.001 to 86400",
+            "store.delete_delay_secs = -5: allowed from 0 to 31536000",
+            "store.s3_retry_timeout_secs = inf: allowed from 0 to 31536000",
+            "store.zstd_level = 0: allowed from 1 to 22",
+            "store.flush_max_rows = 0: allowed 1 or more",
+            "collector.period_secs = 0: allowed from 0.001 to 86400",
+            "collector.qos = 2: allowed from 0 to 1",
+            "collector.rapl.period_secs = -1: allowed from 0.001 to 86400",
+            "collector.ipmi.timeout_secs = NaN: allowed from 0.1 to 3600",
+            "collector.slurm.timeout_secs = 0: allowed from 0.1 to 3600",
+            "simulate.period_secs = -2: allowed from 0.001 to 86400",
+        ];
+        for message in refused {
+            let (assignment, _) = message.split_once(':').unwrap();
+            let set = assignment.replace(" = ", "=").to_lowercase();
+            let error = Config::load(None, &[set.clone()]).unwrap_err();
+            assert_eq!(
+                format!("{error:#}"),
+                format!("invalid configuration (from defaults and --set): {message}"),
+                "--set {set}"
+            );
+        }
     }
 
     #[test]

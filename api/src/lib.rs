@@ -29,6 +29,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use exawatch_analytics::AnalyticsHandlerRef;
 use exawatch_protocol::line_protocol::SeriesCache;
+use exawatch_protocol::settings::{InvalidSetting, Validate, at_least, within};
 use exawatch_store::Store;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
@@ -75,6 +76,20 @@ impl Default for ApiConfig {
             tls_cert: String::new(),
             tls_key: String::new(),
         }
+    }
+}
+
+impl Validate for ApiConfig {
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        // Up to a day: longer than any query should run.
+        within(
+            "query_timeout_secs",
+            self.query_timeout_secs,
+            0.001..=86_400.0,
+        )?;
+        at_least("query_memory_bytes", self.query_memory_bytes, 1)?;
+        at_least("max_body_bytes", self.max_body_bytes, 1)?;
+        at_least("promql_max_samples", self.promql_max_samples, 1)
     }
 }
 

@@ -4,7 +4,15 @@
 //! collector-wide `period_secs`. A family that is enabled but cannot run on this node (no
 //! RAPL, no NVML, …) is skipped with the reason [`list`](crate::list) gives.
 
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
+
+use exawatch_protocol::settings::{InvalidSetting, Validate, at_least, within};
+
+/// Sampling periods (`period_secs`) from a millisecond to a day.
+pub(crate) const PERIOD_SECS: RangeInclusive<f64> = 0.001..=86_400.0;
+/// How long an external command (`ipmitool`, `squeue`) may run: 0.1 s to an hour.
+const COMMAND_TIMEOUT_SECS: RangeInclusive<f64> = 0.1..=3600.0;
 
 /// `[collector]` section of exawatch.toml; every field also a CLI flag or `--set` key in the
 /// binary.
@@ -77,6 +85,31 @@ impl Default for CollectorConfig {
             ipmi: IpmiConfig::default(),
             slurm: SlurmConfig::default(),
         }
+    }
+}
+
+impl Validate for CollectorConfig {
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        within("period_secs", self.period_secs, PERIOD_SECS)?;
+        at_least("offline_buffer_messages", self.offline_buffer_messages, 1)?;
+        within("qos", self.qos, 0..=1)?;
+        for family in crate::FAMILIES {
+            if let (_, Some(period_secs)) = (family.settings)(self) {
+                let key = format!("{}.period_secs", family.name);
+                within(&key, period_secs, PERIOD_SECS)?;
+            }
+        }
+        at_least("ipmi.max_in_flight", self.ipmi.max_in_flight, 1)?;
+        within(
+            "ipmi.timeout_secs",
+            self.ipmi.timeout_secs,
+            COMMAND_TIMEOUT_SECS,
+        )?;
+        within(
+            "slurm.timeout_secs",
+            self.slurm.timeout_secs,
+            COMMAND_TIMEOUT_SECS,
+        )
     }
 }
 

@@ -44,6 +44,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use exawatch_protocol::Sample;
+use exawatch_protocol::settings::{InvalidSetting, Validate, within};
 use snafu::ensure;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -116,6 +117,13 @@ pub struct SimulateConfig {
     pub fault_node: Option<usize>,
     /// Seconds after the simulator starts when the fault begins.
     pub fault_at_secs: f64,
+}
+
+impl Validate for SimulateConfig {
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        within("period_secs", self.period_secs, config::PERIOD_SECS)?;
+        within("fault_at_secs", self.fault_at_secs, 0.0..=365.0 * 86_400.0)
+    }
 }
 
 impl Default for SimulateConfig {
@@ -449,7 +457,7 @@ pub struct NodeTags {
 
 pub(crate) fn period(period_secs: f64) -> Result<Duration> {
     ensure!(
-        (0.001..=86_400.0).contains(&period_secs),
+        config::PERIOD_SECS.contains(&period_secs),
         PeriodSnafu { period_secs }
     );
     Ok(Duration::from_secs_f64(period_secs))

@@ -5,6 +5,9 @@
 //! [`examon::encode_payload`]; the server decodes each MQTT message with [`examon::decode`]
 //! into samples that the store ingests; [`kairosdb::decode_datapoints`] does the same for
 //! KairosDB's `POST /api/v1/datapoints` JSON.
+//!
+//! Also shared by every crate: [`settings`], the checks each configuration section runs on
+//! its values when the configuration is loaded.
 
 mod batch;
 pub mod examon;
@@ -13,6 +16,7 @@ pub mod line_protocol;
 pub mod mqtt;
 pub mod remote_write;
 mod sample;
+pub mod settings;
 
 pub use batch::{Batch, Point, SeriesKey};
 pub use sample::{RESERVED_COLUMNS, Sample, Value};

@@ -1,6 +1,12 @@
 //! The `[store]` section of the configuration.
 
+use exawatch_protocol::settings::{InvalidSetting, Validate, at_least, within};
 use serde::{Deserialize, Serialize};
+
+/// The longest delay or timeout a `*_secs` key takes: a year.
+const MAX_SECS: f64 = 365.0 * 86_400.0;
+/// The longest retention a `*_days` key takes: a thousand years.
+const MAX_DAYS: f64 = 365_000.0;
 
 /// When the WAL is fsynced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +109,34 @@ impl Default for StoreConfig {
             delete_delay_secs: 120.0,
             read_cache_mib: 1024,
         }
+    }
+}
+
+impl Validate for StoreConfig {
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        within(
+            "flush_interval_secs",
+            self.flush_interval_secs,
+            0.1..=MAX_SECS,
+        )?;
+        at_least("flush_max_rows", self.flush_max_rows, 1)?;
+        at_least("write_queue", self.write_queue, 1)?;
+        at_least("max_buffer_rows", self.max_buffer_rows, 1)?;
+        // What Parquet's ZSTD codec takes.
+        within("zstd_level", self.zstd_level, 1..=22)?;
+        within(
+            "s3_retry_timeout_secs",
+            self.s3_retry_timeout_secs,
+            0.0..=MAX_SECS,
+        )?;
+        at_least("compaction_target_rows", self.compaction_target_rows, 1)?;
+        within("retention_days", self.retention_days, 0.0..=MAX_DAYS)?;
+        within(
+            "rollup_retention_days",
+            self.rollup_retention_days,
+            0.0..=MAX_DAYS,
+        )?;
+        within("delete_delay_secs", self.delete_delay_secs, 0.0..=MAX_SECS)
     }
 }
 
