@@ -105,9 +105,10 @@ fn detector_run(model: &Model, frames: &[Frame]) -> Histogram<u64> {
     let mut anomalies = 0usize;
     for frame in frames {
         let start = cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID);
-        for (i, (_, entity)) in frame.keys.iter().enumerate() {
+        for (i, (window, entity)) in frame.keys.iter().enumerate() {
             let state = states.entry(entity.clone()).or_default();
-            let scored = model.fitted.score(frame.matrix.row(i), state);
+            let step = window.div_euclid(WINDOW_NS);
+            let scored = model.fitted.score(step, frame.matrix.row(i), state);
             if scored.score > model.fitted.threshold {
                 anomalies += model.fitted.explain(&scored, TOP_METRICS).len().min(1);
             }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use exawatch_analytics::eval::{self, Method};
+use exawatch_analytics::eval::{self, DataSet, Method};
 use exawatch_analytics::model::ModelInfo;
 use exawatch_analytics::report::ReportInfo;
 use exawatch_analytics::{DEFAULT_DETECTOR, DetectorKind, FitOptions};
@@ -26,7 +26,8 @@ pub(crate) struct TrainArgs {
     /// Model name; training an existing name makes its next version.
     #[arg(long)]
     name: String,
-    /// Detector: mad, ewma, pca, gmm, kmeans, iforest or ensemble [default: the live default].
+    /// Detector: forecast, mad, ewma, pca, gmm, kmeans, iforest or ensemble [default: the live
+    /// default, forecast].
     #[arg(long)]
     detector: Option<String>,
     /// Series selector, e.g. `node_power` or `{plugin="ipmi"}` (repeatable; default: every metric).
@@ -168,22 +169,31 @@ pub(crate) fn report(args: &ReportArgs) -> Result<()> {
 
 #[derive(Debug, Args)]
 pub(crate) struct EvalArgs {
-    /// Directory of training CSV files, one per service (header-less, rows = time steps).
-    #[arg(long)]
-    train: PathBuf,
+    /// A labelled data set: a directory holding train/, test/ and test_label/ (or labels/),
+    /// one header-less CSV per service (repeatable; results are given per set).
+    #[arg(long = "set")]
+    sets: Vec<PathBuf>,
+    /// Directory of training CSV files, one per service (header-less, rows = time steps);
+    /// with --test and --labels, one more set.
+    #[arg(long, requires_all = ["test", "labels"])]
+    train: Option<PathBuf>,
     /// Directory of test CSV files, named as in --train.
-    #[arg(long)]
-    test: PathBuf,
+    #[arg(long, requires_all = ["train", "labels"])]
+    test: Option<PathBuf>,
     /// Directory of label files (one 0/1 per test row), named as in --train.
-    #[arg(long)]
-    labels: PathBuf,
-    /// Detector to measure (mad, ewma, pca, gmm, kmeans, iforest, ensemble) or `all`;
-    /// default: the one the live system uses.
+    #[arg(long, requires_all = ["train", "test"])]
+    labels: Option<PathBuf>,
+    /// Detector to measure (forecast, mad, ewma, pca, gmm, kmeans, iforest, ensemble) or
+    /// `all`; default: the one the live system uses.
     #[arg(long)]
     detector: Option<String>,
     /// Target false-positive rate of the learned thresholds.
     #[arg(long, default_value_t = FitOptions::default().target_fpr)]
     target_fpr: f64,
+    /// Write each test point's score and flag to DIR/<set>/<detector>/<service>.csv
+    /// (a `score,flag` header, then one line per point, flag 0 or 1).
+    #[arg(long, value_name = "DIR")]
+    scores: Option<PathBuf>,
 }
 
 pub(crate) fn eval(args: &EvalArgs) -> Result<()> {
@@ -200,12 +210,41 @@ pub(crate) fn eval(args: &EvalArgs) -> Result<()> {
         target_fpr: args.target_fpr,
         ..FitOptions::default()
     };
-    let services = eval::load(&args.train, &args.test, &args.labels)?;
-    let mut evaluations = Vec::new();
-    for kind in kinds {
-        evaluations.push(eval::evaluate(&services, Method::Detector(kind), options)?);
+    let mut sets = Vec::new();
+    for dir in &args.sets {
+        sets.push(DataSet::open(dir)?);
     }
-    evaluations.push(eval::evaluate(&services, Method::ThreeSigma, options)?);
-    println!("{}", eval::render(&evaluations, &options));
+    if let (Some(train), Some(test), Some(labels)) = (&args.train, &args.test, &args.labels) {
+        let parent = train.parent().unwrap_or(train);
+        sets.push(DataSet {
+            name: eval::data::set_name(parent),
+            services: eval::data::load(train, test, labels)?,
+        });
+    }
+    anyhow::ensure!(
+        !sets.is_empty(),
+        "give a data set: --set DIR (repeatable) or --train, --test and --labels"
+    );
+    let mut results = Vec::new();
+    for set in &sets {
+        let methods = kinds
+            .iter()
+            .map(|k| Method::Detector(*k))
+            .chain([Method::ThreeSigma]);
+        let mut evaluations = Vec::new();
+        for method in methods {
+            let evaluation = eval::evaluate(&set.services, method, options)?;
+            if let Some(dir) = &args.scores {
+                let dir = dir.join(&set.name).join(method.name());
+                for outcome in &evaluation.services {
+                    let path = dir.join(format!("{}.csv", outcome.service));
+                    eval::data::write_scores(&path, &outcome.scores, &outcome.flags)?;
+                }
+            }
+            evaluations.push(evaluation);
+        }
+        results.push((set.name.clone(), evaluations));
+    }
+    println!("{}", eval::render(&results, &options));
     Ok(())
 }

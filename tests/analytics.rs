@@ -95,7 +95,7 @@ fn injected_fault_is_found_explained_and_reported() {
             "now",
         ],
     );
-    assert!(trained.contains("trained sim version 1: ewma"), "{trained}");
+    assert!(trained.contains("trained sim version 1: forecast"), "{trained}");
     let models = exawatch(&server, &["models"]);
     assert!(models.lines().any(|l| l.starts_with("sim ")), "{models}");
 

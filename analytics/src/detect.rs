@@ -3,7 +3,10 @@
 //! learns a threshold for a target false-positive rate.
 //!
 //! Every detector works on rows normalised by a [`Scaler`] (robust z-scores from the
-//! training data). Per series, against each entity's own recent past: [`robust::Mad`]
+//! training data). The default, [`forecast::Forecast`], scores each feature's distance from
+//! two forecasts made from the entity's own past (a recent mean and, when the training data
+//! have a period, the same phase in the last periods). Per series, against each entity's own
+//! recent past: [`robust::Mad`]
 //! (median/MAD z-score over a moving window) and [`robust::Ewma`] (exponentially weighted
 //! mean and variance). Multivariate: [`linear::Pca`]
 //! (reconstruction error), [`mixture::Gmm`] (negative log-likelihood), [`mixture::KMeans`]
@@ -11,7 +14,11 @@
 //! from linfa's k-means), and [`iforest::IsolationForest`]
 //! (written here: the dimension is only known at run time). [`Ensemble`] averages members'
 //! scores, each divided by its own threshold.
+//!
+//! Rows carry a *step*: the index of their window in time (window start ÷ window length
+//! live, the row number in `eval`), so a seasonal forecast knows each row's phase.
 
+pub mod forecast;
 pub mod iforest;
 pub mod linear;
 pub mod mixture;
@@ -20,25 +27,29 @@ pub mod robust;
 mod tests;
 
 use std::fmt;
+use std::ops::Range;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use snafu::ensure;
 
 use crate::matrix::{Matrix, quantile};
-use crate::{EmptyTrainingSnafu, Result, UnknownDetectorSnafu};
+use crate::{EmptyTrainingSnafu, Result, SpecSnafu, UnknownDetectorSnafu};
 
 /// Normalised values are clipped to ±`Z_CAP` before the multivariate detectors see them, so
 /// one absurd reading cannot dominate a fit or overflow a likelihood.
 pub const Z_CAP: f64 = 50.0;
 
 /// The detector the live system and `exawatch train` use unless told otherwise.
-pub const DEFAULT_DETECTOR: DetectorKind = DetectorKind::Ewma;
+pub const DEFAULT_DETECTOR: DetectorKind = DetectorKind::Forecast;
 
 /// The kinds of detector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DetectorKind {
+    /// Distance of each feature from a recent and a seasonal forecast, calibrated on
+    /// training, smoothed over recent rows; stateful per entity. The default.
+    Forecast,
     /// Per feature: |x − median| / MAD over the entity's recent rows; stateful per entity.
     Mad,
     /// Per feature: distance from an exponentially weighted moving mean, in moving standard
@@ -58,7 +69,8 @@ pub enum DetectorKind {
 
 impl DetectorKind {
     /// Every kind, in display order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
+        Self::Forecast,
         Self::Mad,
         Self::Ewma,
         Self::Pca,
@@ -71,6 +83,7 @@ impl DetectorKind {
     /// The name used on the command line and in model files.
     pub fn name(self) -> &'static str {
         match self {
+            Self::Forecast => "forecast",
             Self::Mad => "mad",
             Self::Ewma => "ewma",
             Self::Pca => "pca",
@@ -122,8 +135,10 @@ impl Default for FitOptions {
 pub struct Scaler {
     /// Median of each feature.
     pub median: Vec<f64>,
-    /// Scale of each feature: 1.4826 × MAD, else the standard deviation, else a small
-    /// fraction of the median's magnitude (a feature constant in training).
+    /// Scale of each feature: 1.4826 × MAD, else the standard deviation, else (a feature
+    /// constant in training) 5 % of the median's magnitude but at least 1, so that a change
+    /// of one unit or 5 % counts as one scale (a smaller fallback made any flicker of a
+    /// feature that was always 0 in training the most unusual row possible).
     pub scale: Vec<f64>,
 }
 
@@ -143,7 +158,7 @@ impl Scaler {
             } else if std > floor {
                 std
             } else {
-                floor.max(0.05 * med.abs())
+                (0.05 * med.abs()).max(1.0)
             };
             median.push(med);
             scale.push(s);
@@ -151,19 +166,13 @@ impl Scaler {
         Self { median, scale }
     }
 
-    /// The normalised row; a missing (NaN) value becomes 0 (the median).
+    /// The normalised row; a missing (NaN) value stays NaN.
     pub fn transform(&self, row: &[f64], out: &mut Vec<f64>) {
         out.clear();
         out.extend(
             row.iter()
                 .zip(self.median.iter().zip(&self.scale))
-                .map(|(x, (m, s))| {
-                    if x.is_nan() {
-                        0.0
-                    } else {
-                        ((x - m) / s).clamp(-1e12, 1e12)
-                    }
-                }),
+                .map(|(x, (m, s))| ((x - m) / s).clamp(-1e12, 1e12)),
         );
     }
 
@@ -192,6 +201,8 @@ pub struct Scored {
 /// What a stateful detector remembers about one entity (node) between rows.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EntityState {
+    /// The forecast detector's state.
+    pub(crate) forecast: forecast::State,
     /// EWMA mean and variance per feature (empty until the first row).
     pub(crate) ewma: Vec<(f64, f64)>,
     /// The entity's most recent normalised rows, oldest first (moving median/MAD).
@@ -202,6 +213,8 @@ pub struct EntityState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Detector {
+    /// See [`forecast::Forecast`].
+    Forecast(forecast::Forecast),
     /// See [`robust::Mad`].
     Mad(robust::Mad),
     /// See [`robust::Ewma`].
@@ -222,6 +235,7 @@ impl Detector {
     /// The kind of this detector.
     pub fn kind(&self) -> DetectorKind {
         match self {
+            Self::Forecast(_) => DetectorKind::Forecast,
             Self::Mad(_) => DetectorKind::Mad,
             Self::Ewma(_) => DetectorKind::Ewma,
             Self::Pca(_) => DetectorKind::Pca,
@@ -232,70 +246,134 @@ impl Detector {
         }
     }
 
-    /// Fits a detector of `kind` on normalised training rows (`z`) grouped in
-    /// per-entity sequences (`sequences` are row ranges of `z`, each in time order).
+    /// Fits a detector of `kind` on normalised training rows (`z`, NaN missing) grouped in
+    /// per-entity sequences (`sequences` are row ranges of `z`, each in time order), row `i`
+    /// taken at step `steps[i]`.
     fn fit(
         kind: DetectorKind,
         z: &Matrix,
-        sequences: &[std::ops::Range<usize>],
+        sequences: &[Range<usize>],
+        steps: &[i64],
         options: &FitOptions,
     ) -> Result<Self> {
+        let imputed = || map_matrix(z, |v| if v.is_nan() { 0.0 } else { v });
+        let capped = || {
+            map_matrix(z, |v| {
+                if v.is_nan() {
+                    0.0
+                } else {
+                    v.clamp(-Z_CAP, Z_CAP)
+                }
+            })
+        };
         Ok(match kind {
-            DetectorKind::Mad => Self::Mad(robust::Mad::fit(z, sequences, options.target_fpr)),
-            DetectorKind::Ewma => Self::Ewma(robust::Ewma::fit(z, sequences, options.target_fpr)),
-            DetectorKind::Pca => Self::Pca(linear::Pca::fit(&cap_matrix(z))?),
-            DetectorKind::Gmm => Self::Gmm(mixture::Gmm::fit(&cap_matrix(z), options.seed)?),
-            DetectorKind::Kmeans => {
-                Self::Kmeans(mixture::KMeans::fit(&cap_matrix(z), options.seed)?)
+            DetectorKind::Forecast => Self::Forecast(forecast::Forecast::fit(
+                &map_matrix(z, |v| v.clamp(-Z_CAP, Z_CAP)),
+                sequences,
+                steps,
+            )),
+            DetectorKind::Mad => {
+                Self::Mad(robust::Mad::fit(&imputed(), sequences, options.target_fpr))
             }
+            DetectorKind::Ewma => {
+                Self::Ewma(robust::Ewma::fit(&imputed(), sequences, options.target_fpr))
+            }
+            DetectorKind::Pca => Self::Pca(linear::Pca::fit(&capped())?),
+            DetectorKind::Gmm => Self::Gmm(mixture::Gmm::fit(&capped(), options.seed)?),
+            DetectorKind::Kmeans => Self::Kmeans(mixture::KMeans::fit(&capped(), options.seed)?),
             DetectorKind::Iforest => {
-                Self::Iforest(iforest::IsolationForest::fit(&cap_matrix(z), options.seed))
+                Self::Iforest(iforest::IsolationForest::fit(&capped(), options.seed))
             }
-            DetectorKind::Ensemble => Self::Ensemble(Ensemble::fit(z, sequences, options)?),
+            DetectorKind::Ensemble => Self::Ensemble(Ensemble::fit(z, sequences, steps, options)?),
         })
     }
 
-    /// Scores one normalised row of an entity whose state is `state`; the multivariate
-    /// detectors see it clipped to ±[`Z_CAP`], as in training.
-    fn score(&self, z: &[f64], state: &mut EntityState) -> Scored {
+    /// Scores one normalised row (NaN missing) of an entity at `step` whose state is
+    /// `state`. The forecast detector sees missing values as such; the others see them as 0
+    /// (the training median), and the multivariate ones see the row clipped to ±[`Z_CAP`], as
+    /// in training.
+    fn score(&self, step: i64, z: &[f64], state: &mut EntityState) -> Scored {
+        let imputed = || -> Vec<f64> {
+            z.iter()
+                .map(|v| if v.is_nan() { 0.0 } else { *v })
+                .collect()
+        };
+        let capped = || -> Vec<f64> {
+            z.iter()
+                .map(|v| {
+                    if v.is_nan() {
+                        0.0
+                    } else {
+                        v.clamp(-Z_CAP, Z_CAP)
+                    }
+                })
+                .collect()
+        };
         match self {
-            Self::Mad(d) => d.score(z, state),
-            Self::Ewma(d) => d.score(z, state),
-            Self::Pca(d) => d.score(&capped(z)),
-            Self::Gmm(d) => d.score(&capped(z)),
-            Self::Kmeans(d) => d.score(&capped(z)),
-            Self::Iforest(d) => d.score(&capped(z)),
-            Self::Ensemble(d) => d.score(z, state),
+            Self::Forecast(d) => {
+                let capped: Vec<f64> = z.iter().map(|v| v.clamp(-Z_CAP, Z_CAP)).collect();
+                d.score(step, &capped, &mut state.forecast)
+            }
+            Self::Mad(d) => d.score(&imputed(), state),
+            Self::Ewma(d) => d.score(&imputed(), state),
+            Self::Pca(d) => d.score(&capped()),
+            Self::Gmm(d) => d.score(&capped()),
+            Self::Kmeans(d) => d.score(&capped()),
+            Self::Iforest(d) => d.score(&capped()),
+            Self::Ensemble(d) => d.score(step, z, state),
+        }
+    }
+
+    /// Steps into a sequence before the detector's state has settled; training scores
+    /// before then do not set thresholds.
+    fn warm_up(&self) -> i64 {
+        match self {
+            Self::Forecast(d) => d.warm_up(),
+            Self::Ensemble(d) => d
+                .members
+                .iter()
+                .map(|(m, _)| m.warm_up())
+                .max()
+                .unwrap_or(0),
+            _ => 0,
         }
     }
 }
 
-fn cap_matrix(z: &Matrix) -> Matrix {
+/// `z` with `f` applied to every value.
+fn map_matrix(z: &Matrix, f: impl Fn(f64) -> f64) -> Matrix {
     let mut out = Matrix::new(z.cols());
-    for row in z.iter_rows() {
-        out.push(&capped(row));
+    let mut row = Vec::with_capacity(z.cols());
+    for r in z.iter_rows() {
+        row.clear();
+        row.extend(r.iter().map(|v| f(*v)));
+        out.push(&row);
     }
     out
 }
 
-fn capped(z: &[f64]) -> Vec<f64> {
-    z.iter().map(|v| v.clamp(-Z_CAP, Z_CAP)).collect()
-}
-
-/// Scores every sequence of `z` with a fresh state per sequence, in order.
-fn score_sequences(
+/// Scores every sequence of `z` with a fresh state per sequence, in order; returns the scores
+/// of the rows past the detector's warm-up (every score if no row is).
+fn settled_scores(
     detector: &Detector,
     z: &Matrix,
-    sequences: &[std::ops::Range<usize>],
+    sequences: &[Range<usize>],
+    steps: &[i64],
 ) -> Vec<f64> {
-    let mut scores = vec![0.0; z.rows()];
+    let warm_up = detector.warm_up();
+    let (mut settled, mut all) = (Vec::new(), Vec::new());
     for range in sequences {
         let mut state = EntityState::default();
+        let first = steps[range.start];
         for i in range.clone() {
-            scores[i] = detector.score(z.row(i), &mut state).score;
+            let score = detector.score(steps[i], z.row(i), &mut state).score;
+            if steps[i] - first >= warm_up {
+                settled.push(score);
+            }
+            all.push(score);
         }
     }
-    scores
+    if settled.is_empty() { all } else { settled }
 }
 
 /// The threshold that `target_fpr` of `scores` exceed; never below the smallest positive
@@ -307,8 +385,11 @@ fn learn_threshold(scores: &[f64], target_fpr: f64) -> f64 {
 
 /// Members of the ensemble: one temporal per-series, one linear, one tree-based detector; each sees
 /// a different kind of departure, and their errors are not the same.
-const ENSEMBLE_MEMBERS: [DetectorKind; 3] =
-    [DetectorKind::Ewma, DetectorKind::Pca, DetectorKind::Iforest];
+const ENSEMBLE_MEMBERS: [DetectorKind; 3] = [
+    DetectorKind::Forecast,
+    DetectorKind::Pca,
+    DetectorKind::Iforest,
+];
 
 /// The mean of its members' scores, each divided by the member's own threshold (so 1 is
 /// "at that member's threshold").
@@ -319,22 +400,27 @@ pub struct Ensemble {
 }
 
 impl Ensemble {
-    fn fit(z: &Matrix, sequences: &[std::ops::Range<usize>], options: &FitOptions) -> Result<Self> {
+    fn fit(
+        z: &Matrix,
+        sequences: &[Range<usize>],
+        steps: &[i64],
+        options: &FitOptions,
+    ) -> Result<Self> {
         let mut members = Vec::new();
         for kind in ENSEMBLE_MEMBERS {
-            let detector = Detector::fit(kind, z, sequences, options)?;
-            let scores = score_sequences(&detector, z, sequences);
+            let detector = Detector::fit(kind, z, sequences, steps, options)?;
+            let scores = settled_scores(&detector, z, sequences, steps);
             let threshold = learn_threshold(&scores, options.target_fpr);
             members.push((detector, threshold));
         }
         Ok(Self { members })
     }
 
-    fn score(&self, z: &[f64], state: &mut EntityState) -> Scored {
+    fn score(&self, step: i64, z: &[f64], state: &mut EntityState) -> Scored {
         let mut total = 0.0;
         let mut contributions = vec![0.0; z.len()];
         for (detector, threshold) in &self.members {
-            let scored = detector.score(z, state);
+            let scored = detector.score(step, z, state);
             total += scored.score / threshold;
             let sum: f64 = scored.contributions.iter().sum();
             if sum > 0.0 {
@@ -368,13 +454,19 @@ pub struct Fitted {
 
 impl Fitted {
     /// Fits a `kind` detector on `train`, whose rows are grouped in per-entity `sequences`
-    /// (ranges of rows, each in time order; pass `[0..rows]` for one entity), and learns its
-    /// threshold from the training scores.
+    /// (ranges of rows, each in time order; pass `[0..rows]` for one entity) and taken at
+    /// `steps` (one per row: the window's index in time; `0..rows` for consecutive rows),
+    /// and learns its threshold from the training scores past the detector's warm-up.
+    ///
+    /// Fewer than 2 rows or no feature is an [`crate::Error::EmptyTraining`]. A feature
+    /// constant in training is judged in the scale of [`Scaler`]; if every training score is
+    /// 0 (all features constant), any change scores above the threshold.
     pub fn fit(
         kind: DetectorKind,
         features: Vec<String>,
         train: &Matrix,
-        sequences: &[std::ops::Range<usize>],
+        sequences: &[Range<usize>],
+        steps: &[i64],
         options: FitOptions,
     ) -> Result<Self> {
         ensure!(
@@ -384,10 +476,23 @@ impl Fitted {
                 cols: train.cols()
             }
         );
+        ensure!(
+            steps.len() == train.rows()
+                && sequences
+                    .iter()
+                    .all(|r| r.start < r.end && r.end <= train.rows()),
+            SpecSnafu {
+                message: format!(
+                    "{} steps and sequences {sequences:?} for {} training rows",
+                    steps.len(),
+                    train.rows()
+                )
+            }
+        );
         let scaler = Scaler::fit(train);
         let z = scaler.transform_all(train);
-        let detector = Detector::fit(kind, &z, sequences, &options)?;
-        let scores = score_sequences(&detector, &z, sequences);
+        let detector = Detector::fit(kind, &z, sequences, steps, &options)?;
+        let scores = settled_scores(&detector, &z, sequences, steps);
         let threshold = learn_threshold(&scores, options.target_fpr);
         Ok(Self {
             features,
@@ -398,11 +503,12 @@ impl Fitted {
         })
     }
 
-    /// Scores one raw row (NaN = missing) of the entity whose state is `state`.
-    pub fn score(&self, row: &[f64], state: &mut EntityState) -> Scored {
+    /// Scores one raw row (NaN = missing) of the entity whose state is `state`, taken at
+    /// `step` (counted as in training: see [`Fitted::fit`]).
+    pub fn score(&self, step: i64, row: &[f64], state: &mut EntityState) -> Scored {
         let mut z = Vec::with_capacity(row.len());
         self.scaler.transform(row, &mut z);
-        self.detector.score(&z, state)
+        self.detector.score(step, &z, state)
     }
 
     /// The `k` features that contributed most to `scored`, largest first, with their share

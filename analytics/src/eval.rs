@@ -1,87 +1,27 @@
-//! Detection quality on labelled data laid out as the JumpStarter data sets: `train/`,
-//! `test/` and `labels/` directories holding one header-less CSV per service (rows = time
-//! steps, columns = metrics; labels one 0/1 per line).
+//! Detection quality on labelled data laid out as the JumpStarter data sets ([`data`]).
 //!
-//! Each service gets its own model, fitted on its training file; the test file is scored
-//! row by row in order (stateful detectors continue from the end of training). Reported per
-//! service and as the mean over services: precision, recall and F1 point-wise and with the
-//! usual point-adjusted protocol (a labelled segment counts as found, every point of it, if
-//! any point in it is flagged), and ROC AUC of the raw scores. The naive baseline flags a
-//! row when any metric is more than 3 standard deviations from its training mean.
+//! Each service gets its own model, fitted on its training file with [`Fitted::fit`]; the
+//! training rows are then scored to warm the model's state, and the test rows scored in
+//! order with [`Fitted::score`], the function the live scorer calls: row `i` of the test
+//! file is step `train rows + i`. Flags are `score > threshold`, the threshold learned on the
+//! training file. Reported per service and as the mean over the services with labelled
+//! anomalies ([`Quality::mean`]): precision, recall and F1 point-wise and with the usual
+//! point-adjusted protocol (a labelled segment counts as found, every point of it, if any
+//! point in it is flagged), ROC AUC of the scores, and the best F1 of any threshold; with
+//! the time each method took. The naive baseline flags a row when any metric is more than 3
+//! standard deviations from its training mean.
+
+pub mod data;
+pub mod quality;
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::time::{Duration, Instant};
 
-use snafu::{OptionExt, ResultExt, ensure};
-
+use crate::Result;
 use crate::detect::{DetectorKind, EntityState, FitOptions, Fitted};
-use crate::matrix::{Matrix, mean_std};
-use crate::{CsvSnafu, EvalDataSnafu, IoSnafu, Result};
-
-/// One service's files.
-#[derive(Debug, Clone)]
-pub struct Service {
-    /// File name without `.csv`.
-    pub name: String,
-    /// Training rows.
-    pub train: Matrix,
-    /// Test rows.
-    pub test: Matrix,
-    /// One label per test row.
-    pub labels: Vec<bool>,
-}
-
-/// Quality figures of one service (or their mean).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Quality {
-    /// Point-wise precision.
-    pub precision: f64,
-    /// Point-wise recall.
-    pub recall: f64,
-    /// Point-wise F1.
-    pub f1: f64,
-    /// Point-adjusted precision.
-    pub pa_precision: f64,
-    /// Point-adjusted recall.
-    pub pa_recall: f64,
-    /// Point-adjusted F1.
-    pub pa_f1: f64,
-    /// ROC AUC of the scores.
-    pub auc: f64,
-}
-
-impl Quality {
-    /// Figures of `flags` and `scores` against `labels`.
-    pub fn measure(scores: &[f64], flags: &[bool], labels: &[bool]) -> Self {
-        let (precision, recall, f1) = prf(flags, labels);
-        let adjusted = point_adjust(flags, labels);
-        let (pa_precision, pa_recall, pa_f1) = prf(&adjusted, labels);
-        Self {
-            precision,
-            recall,
-            f1,
-            pa_precision,
-            pa_recall,
-            pa_f1,
-            auc: auc(scores, labels),
-        }
-    }
-
-    /// The mean of each figure.
-    pub fn mean(all: &[Self]) -> Self {
-        let n = all.len().max(1) as f64;
-        let sum = |f: fn(&Self) -> f64| all.iter().map(f).sum::<f64>() / n;
-        Self {
-            precision: sum(|q| q.precision),
-            recall: sum(|q| q.recall),
-            f1: sum(|q| q.f1),
-            pa_precision: sum(|q| q.pa_precision),
-            pa_recall: sum(|q| q.pa_recall),
-            pa_f1: sum(|q| q.pa_f1),
-            auc: sum(|q| q.auc),
-        }
-    }
-}
+use crate::matrix::mean_std;
+pub use data::{DataSet, Service};
+pub use quality::Quality;
 
 /// Which detector an evaluation ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,157 +42,64 @@ impl Method {
     }
 }
 
-/// The figures of one method on every service.
+/// What a method did on one service.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The service.
+    pub service: String,
+    /// Its figures.
+    pub quality: Quality,
+    /// The score of each test point.
+    pub scores: Vec<f64>,
+    /// Whether each test point was flagged.
+    pub flags: Vec<bool>,
+}
+
+/// The figures of one method on every service of a set.
 #[derive(Debug, Clone)]
 pub struct Evaluation {
     /// The method.
     pub method: Method,
-    /// `(service, figures)` in service order.
-    pub services: Vec<(String, Quality)>,
-    /// Mean over services.
+    /// Per service, in service order.
+    pub services: Vec<Outcome>,
+    /// Mean over the services with labelled anomalies.
     pub mean: Quality,
-}
-
-/// Reads every service present in all three directories (matched by file name).
-pub fn load(train: &Path, test: &Path, labels: &Path) -> Result<Vec<Service>> {
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(train).context(IoSnafu { path: train })? {
-        let path = entry.context(IoSnafu { path: train })?.path();
-        if path.extension().is_some_and(|e| e == "csv") {
-            names.push(
-                path.file_stem()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned(),
-            );
-        }
-    }
-    names.sort_by_key(|n| natural_key(n));
-    ensure!(
-        !names.is_empty(),
-        EvalDataSnafu {
-            message: format!("no .csv files in {}", train.display())
-        }
-    );
-    let mut services = Vec::new();
-    for name in names {
-        let file = format!("{name}.csv");
-        let train_rows = read_matrix(&train.join(&file))?;
-        let test_rows = read_matrix(&test.join(&file))?;
-        let label_path = labels.join(&file);
-        let labels = read_labels(&label_path)?;
-        ensure!(
-            train_rows.cols() == test_rows.cols(),
-            EvalDataSnafu {
-                message: format!(
-                    "{name}: {} columns in train, {} in test",
-                    train_rows.cols(),
-                    test_rows.cols()
-                )
-            }
-        );
-        ensure!(
-            labels.len() == test_rows.rows(),
-            EvalDataSnafu {
-                message: format!(
-                    "{name}: {} labels for {} test rows",
-                    labels.len(),
-                    test_rows.rows()
-                )
-            }
-        );
-        services.push(Service {
-            name,
-            train: train_rows,
-            test: test_rows,
-            labels,
-        });
-    }
-    Ok(services)
-}
-
-/// `service10` sorts after `service9`.
-fn natural_key(name: &str) -> (String, u64) {
-    let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
-    let (stem, number) = name.split_at(name.len() - digits);
-    (stem.to_owned(), number.parse().unwrap_or(0))
-}
-
-fn read_matrix(path: &Path) -> Result<Matrix> {
-    let text = std::fs::read_to_string(path).context(IoSnafu { path })?;
-    let mut matrix: Option<Matrix> = None;
-    let mut row = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        row.clear();
-        for field in line.split(',') {
-            let value = field.trim().parse::<f64>().ok().with_context(|| CsvSnafu {
-                path,
-                line: i + 1,
-                message: format!("{field:?} is not a number"),
-            })?;
-            row.push(value);
-        }
-        let m = matrix.get_or_insert_with(|| Matrix::new(row.len()));
-        ensure!(
-            m.cols() == row.len(),
-            CsvSnafu {
-                path,
-                line: i + 1,
-                message: format!("{} fields, the first row has {}", row.len(), m.cols())
-            }
-        );
-        m.push(&row);
-    }
-    matrix.filter(|m| m.rows() > 0).with_context(|| CsvSnafu {
-        path,
-        line: 0usize,
-        message: "no rows",
-    })
-}
-
-fn read_labels(path: &Path) -> Result<Vec<bool>> {
-    let text = std::fs::read_to_string(path).context(IoSnafu { path })?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| match l.trim() {
-            "0" | "0.0" => Ok(false),
-            "1" | "1.0" => Ok(true),
-            other => CsvSnafu {
-                path,
-                line: i + 1,
-                message: format!("label {other:?} is not 0 or 1"),
-            }
-            .fail(),
-        })
-        .collect()
+    /// How many services have labelled anomalies (and normal points).
+    pub with_anomalies: usize,
+    /// Wall time of fitting and scoring every service.
+    pub elapsed: Duration,
 }
 
 /// Runs `method` on every service.
 pub fn evaluate(services: &[Service], method: Method, options: FitOptions) -> Result<Evaluation> {
-    let mut results = Vec::new();
+    let started = Instant::now();
+    let mut outcomes = Vec::new();
     for service in services {
         let (scores, flags) = match method {
             Method::Detector(kind) => run_detector(service, kind, options)?,
             Method::ThreeSigma => three_sigma(service),
         };
-        results.push((
-            service.name.clone(),
-            Quality::measure(&scores, &flags, &service.labels),
-        ));
+        outcomes.push(Outcome {
+            service: service.name.clone(),
+            quality: Quality::measure(&scores, &flags, &service.labels),
+            scores,
+            flags,
+        });
     }
-    let mean = Quality::mean(&results.iter().map(|(_, q)| *q).collect::<Vec<_>>());
+    let elapsed = started.elapsed();
+    let qualities: Vec<Quality> = outcomes.iter().map(|o| o.quality).collect();
+    let (mean, with_anomalies) = Quality::mean(&qualities);
     Ok(Evaluation {
         method,
-        services: results,
+        services: outcomes,
         mean,
+        with_anomalies,
+        elapsed,
     })
 }
 
+/// Fits `kind` on the service's training rows and scores its test rows as the live scorer
+/// would; returns each test row's score and flag.
 fn run_detector(
     service: &Service,
     kind: DetectorKind,
@@ -260,21 +107,24 @@ fn run_detector(
 ) -> Result<(Vec<f64>, Vec<bool>)> {
     let features = (0..service.train.cols()).map(|j| format!("m{j}")).collect();
     let rows = service.train.rows();
+    let steps: Vec<i64> = (0..rows as i64).collect();
     let model = Fitted::fit(
         kind,
         features,
         &service.train,
         std::slice::from_ref(&(0..rows)),
+        &steps,
         options,
     )?;
     let mut state = EntityState::default();
-    for row in service.train.iter_rows() {
-        model.score(row, &mut state);
+    for (step, row) in service.train.iter_rows().enumerate() {
+        model.score(step as i64, row, &mut state);
     }
     let scores: Vec<f64> = service
         .test
         .iter_rows()
-        .map(|row| model.score(row, &mut state).score)
+        .enumerate()
+        .map(|(i, row)| model.score((rows + i) as i64, row, &mut state).score)
         .collect();
     let flags = scores.iter().map(|s| *s > model.threshold).collect();
     Ok((scores, flags))
@@ -306,117 +156,95 @@ fn three_sigma(service: &Service) -> (Vec<f64>, Vec<bool>) {
     (scores, flags)
 }
 
-fn prf(flags: &[bool], labels: &[bool]) -> (f64, f64, f64) {
-    let tp = flags.iter().zip(labels).filter(|(f, l)| **f && **l).count() as f64;
-    let flagged = flags.iter().filter(|f| **f).count() as f64;
-    let positive = labels.iter().filter(|l| **l).count() as f64;
-    let precision = if flagged > 0.0 { tp / flagged } else { 0.0 };
-    let recall = if positive > 0.0 { tp / positive } else { 0.0 };
-    let f1 = if precision + recall > 0.0 {
-        2.0 * precision * recall / (precision + recall)
-    } else {
-        0.0
-    };
-    (precision, recall, f1)
-}
-
-/// Point adjustment: every point of a labelled segment is flagged if any point of it is.
-pub fn point_adjust(flags: &[bool], labels: &[bool]) -> Vec<bool> {
-    let mut adjusted = flags.to_vec();
-    let mut i = 0;
-    while i < labels.len() {
-        if !labels[i] {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < labels.len() && labels[i] {
-            i += 1;
-        }
-        if flags[start..i].iter().any(|f| *f) {
-            adjusted[start..i].iter_mut().for_each(|f| *f = true);
-        }
-    }
-    adjusted
-}
-
-/// ROC AUC by the rank-sum (Mann–Whitney) statistic, ties counted half.
-pub fn auc(scores: &[f64], labels: &[bool]) -> f64 {
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
-    let mut ranks = vec![0.0; scores.len()];
-    let mut i = 0;
-    while i < order.len() {
-        let mut j = i;
-        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
-            j += 1;
-        }
-        let rank = (i + j) as f64 / 2.0 + 1.0;
-        for k in i..=j {
-            ranks[order[k]] = rank;
-        }
-        i = j + 1;
-    }
-    let positives = labels.iter().filter(|l| **l).count() as f64;
-    let negatives = labels.len() as f64 - positives;
-    if positives == 0.0 || negatives == 0.0 {
-        return f64::NAN;
-    }
-    let rank_sum: f64 = ranks
-        .iter()
-        .zip(labels)
-        .filter(|(_, l)| **l)
-        .map(|(r, _)| r)
-        .sum();
-    (rank_sum - positives * (positives + 1.0) / 2.0) / (positives * negatives)
-}
-
-/// The evaluations as a text table: one block per method, then one summary line.
-pub fn render(evaluations: &[Evaluation], options: &FitOptions) -> String {
+/// The evaluations of each named set as text: per set, one table per method (per service
+/// and the mean); then a summary line per set and method, and with several sets the mean
+/// over the sets.
+pub fn render(sets: &[(String, Vec<Evaluation>)], options: &FitOptions) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "Thresholds learned on each service's training data for a target false-positive rate of {}.",
         options.target_fpr
     );
-    for evaluation in evaluations {
-        let _ = writeln!(out, "\n{}", evaluation.method.name());
-        let _ = writeln!(
-            out,
-            "{:<12} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}",
-            "service", "P", "R", "F1", "PA-P", "PA-R", "PA-F1", "AUC"
-        );
-        let rows = evaluation
-            .services
-            .iter()
-            .map(|(n, q)| (n.as_str(), q))
-            .chain([("mean", &evaluation.mean)]);
-        for (name, q) in rows {
+    let _ = writeln!(
+        out,
+        "Means over the services with labelled anomalies; best-F1 is the best point-wise F1 of any threshold (chosen with the labels, for reference)."
+    );
+    for (set, evaluations) in sets {
+        for evaluation in evaluations {
             let _ = writeln!(
                 out,
-                "{:<12} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>6.3}",
-                name, q.precision, q.recall, q.f1, q.pa_precision, q.pa_recall, q.pa_f1, q.auc
+                "\n{set}: {} ({:.2} s)",
+                evaluation.method.name(),
+                evaluation.elapsed.as_secs_f64()
             );
+            let _ = writeln!(
+                out,
+                "{:<12} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7}",
+                "service", "P", "R", "F1", "PA-P", "PA-R", "PA-F1", "AUC", "best-F1"
+            );
+            let rows = evaluation
+                .services
+                .iter()
+                .map(|o| (o.service.as_str(), &o.quality))
+                .chain([("mean", &evaluation.mean)]);
+            for (name, q) in rows {
+                let _ = writeln!(
+                    out,
+                    "{:<12} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>7.3}",
+                    name,
+                    q.precision,
+                    q.recall,
+                    q.f1,
+                    q.pa_precision,
+                    q.pa_recall,
+                    q.pa_f1,
+                    q.auc,
+                    q.best_f1
+                );
+            }
         }
     }
-    let _ = writeln!(out);
-    let summary: Vec<String> = evaluations
-        .iter()
-        .map(|e| {
-            format!(
-                "{} PA-F1 {:.3} F1 {:.3} AUC {:.3}",
-                e.method.name(),
-                e.mean.pa_f1,
-                e.mean.f1,
-                e.mean.auc
-            )
-        })
-        .collect();
-    let _ = write!(
-        out,
-        "summary: {} services: {}",
-        evaluations.first().map_or(0, |e| e.services.len()),
-        summary.join("; ")
-    );
+    let _ = writeln!(out, "\nsummary (mean over services):");
+    for (set, evaluations) in sets {
+        let (services, with) = evaluations
+            .first()
+            .map_or((0, 0), |e| (e.services.len(), e.with_anomalies));
+        let _ = writeln!(out, "{set}: {services} services, {with} with anomalies");
+        for e in evaluations {
+            let _ = writeln!(out, "  {}", summary(e.method, &e.mean, e.elapsed));
+        }
+    }
+    if sets.len() > 1 {
+        let _ = writeln!(out, "mean over the {} sets:", sets.len());
+        let methods: Vec<Method> = sets[0].1.iter().map(|e| e.method).collect();
+        for (i, method) in methods.into_iter().enumerate() {
+            let means: Vec<Quality> = sets
+                .iter()
+                .filter_map(|(_, e)| e.get(i))
+                .map(|e| e.mean)
+                .collect();
+            let elapsed = sets
+                .iter()
+                .filter_map(|(_, e)| e.get(i))
+                .map(|e| e.elapsed)
+                .sum();
+            let (mean, _) = Quality::mean(&means);
+            let _ = writeln!(out, "  {}", summary(method, &mean, elapsed));
+        }
+    }
+    out.truncate(out.trim_end().len());
     out
+}
+
+fn summary(method: Method, q: &Quality, elapsed: Duration) -> String {
+    format!(
+        "{:<9} AUC {:.3}  PA-F1 {:.3}  F1 {:.3}  best-F1 {:.3}  ({:.2} s)",
+        method.name(),
+        q.auc,
+        q.pa_f1,
+        q.f1,
+        q.best_f1,
+        elapsed.as_secs_f64()
+    )
 }

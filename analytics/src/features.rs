@@ -103,6 +103,14 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// The step of each row: its window's index in time (window start ÷ `window_ns`).
+    pub fn steps(&self, window_ns: i64) -> Vec<i64> {
+        self.keys
+            .iter()
+            .map(|(w, _)| w.div_euclid(window_ns.max(1)))
+            .collect()
+    }
+
     /// Row ranges of each entity (rows are sorted by entity, then window).
     pub fn sequences(&self) -> Vec<std::ops::Range<usize>> {
         let mut out = Vec::new();

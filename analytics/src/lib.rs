@@ -38,7 +38,7 @@ pub use service::{Analytics, AnalyticsHandler, AnalyticsHandlerRef};
 pub enum Error {
     /// A detector name that does not exist.
     #[snafu(display(
-        "unknown detector {name:?} (one of mad, ewma, pca, gmm, kmeans, iforest, ensemble)"
+        "unknown detector {name:?} (one of forecast, mad, ewma, pca, gmm, kmeans, iforest, ensemble)"
     ))]
     UnknownDetector {
         /// The name given.

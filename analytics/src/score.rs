@@ -53,7 +53,8 @@ pub async fn score_window(
     let mut result = WindowResult::default();
     for (i, (window, entity)) in frame.keys.iter().enumerate() {
         let state = states.entry(entity.clone()).or_default();
-        let scored = model.fitted.score(frame.matrix.row(i), state);
+        let step = window.div_euclid(spec.window_ns().max(1));
+        let scored = model.fitted.score(step, frame.matrix.row(i), state);
         let tags = vec![
             ("model".to_owned(), model.info.name.clone()),
             (spec.group_by.clone(), entity.clone()),

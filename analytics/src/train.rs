@@ -96,9 +96,11 @@ pub async fn train(
         target_fpr: request.target_fpr,
         ..FitOptions::default()
     };
+    let window_ns = request.spec.window_ns();
     let fitted = tokio::task::spawn_blocking(move || {
         let sequences = frame.sequences();
-        Fitted::fit(kind, names, &frame.matrix, &sequences, options)
+        let steps = frame.steps(window_ns);
+        Fitted::fit(kind, names, &frame.matrix, &sequences, &steps, options)
             .map(|f| (f, frame.matrix.rows()))
     })
     .await

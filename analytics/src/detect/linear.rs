@@ -1,6 +1,7 @@
 //! PCA reconstruction error (linfa-reduction): normal rows lie close to the subspace of the
 //! training data's main components; the squared residual of each feature is its
-//! contribution.
+//! contribution. At most `features − 1` components are kept, so a univariate model scores
+//! the squared distance from the training mean.
 
 use linfa::DatasetBase;
 use linfa::traits::Fit;
@@ -46,10 +47,10 @@ impl Pca {
                 }
             }
         }
-        // Keep at least one residual dimension when there are several features.
-        if z.cols() > 1 {
-            keep = keep.min(z.cols() - 1);
-        }
+        // Keep at least one residual dimension: with one feature no component is kept and the
+        // score is the squared distance from the training mean (reconstructing a single
+        // feature from itself would score every row 0).
+        keep = keep.min(z.cols() - 1);
         let components = pca
             .components()
             .rows()
