@@ -91,9 +91,10 @@ impl Config {
 
     /// Every section's values, the first one out of range named by its whole key.
     fn validate(&self) -> Result<(), InvalidSetting> {
-        // A section plugs its own checks in here by implementing `Validate` (`[broker]` and
-        // `[analytics]` do not yet).
-        let sections: [(&str, &dyn Validate); 4] = [
+        // A section plugs its own checks in here by implementing `Validate` (`[analytics]`
+        // does not yet).
+        let sections: [(&str, &dyn Validate); 5] = [
+            ("broker", &self.broker),
             ("store", &self.store),
             ("api", &self.api),
             ("collector", &self.collector),
@@ -153,6 +154,9 @@ mod tests {
             "collector.ipmi.timeout_secs = NaN: allowed from 0.1 to 3600",
             "collector.slurm.timeout_secs = 0: allowed from 0.1 to 3600",
             "simulate.period_secs = -2: allowed from 0.001 to 86400",
+            "broker.max_inflight = 0: allowed from 1 to 65535",
+            "broker.max_packet_bytes = 10: allowed from 64 to 268435455",
+            "broker.tls_listen = localhost: allowed only with tls_cert and tls_key",
         ];
         for message in refused {
             let (assignment, _) = message.split_once(':').unwrap();

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use exawatch_protocol::settings::{InvalidSetting, Validate, at_least, within};
 use futures::future::BoxFuture;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
@@ -114,40 +115,25 @@ impl Default for BrokerConfig {
     }
 }
 
-impl BrokerConfig {
-    /// Checks the values a server could not run with; the error names the key.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        let at_least = |key: &str, value: usize, min: usize| {
-            if value < min {
-                Err(format!("broker.{key} = {value}: must be at least {min}"))
-            } else {
-                Ok(())
-            }
-        };
+impl Validate for BrokerConfig {
+    fn validate(&self) -> Result<(), InvalidSetting> {
         at_least("max_connections", self.max_connections, 1)?;
-        at_least("max_packet_bytes", self.max_packet_bytes, 64)?;
-        if self.max_packet_bytes > 268_435_455 {
-            return Err(format!(
-                "broker.max_packet_bytes = {}: MQTT packets are at most 268435455 bytes",
-                self.max_packet_bytes
-            ));
-        }
-        at_least("max_inflight", self.max_inflight, 1)?;
-        if self.max_inflight > usize::from(u16::MAX) {
-            return Err(format!(
-                "broker.max_inflight = {}: at most 65535",
-                self.max_inflight
-            ));
-        }
+        // 268435455 is the largest packet MQTT's remaining length can say.
+        within("max_packet_bytes", self.max_packet_bytes, 64..=268_435_455)?;
+        within("max_inflight", self.max_inflight, 1..=usize::from(u16::MAX))?;
         at_least("max_queued_messages", self.max_queued_messages, 1)?;
-        at_least("max_keepalive_secs", self.max_keepalive_secs.into(), 1)?;
-        at_least(
+        at_least("max_keepalive_secs", self.max_keepalive_secs, 1)?;
+        within(
             "connection_timeout_ms",
-            self.connection_timeout_ms as usize,
-            1,
+            self.connection_timeout_ms,
+            1..=3_600_000,
         )?;
         if self.tls_listen.is_some() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
-            return Err("broker.tls_listen needs broker.tls_cert and broker.tls_key".into());
+            return Err(InvalidSetting {
+                key: "tls_listen".into(),
+                value: self.tls_listen.clone().unwrap_or_default(),
+                allowed: "only with tls_cert and tls_key".into(),
+            });
         }
         Ok(())
     }

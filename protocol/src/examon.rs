@@ -15,8 +15,12 @@ use snafu::Snafu;
 
 use crate::{Batch, RESERVED_COLUMNS, Sample, Value};
 
+pub use cache::TopicCache;
+
 #[cfg(test)]
 mod tests;
+
+mod cache;
 
 /// Largest decompressed `bulk` payload accepted (a guard against gzip bombs).
 pub const MAX_INFLATED_BYTES: u64 = 64 << 20;

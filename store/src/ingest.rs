@@ -2,7 +2,7 @@
 //! what is dropped.
 
 use exawatch_protocol::Batch;
-use exawatch_protocol::examon::Decoded;
+use exawatch_protocol::examon::{Decoded, TopicCache};
 use exawatch_protocol::mqtt;
 
 use crate::Store;
@@ -51,6 +51,7 @@ impl MqttIngest {
         MqttConnection {
             ingest: self.clone(),
             batch: Batch::new(),
+            topics: TopicCache::default(),
             now_ns: None,
         }
     }
@@ -62,6 +63,8 @@ impl MqttIngest {
 pub struct MqttConnection {
     ingest: MqttIngest,
     batch: Batch,
+    /// The series of the connection's EXAMON topics.
+    topics: TopicCache,
     /// The time given to samples without one, read once per batch.
     now_ns: Option<i64>,
 }
@@ -69,6 +72,9 @@ pub struct MqttConnection {
 impl MqttConnection {
     /// Decodes one message into the pending batch (malformed ones are counted and dropped).
     pub fn push(&mut self, topic: &[u8], payload: &[u8]) {
+        if self.topics.decode_csv(topic, payload, &mut self.batch) {
+            return;
+        }
         let now_ns = *self.now_ns.get_or_insert_with(crate::now_ns);
         self.ingest.decode(topic, payload, now_ns, &mut self.batch);
     }
