@@ -144,3 +144,77 @@ fn sigkill_during_ingest_flush_and_compaction_loses_and_duplicates_nothing() {
             > 0.0
     );
 }
+
+/// MQTT QoS 1 (issue 21): a PUBACK is sent only once the sample is in the write-ahead log, so
+/// every sample acknowledged before a SIGKILL is there after the restart, exactly once.
+#[test]
+fn mqtt_qos1_acknowledged_samples_survive_sigkill() {
+    use std::io::{BufReader, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]);
+    const MESSAGES: u16 = 30_000;
+    let stream = std::net::TcpStream::connect(("127.0.0.1", server.mqtt)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    writer
+        .write_all(&[
+            0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 0, 0, 2, b'q', b'1',
+        ])
+        .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut connack = [0u8; 4];
+    reader.read_exact(&mut connack).unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let reading = {
+        let acked = Arc::clone(&acked);
+        std::thread::spawn(move || {
+            let mut puback = [0u8; 4];
+            while reader.read_exact(&mut puback).is_ok() {
+                assert_eq!(&puback[..2], &[0x40, 2], "PUBACK");
+                acked
+                    .lock()
+                    .unwrap()
+                    .push(u16::from_be_bytes([puback[2], puback[3]]));
+            }
+        })
+    };
+    // Publishes with packet identifier = sequence number = value, 100 in flight at most.
+    for seq in 1..=MESSAGES {
+        while usize::from(seq) > acked.lock().unwrap().len() + 100 {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let topic = format!("org/o/node/n{}/plugin/p/chnl/data/acked", seq % 7);
+        let payload = format!(
+            "{seq};{}.{:03}",
+            1_700_000_000 + u32::from(seq) / 1000,
+            seq % 1000
+        );
+        let mut packet = vec![0x32, (2 + topic.len() + 2 + payload.len()) as u8];
+        packet.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+        packet.extend_from_slice(topic.as_bytes());
+        packet.extend_from_slice(&seq.to_be_bytes());
+        packet.extend_from_slice(payload.as_bytes());
+        if writer.write_all(&packet).is_err() {
+            break;
+        }
+        if seq == MESSAGES / 2 {
+            server.signal("-KILL");
+            break;
+        }
+    }
+    reading.join().unwrap();
+    drop(server);
+    let acked: HashSet<u16> = acked.lock().unwrap().iter().copied().collect();
+    assert!(acked.len() > 1000, "{} acknowledged before the kill", acked.len());
+
+    let server = Server::start(&data, &[]);
+    let stored = server.sql("SELECT value FROM samples WHERE metric = 'acked'");
+    let mut seen: HashMap<u16, usize> = HashMap::new();
+    for row in stored {
+        *seen.entry(row["value"].as_f64().unwrap() as u16).or_default() += 1;
+    }
+    let missing: Vec<u16> = acked.iter().filter(|v| !seen.contains_key(v)).copied().collect();
+    assert!(missing.is_empty(), "acknowledged, then lost: {missing:?}");
+    assert!(seen.values().all(|&n| n == 1), "each sample once");
+}

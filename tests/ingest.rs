@@ -409,3 +409,64 @@ fn malformed_inputs_are_refused_counted_and_change_nothing() {
         "nothing stored changed"
     );
 }
+
+/// A publisher writing as fast as its socket takes, far more than the store may hold in
+/// memory (issue 21): the broker stops reading while flushes make room, so the connection is
+/// slowed down, not dropped, and every sample is stored.
+#[test]
+fn an_mqtt_publisher_faster_than_the_store_is_slowed_and_loses_nothing() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &[
+            "--set",
+            "store.max_buffer_rows=20000",
+            "--set",
+            "store.flush_max_rows=10000",
+        ],
+    );
+    const MESSAGES: usize = 200_000;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.mqtt)).unwrap();
+    // CONNECT (3.1.1, clean session, keep-alive 0), then its CONNACK.
+    stream
+        .write_all(&[
+            0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 0, 0, 2, b'o', b'v',
+        ])
+        .unwrap();
+    let mut connack = [0u8; 4];
+    stream.read_exact(&mut connack).unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+    let mut burst = Vec::new();
+    for i in 0..MESSAGES {
+        let topic = format!("org/o/node/n{}/plugin/p/chnl/data/flood", i % 50);
+        let payload = format!("{i};{}.{:03}", 1_700_000_000 + i / 1000, i % 1000);
+        burst.push(0x30);
+        burst.push((2 + topic.len() + payload.len()) as u8);
+        burst.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+        burst.extend_from_slice(topic.as_bytes());
+        burst.extend_from_slice(payload.as_bytes());
+    }
+    for chunk in burst.chunks(256 * 1024) {
+        stream.write_all(chunk).unwrap();
+    }
+    stream.write_all(&[0xe0, 0]).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while server.count("WHERE metric = 'flood'") < MESSAGES as u64 {
+        assert!(std::time::Instant::now() < deadline, "not all stored");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(server.count("WHERE metric = 'flood'"), MESSAGES as u64);
+    assert!(
+        server.metric("exawatch_flushes_total") >= 10.0,
+        "the burst was far more than memory holds"
+    );
+    assert!(
+        server.metric("exawatch_broker_ingest_wait_seconds_total") > 0.0,
+        "the publisher was held back"
+    );
+    assert!(
+        !server.metrics().contains("exawatch_broker_connections_closed_total{"),
+        "the broker closed no connection"
+    );
+}
