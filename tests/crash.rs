@@ -206,15 +206,25 @@ fn mqtt_qos1_acknowledged_samples_survive_sigkill() {
     reading.join().unwrap();
     drop(server);
     let acked: HashSet<u16> = acked.lock().unwrap().iter().copied().collect();
-    assert!(acked.len() > 1000, "{} acknowledged before the kill", acked.len());
+    assert!(
+        acked.len() > 1000,
+        "{} acknowledged before the kill",
+        acked.len()
+    );
 
     let server = Server::start(&data, &[]);
     let stored = server.sql("SELECT value FROM samples WHERE metric = 'acked'");
     let mut seen: HashMap<u16, usize> = HashMap::new();
     for row in stored {
-        *seen.entry(row["value"].as_f64().unwrap() as u16).or_default() += 1;
+        *seen
+            .entry(row["value"].as_f64().unwrap() as u16)
+            .or_default() += 1;
     }
-    let missing: Vec<u16> = acked.iter().filter(|v| !seen.contains_key(v)).copied().collect();
+    let missing: Vec<u16> = acked
+        .iter()
+        .filter(|v| !seen.contains_key(v))
+        .copied()
+        .collect();
     assert!(missing.is_empty(), "acknowledged, then lost: {missing:?}");
     assert!(seen.values().all(|&n| n == 1), "each sample once");
 }
