@@ -159,15 +159,65 @@ mod tests {
             "broker.tls_listen = localhost: allowed only with tls_cert and tls_key",
         ];
         for message in refused {
-            let (assignment, _) = message.split_once(':').unwrap();
+            let (assignment, _) = message.split_once(": allowed").unwrap();
             let set = assignment.replace(" = ", "=").to_lowercase();
-            let error = Config::load(None, &[set.clone()]).unwrap_err();
+            let error = Config::load(None, std::slice::from_ref(&set)).unwrap_err();
             assert_eq!(
                 format!("{error:#}"),
                 format!("invalid configuration (from defaults and --set): {message}"),
                 "--set {set}"
             );
         }
+        let error = Config::load(None, &["api.tls_cert=/etc/api.crt".into()]).unwrap_err();
+        assert!(
+            format!("{error:#}")
+                .ends_with("api.tls_key = none: allowed a PEM key file when tls_cert is set"),
+            "{error:#}"
+        );
+    }
+
+    /// `Debug` of a configuration with every secret set shows none of them (issue 28).
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let secrets = [
+            "s3-secret-value",
+            "collector-mqtt-password",
+            "simulate-mqtt-password",
+            "api-user-token",
+            "api-user-password",
+            "broker-user-password",
+        ];
+        let mut config = Config::load(
+            None,
+            &[
+                format!("store.s3_secret_access_key={}", secrets[0]),
+                "store.s3_access_key_id=AKIDEXAMPLE".into(),
+                "collector.username=collector".into(),
+                format!("collector.password={}", secrets[1]),
+                "simulate.username=simulator".into(),
+                format!("simulate.password={}", secrets[2]),
+                format!(
+                    r#"api.users=[{{name = "u", role = "read", token = "{}", password = "{}"}}]"#,
+                    secrets[3], secrets[4]
+                ),
+                format!(
+                    r#"broker.users=[{{name = "n01", password = "{}", node = "n01"}}]"#,
+                    secrets[5]
+                ),
+            ],
+        )
+        .unwrap();
+        config.api.tls_cert = Some("/etc/exawatch/api.crt".into());
+        config.api.tls_key = Some("/etc/exawatch/api.key".into());
+        assert_eq!(config.collector.mqtt.password, secrets[1]);
+        let debug = format!("{config:?} {config:#?}");
+        for secret in secrets {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        assert!(
+            debug.contains("AKIDEXAMPLE") && debug.contains("collector"),
+            "{debug}"
+        );
     }
 
     #[test]

@@ -230,7 +230,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Collect(args) => {
             let mut config = args.config.load()?.collector;
             if let Some(broker) = args.broker {
-                config.broker = broker;
+                config.mqtt.broker = broker;
             }
             if let Some(root) = args.root {
                 config.root = root;

@@ -75,10 +75,9 @@ pub(crate) async fn run(mut config: Config, simulate: usize) -> Result<()> {
     let (stop_api, api_stopped) = watch::channel(false);
 
     let router = exawatch_api::router(state);
-    let api = match config.api.tls_cert.as_str() {
-        "" => tokio::spawn(exawatch_api::serve(http, router, until(api_stopped))),
-        cert => {
-            let tls = tls::server_config(cert.as_ref(), config.api.tls_key.as_ref())?;
+    let api = match (&config.api.tls_cert, &config.api.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = tls::server_config(cert, key)?;
             tokio::spawn(exawatch_api::serve_tls(
                 http,
                 router,
@@ -86,6 +85,7 @@ pub(crate) async fn run(mut config: Config, simulate: usize) -> Result<()> {
                 until(api_stopped),
             ))
         }
+        _ => tokio::spawn(exawatch_api::serve(http, router, until(api_stopped))),
     };
     let flusher = {
         let store = store.clone();
@@ -102,13 +102,15 @@ pub(crate) async fn run(mut config: Config, simulate: usize) -> Result<()> {
         tokio::spawn(async move { analytics.run_reports(stopped).await })
     };
 
-    let local_broker = format!("127.0.0.1:{}", broker.listen().port());
+    let local_broker = exawatch_collectors::MqttConnection {
+        broker: format!("127.0.0.1:{}", broker.listen().port()),
+        username,
+        password,
+    };
     let mut sources = Vec::new();
     if config.local_collector {
         let collector = exawatch_collectors::CollectorConfig {
-            broker: local_broker.clone(),
-            username: username.clone(),
-            password: password.clone(),
+            mqtt: local_broker.clone(),
             ..config.collector.clone()
         };
         let stopped = until(sources_stopped.clone());
@@ -120,10 +122,8 @@ pub(crate) async fn run(mut config: Config, simulate: usize) -> Result<()> {
     }
     if simulate > 0 {
         let simulated = exawatch_collectors::SimulateConfig {
-            broker: local_broker,
+            mqtt: local_broker,
             nodes: simulate,
-            username,
-            password,
             ..config.simulate.clone()
         };
         let stopped = until(sources_stopped.clone());

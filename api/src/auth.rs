@@ -17,6 +17,7 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use exawatch_protocol::settings::redacted;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -69,8 +70,8 @@ impl std::fmt::Debug for ApiUser {
         f.debug_struct("ApiUser")
             .field("name", &self.name)
             .field("role", &self.role)
-            .field("token", &(!self.token.is_empty()).then_some("…"))
-            .field("password", &(!self.password.is_empty()).then_some("…"))
+            .field("token", &redacted(&self.token))
+            .field("password", &redacted(&self.password))
             .finish()
     }
 }

@@ -20,6 +20,7 @@ mod sql;
 mod testutil;
 mod write;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
@@ -57,10 +58,10 @@ pub struct ApiConfig {
     pub promql_max_samples: usize,
     /// Users; when any is configured every request but `/health` needs credentials.
     pub users: Vec<ApiUser>,
-    /// PEM certificate chain for HTTPS; empty: plain HTTP.
-    pub tls_cert: String,
-    /// PEM private key for HTTPS.
-    pub tls_key: String,
+    /// PEM certificate chain for HTTPS (with `tls_key`); none: plain HTTP.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS (with `tls_cert`).
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -73,8 +74,8 @@ impl Default for ApiConfig {
             max_body_bytes: 16 << 20,
             promql_max_samples: 50_000_000,
             users: Vec::new(),
-            tls_cert: String::new(),
-            tls_key: String::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -89,7 +90,20 @@ impl Validate for ApiConfig {
         )?;
         at_least("query_memory_bytes", self.query_memory_bytes, 1)?;
         at_least("max_body_bytes", self.max_body_bytes, 1)?;
-        at_least("promql_max_samples", self.promql_max_samples, 1)
+        at_least("promql_max_samples", self.promql_max_samples, 1)?;
+        let missing = |key: &str, allowed: &str| InvalidSetting {
+            key: key.to_owned(),
+            value: "none".to_owned(),
+            allowed: allowed.to_owned(),
+        };
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => Err(missing("tls_key", "a PEM key file when tls_cert is set")),
+            (None, Some(_)) => Err(missing(
+                "tls_cert",
+                "a PEM certificate file when tls_key is set",
+            )),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -7,20 +7,69 @@
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
-use exawatch_protocol::settings::{InvalidSetting, Validate, at_least, within};
+use exawatch_protocol::settings::{InvalidSetting, Validate, at_least, redacted, within};
 
 /// Sampling periods (`period_secs`) from a millisecond to a day.
 pub(crate) const PERIOD_SECS: RangeInclusive<f64> = 0.001..=86_400.0;
 /// How long an external command (`ipmitool`, `squeue`) may run: 0.1 s to an hour.
 const COMMAND_TIMEOUT_SECS: RangeInclusive<f64> = 0.1..=3600.0;
 
+/// How a publisher reaches the MQTT broker and logs in: keys of `[collector]` and of
+/// `[simulate]` alike (flattened into each).
+#[derive(Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct MqttConnection {
+    /// MQTT broker, `HOST[:PORT]`.
+    pub broker: String,
+    /// MQTT user name, when the broker requires a login; empty: anonymous.
+    pub username: String,
+    /// MQTT password.
+    pub password: String,
+}
+
+impl Default for MqttConnection {
+    fn default() -> Self {
+        Self {
+            broker: "127.0.0.1:1883".to_owned(),
+            username: String::new(),
+            password: String::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for MqttConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttConnection")
+            .field("broker", &self.broker)
+            .field("username", &self.username)
+            .field("password", &redacted(&self.password))
+            .finish()
+    }
+}
+
+impl MqttConnection {
+    /// An anonymous connection to `broker`.
+    pub fn anonymous(broker: impl Into<String>) -> Self {
+        Self {
+            broker: broker.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The login, none when `username` is empty.
+    pub(crate) fn credentials(&self) -> Option<(String, String)> {
+        (!self.username.is_empty()).then(|| (self.username.clone(), self.password.clone()))
+    }
+}
+
 /// `[collector]` section of exawatch.toml; every field also a CLI flag or `--set` key in the
 /// binary.
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct CollectorConfig {
-    /// MQTT broker, `HOST[:PORT]`.
-    pub broker: String,
+    /// The broker and the login: `broker`, `username`, `password` (keys of this section).
+    #[serde(flatten)]
+    pub mqtt: MqttConnection,
     /// `org` tag of every sample.
     pub org: String,
     /// `cluster` tag of every sample.
@@ -35,10 +84,6 @@ pub struct CollectorConfig {
     pub offline_buffer_messages: usize,
     /// MQTT QoS, 0 or 1.
     pub qos: u8,
-    /// MQTT user name, when the broker requires a login; empty: anonymous.
-    pub username: String,
-    /// MQTT password.
-    pub password: String,
     /// `linux`: procfs counters and filesystem usage.
     pub linux: LinuxConfig,
     /// `perf`: per-core hardware counters through `perf_event_open`.
@@ -64,7 +109,7 @@ pub struct CollectorConfig {
 impl Default for CollectorConfig {
     fn default() -> Self {
         Self {
-            broker: "127.0.0.1:1883".to_owned(),
+            mqtt: MqttConnection::default(),
             org: "exawatch".to_owned(),
             cluster: "local".to_owned(),
             node: None,
@@ -72,8 +117,6 @@ impl Default for CollectorConfig {
             root: PathBuf::from("/"),
             offline_buffer_messages: 100_000,
             qos: 0,
-            username: String::new(),
-            password: String::new(),
             linux: LinuxConfig::default(),
             perf: FamilyConfig::default(),
             cpufreq: FamilyConfig::default(),

@@ -50,7 +50,8 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 pub use config::{
-    CollectorConfig, FamilyConfig, IpmiConfig, LinuxConfig, NvidiaConfig, SlurmConfig,
+    CollectorConfig, FamilyConfig, IpmiConfig, LinuxConfig, MqttConnection, NvidiaConfig,
+    SlurmConfig,
 };
 pub use error::{Error, Result};
 
@@ -96,8 +97,9 @@ impl CollectorConfig {
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct SimulateConfig {
-    /// MQTT broker, `HOST[:PORT]`.
-    pub broker: String,
+    /// The broker and the login: `broker`, `username`, `password` (keys of this section).
+    #[serde(flatten)]
+    pub mqtt: MqttConnection,
     /// `org` tag of every sample.
     pub org: String,
     /// `cluster` tag of every sample.
@@ -108,10 +110,6 @@ pub struct SimulateConfig {
     pub period_secs: f64,
     /// Seed of every node's random generator: equal seeds give equal telemetry.
     pub seed: u64,
-    /// MQTT user name, when the broker requires a login; empty: anonymous.
-    pub username: String,
-    /// MQTT password.
-    pub password: String,
     /// Inject a fan failure into this node (index) for testing anomaly detection: see
     /// [`simulate::Fault`].
     pub fault_node: Option<usize>,
@@ -129,23 +127,16 @@ impl Validate for SimulateConfig {
 impl Default for SimulateConfig {
     fn default() -> Self {
         Self {
-            broker: "127.0.0.1:1883".to_owned(),
+            mqtt: MqttConnection::default(),
             org: "acme".to_owned(),
             cluster: "sim".to_owned(),
             nodes: 0,
             period_secs: 2.0,
             seed: 42,
-            username: String::new(),
-            password: String::new(),
             fault_node: None,
             fault_at_secs: 0.0,
         }
     }
-}
-
-/// The login for the publisher: none when `username` is empty.
-fn credentials(username: &str, password: &str) -> Option<(String, String)> {
-    (!username.is_empty()).then(|| (username.to_owned(), password.to_owned()))
 }
 
 /// A sensor family and whether it can run on this node, with the reason.
@@ -294,11 +285,10 @@ pub async fn run(
     let filter = schedule::command_filter(&tags);
     let (publisher, incoming) = Publisher::start_subscribed(
         PublisherConfig {
-            broker: config.broker.clone(),
+            connection: config.mqtt.clone(),
             client_id: format!("exawatch-collect-{node}-{}", std::process::id()),
             qos: config.qos,
             offline_buffer_messages: config.offline_buffer_messages,
-            credentials: credentials(&config.username, &config.password),
         },
         if once {
             Vec::new()
@@ -307,7 +297,7 @@ pub async fn run(
         },
     )?;
     let families: Vec<&str> = tasks.iter().filter(|t| t.enabled).map(|t| t.name).collect();
-    info!(broker = %config.broker, %node, ?families, once, "Collector started.");
+    info!(broker = %config.mqtt.broker, %node, ?families, once, "Collector started.");
 
     let mut shutdown = std::pin::pin!(shutdown);
     if once {
@@ -315,7 +305,7 @@ pub async fn run(
             tasks,
             publisher,
             &context.jobs,
-            config.broker,
+            config.mqtt.broker,
             &mut shutdown,
         )
         .await;
@@ -429,13 +419,12 @@ pub async fn simulate(
         return Ok(RunStats::default());
     }
     let publisher = Publisher::start(PublisherConfig {
-        broker: config.broker.clone(),
+        connection: config.mqtt.clone(),
         client_id: format!("exawatch-simulate-{}", std::process::id()),
         qos: 0,
         offline_buffer_messages: CollectorConfig::default().offline_buffer_messages,
-        credentials: credentials(&config.username, &config.password),
     })?;
-    info!(broker = %config.broker, nodes = config.nodes, period_secs = config.period_secs, seed = config.seed, "Simulator started.");
+    info!(broker = %config.mqtt.broker, nodes = config.nodes, period_secs = config.period_secs, seed = config.seed, "Simulator started.");
     tokio::select! {
         () = shutdown => {}
         () = simulate::drive(&config, period, &publisher) => {}

@@ -33,6 +33,7 @@ use tracing::{debug, info, warn};
 pub use buffer::Message;
 use buffer::OfflineBuffer;
 
+use crate::MqttConnection;
 use crate::error::{BrokerAddressSnafu, OfflineBufferSnafu, QosSnafu, Result};
 
 /// Largest MQTT packet sent or accepted; EXAMON messages are around a hundred bytes.
@@ -57,16 +58,15 @@ const LEADING_TAGS: [&str; 5] = ["org", "cluster", "node", "plugin", "chnl"];
 /// Settings of one publisher (one MQTT connection).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PublisherConfig {
-    /// `HOST[:PORT]`, e.g. `127.0.0.1:1883`; `[::1]:1883` for IPv6.
-    pub broker: String,
+    /// The broker (`HOST[:PORT]`, e.g. `127.0.0.1:1883`; `[::1]:1883` for IPv6) and the
+    /// login, when the broker requires one.
+    pub connection: MqttConnection,
     /// MQTT client id; unique per connection, or the broker drops the older one.
     pub client_id: String,
     /// 0 (at most once) or 1 (at least once).
     pub qos: u8,
     /// Messages kept while the broker is unreachable; beyond that the oldest are dropped.
     pub offline_buffer_messages: usize,
-    /// User name and password, when the broker requires a login.
-    pub credentials: Option<(String, String)>,
 }
 
 /// Counters of one publisher, as returned by [`Publisher::stats`].
@@ -165,13 +165,12 @@ impl Publisher {
         filters: Vec<String>,
     ) -> Result<(Self, mpsc::Receiver<Message>)> {
         let PublisherConfig {
-            broker,
+            connection,
             client_id,
             qos,
             offline_buffer_messages,
-            credentials,
         } = config;
-        let (host, port) = parse_broker(&broker)?;
+        let (host, port) = parse_broker(&connection.broker)?;
         let qos = match qos {
             0 => QoS::AtMostOnce,
             1 => QoS::AtLeastOnce,
@@ -185,7 +184,7 @@ impl Publisher {
             .set_clean_session(true)
             .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
             .set_request_channel_capacity(REQUEST_CHANNEL_CAPACITY);
-        if let Some((username, password)) = credentials {
+        if let Some((username, password)) = connection.credentials() {
             options.set_credentials(username, password);
         }
         let (client, event_loop) = AsyncClient::new(options, REQUEST_CHANNEL_CAPACITY);
@@ -211,7 +210,7 @@ impl Publisher {
             connected: connected_tx,
             stop: event_loop_stop,
             qos,
-            broker: broker.clone(),
+            broker: connection.broker.clone(),
         }));
         let forwarder = tokio::spawn(forward(
             client.clone(),
@@ -222,7 +221,7 @@ impl Publisher {
         ));
         let publisher = Self {
             shared,
-            broker,
+            broker: connection.broker,
             client,
             connected,
             stop_forwarder,

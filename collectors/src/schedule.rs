@@ -357,11 +357,10 @@ mod tests {
         };
         let publisher = Arc::new(
             Publisher::start(crate::publisher::PublisherConfig {
-                broker: "127.0.0.1:9".into(),
+                connection: crate::MqttConnection::anonymous("127.0.0.1:9"),
                 client_id: "t".into(),
                 qos: 0,
                 offline_buffer_messages: 10,
-                credentials: None,
             })
             .expect("publisher"),
         );

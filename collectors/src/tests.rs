@@ -12,7 +12,7 @@ fn fixture_root() -> PathBuf {
 fn defaults() {
     let c = CollectorConfig::default();
     assert_eq!(
-        (c.broker.as_str(), c.org.as_str(), c.cluster.as_str()),
+        (c.mqtt.broker.as_str(), c.org.as_str(), c.cluster.as_str()),
         ("127.0.0.1:1883", "exawatch", "local")
     );
     assert_eq!(c.node, None);
@@ -128,7 +128,7 @@ async fn run_refuses_bad_configs() {
         ));
     }
     let config = CollectorConfig {
-        broker: "no port:x".into(),
+        mqtt: MqttConnection::anonymous("no port:x"),
         root: fixture_root(),
         ..CollectorConfig::default()
     };
@@ -148,7 +148,7 @@ async fn run_and_simulate_stop_on_shutdown() {
     };
     let broker = format!("127.0.0.1:{port}");
     let config = CollectorConfig {
-        broker: broker.clone(),
+        mqtt: MqttConnection::anonymous(broker.clone()),
         root: fixture_root(),
         node: Some("n1".into()),
         period_secs: 0.05,
@@ -167,7 +167,7 @@ async fn run_and_simulate_stop_on_shutdown() {
     assert!(stats.pending > 100, "{stats:?}");
 
     let config = SimulateConfig {
-        broker,
+        mqtt: MqttConnection::anonymous(broker),
         nodes: 3,
         period_secs: 0.05,
         ..SimulateConfig::default()

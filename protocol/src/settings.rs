@@ -2,7 +2,7 @@
 //! implements [`Validate`], and a value out of its range is one [`InvalidSetting`] that
 //! names the key and what it allows. Checked there, a value never reaches the code that
 //! would fail on it at run time (`Duration::from_secs_f64` panics on a negative or NaN
-//! number of seconds).
+//! number of seconds). Sections holding secrets show them in `Debug` through [`redacted`].
 
 use std::fmt::Display;
 use std::ops::RangeInclusive;
@@ -34,6 +34,11 @@ impl InvalidSetting {
 pub trait Validate {
     /// The first value out of its range, its key relative to the section.
     fn validate(&self) -> Result<(), InvalidSetting>;
+}
+
+/// A secret (password, key) as a `Debug` impl shows it: whether it is set, never what it is.
+pub fn redacted(secret: &str) -> Option<&'static str> {
+    (!secret.is_empty()).then_some("…")
 }
 
 /// `value` within `allowed`: NaN never is, nor is an infinity unless `allowed` holds one.

@@ -1,6 +1,6 @@
 //! The `[store]` section of the configuration.
 
-use exawatch_protocol::settings::{InvalidSetting, Validate, at_least, within};
+use exawatch_protocol::settings::{InvalidSetting, Validate, at_least, redacted, within};
 use serde::{Deserialize, Serialize};
 
 /// The longest delay or timeout a `*_secs` key takes: a year.
@@ -21,8 +21,8 @@ pub enum FsyncPolicy {
     Never,
 }
 
-/// Store settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Store settings. `Debug` shows whether `s3_secret_access_key` is set, never its value.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     /// Seconds between flushes of the in-memory buffer to a Parquet file.
@@ -109,6 +109,62 @@ impl Default for StoreConfig {
             delete_delay_secs: 120.0,
             read_cache_mib: 1024,
         }
+    }
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Taken apart whole, so that a new field cannot be left out here.
+        let Self {
+            flush_interval_secs,
+            flush_max_rows,
+            wal_fsync,
+            wal_fsync_interval_ms,
+            wal_segment_bytes,
+            write_queue,
+            max_buffer_rows,
+            zstd_level,
+            object_store_url,
+            s3_endpoint,
+            s3_region,
+            s3_access_key_id,
+            s3_secret_access_key,
+            s3_allow_http,
+            s3_retry_timeout_secs,
+            max_series_per_metric,
+            max_tag_keys,
+            compaction_target_rows,
+            compaction_min_files,
+            retention_days,
+            rollup_retention_days,
+            delete_delay_secs,
+            read_cache_mib,
+        } = self;
+        f.debug_struct("StoreConfig")
+            .field("flush_interval_secs", flush_interval_secs)
+            .field("flush_max_rows", flush_max_rows)
+            .field("wal_fsync", wal_fsync)
+            .field("wal_fsync_interval_ms", wal_fsync_interval_ms)
+            .field("wal_segment_bytes", wal_segment_bytes)
+            .field("write_queue", write_queue)
+            .field("max_buffer_rows", max_buffer_rows)
+            .field("zstd_level", zstd_level)
+            .field("object_store_url", object_store_url)
+            .field("s3_endpoint", s3_endpoint)
+            .field("s3_region", s3_region)
+            .field("s3_access_key_id", s3_access_key_id)
+            .field("s3_secret_access_key", &redacted(s3_secret_access_key))
+            .field("s3_allow_http", s3_allow_http)
+            .field("s3_retry_timeout_secs", s3_retry_timeout_secs)
+            .field("max_series_per_metric", max_series_per_metric)
+            .field("max_tag_keys", max_tag_keys)
+            .field("compaction_target_rows", compaction_target_rows)
+            .field("compaction_min_files", compaction_min_files)
+            .field("retention_days", retention_days)
+            .field("rollup_retention_days", rollup_retention_days)
+            .field("delete_delay_secs", delete_delay_secs)
+            .field("read_cache_mib", read_cache_mib)
+            .finish()
     }
 }
 

@@ -97,11 +97,10 @@ fn sample_topics_lead_with_examon_tags() {
 #[tokio::test]
 async fn invalid_settings_are_refused() {
     let config = |qos, buffer| PublisherConfig {
-        broker: "127.0.0.1:1".into(),
+        connection: MqttConnection::anonymous("127.0.0.1:1"),
         client_id: "t".into(),
         qos,
         offline_buffer_messages: buffer,
-        credentials: None,
     };
     assert!(matches!(
         Publisher::start(config(2, 10)),
@@ -122,11 +121,10 @@ async fn closed_port() -> u16 {
 #[tokio::test]
 async fn unreachable_broker_buffers_and_drops_oldest() {
     let publisher = Publisher::start(PublisherConfig {
-        broker: format!("127.0.0.1:{}", closed_port().await),
+        connection: MqttConnection::anonymous(format!("127.0.0.1:{}", closed_port().await)),
         client_id: "exawatch-test-unreachable".into(),
         qos: 0,
         offline_buffer_messages: 5,
-        credentials: None,
     })
     .expect("start");
     for i in 0..10 {
@@ -216,11 +214,10 @@ async fn delivers_buffers_while_the_broker_is_away_and_resends_on_reconnect() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let publisher = Publisher::start(PublisherConfig {
-        broker: addr.to_string(),
+        connection: MqttConnection::anonymous(addr.to_string()),
         client_id: "exawatch-test-reconnect".into(),
         qos: 0,
         offline_buffer_messages: 100,
-        credentials: None,
     })
     .expect("start");
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -279,11 +276,10 @@ async fn delivers_buffers_while_the_broker_is_away_and_resends_on_reconnect() {
 async fn qos1_counts_acknowledged_messages() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let publisher = Publisher::start(PublisherConfig {
-        broker: listener.local_addr().expect("addr").to_string(),
+        connection: MqttConnection::anonymous(listener.local_addr().expect("addr").to_string()),
         client_id: "exawatch-test-qos1".into(),
         qos: 1,
         offline_buffer_messages: 100,
-        credentials: None,
     })
     .expect("start");
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -306,7 +302,7 @@ async fn qos1_counts_acknowledged_messages() {
 async fn run_once_delivers_every_sample_and_returns() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let config = crate::CollectorConfig {
-        broker: listener.local_addr().expect("addr").to_string(),
+        mqtt: MqttConnection::anonymous(listener.local_addr().expect("addr").to_string()),
         root: std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/linux-node-exporter"),
         node: Some("n1".into()),
