@@ -163,6 +163,22 @@ pub trait IngestConnection: Send + 'static {
     fn commit(&mut self, durable: bool) -> BoxFuture<'static, Result<(), IngestError>>;
 }
 
+/// Reads `bytes` as a client's side of a connection (a CONNECT, then packets) the way a
+/// connection does, until they end or a packet is refused; returns the number of packets
+/// read. The entry point of the `mqtt_packets` fuzz target.
+pub fn read_client_bytes(bytes: &[u8]) -> usize {
+    const MAX_PACKET: usize = 1 << 20;
+    let mut buf = bytes::BytesMut::from(bytes);
+    let Ok(connect) = codec::read_connect(&mut buf, MAX_PACKET) else {
+        return 0;
+    };
+    let mut packets = 1;
+    while codec::read(connect.version, &mut buf, MAX_PACKET).is_ok() {
+        packets += 1;
+    }
+    packets
+}
+
 /// Limits every connection obeys.
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
