@@ -29,7 +29,7 @@ impl SeriesSource for Fixed {
     }
 
     async fn series(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Result<Vec<Labels>, SourceError> {
-        Ok(self.select(matchers, start_ms, end_ms).await?.into_iter().map(|s| s.labels).collect())
+        Ok(self.select(matchers, start_ms, end_ms, None).await?.into_iter().map(|s| s.labels).collect())
     }
 }
 
