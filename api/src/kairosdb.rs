@@ -38,6 +38,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use datafusion::prelude::{SessionContext, ident};
+use exawatch_protocol::compression::gunzip;
 use exawatch_protocol::kairosdb as codec;
 use serde::Deserialize;
 
@@ -139,9 +140,9 @@ fn request_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Cow<'a, [u8]>
         || header_says(CONTENT_TYPE, "application/gzip")
         || body.starts_with(&[0x1f, 0x8b]);
     if gzip {
-        codec::inflate(body)
+        gunzip(body)
             .map(Cow::Owned)
-            .map_err(|e| Failure::Invalid(e.messages()))
+            .map_err(|e| Failure::Invalid(vec![format!("gzip body {e}")]))
     } else {
         Ok(Cow::Borrowed(body))
     }

@@ -4,7 +4,6 @@
 //! stored), 429/503 when the store is behind (clients retry).
 
 use std::borrow::Cow;
-use std::io::Read;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -12,14 +11,12 @@ use axum::http::header::CONTENT_ENCODING;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use exawatch_protocol::Batch;
+use exawatch_protocol::compression::{GunzipError, gunzip};
 use exawatch_protocol::line_protocol::Precision;
 use exawatch_protocol::remote_write;
 use serde::Deserialize;
 
 use crate::{ApiError, ApiState};
-
-/// Largest body after decompression.
-const MAX_INFLATED_BYTES: u64 = 256 << 20;
 
 /// Query parameters of the line-protocol endpoints (`db`, `bucket`, `org` are accepted and
 /// ignored: exawatch has one table).
@@ -96,19 +93,10 @@ fn inflate<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Cow<'a, [u8]>, Api
     match headers.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
         None | Some("identity") => Ok(Cow::Borrowed(body)),
         Some("gzip") => {
-            let mut inflated = Vec::new();
-            flate2::read::GzDecoder::new(body)
-                .take(MAX_INFLATED_BYTES + 1)
-                .read_to_end(&mut inflated)
-                .map_err(|e| {
-                    ApiError::BadRequest(format!("the gzip body does not inflate: {e}"))
-                })?;
-            if inflated.len() as u64 > MAX_INFLATED_BYTES {
-                return Err(ApiError::LimitExceeded(format!(
-                    "the body inflates beyond {MAX_INFLATED_BYTES} bytes"
-                )));
-            }
-            Ok(Cow::Owned(inflated))
+            gunzip(body).map(Cow::Owned).map_err(|e| match e {
+                GunzipError::Corrupt { .. } => ApiError::BadRequest(format!("the gzip body {e}")),
+                GunzipError::TooLarge { .. } => ApiError::LimitExceeded(format!("the body {e}")),
+            })
         }
         Some(other) => Err(ApiError::BadRequest(format!(
             "unsupported Content-Encoding {other:?} (gzip)"

@@ -8,11 +8,10 @@
 //! - examon-common's `json` format (one `{name, value, timestamp (ms), tags}` object, the topic
 //!   is free) and `bulk` format (a JSON list of those, usually gzipped).
 
-use std::io::Read;
-
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 use snafu::Snafu;
 
+use crate::compression::gunzip;
 use crate::{Batch, RESERVED_COLUMNS, Sample, Value};
 
 pub use cache::TopicCache;
@@ -21,9 +20,6 @@ pub use cache::TopicCache;
 mod tests;
 
 mod cache;
-
-/// Largest decompressed `bulk` payload accepted (a guard against gzip bombs).
-pub const MAX_INFLATED_BYTES: u64 = 64 << 20;
 
 /// Why a message was rejected. [`DecodeError::reason`] is the label it is counted under.
 #[derive(Debug, Clone, Snafu, PartialEq)]
@@ -61,7 +57,8 @@ pub enum DecodeError {
     /// The value is empty.
     #[snafu(display("payload has an empty value"))]
     EmptyValue,
-    /// A gzip payload does not inflate (or inflates beyond [`MAX_INFLATED_BYTES`]).
+    /// A gzip payload does not inflate, or inflates beyond
+    /// [`MAX_DECOMPRESSED_BYTES`](crate::compression::MAX_DECOMPRESSED_BYTES).
     #[snafu(display("gzip payload does not inflate: {message}"))]
     BadGzip { message: String },
     /// A JSON payload does not parse as examon-common's `json`/`bulk` format.
@@ -128,7 +125,9 @@ pub fn decode(topic: &[u8], payload: &[u8], out: &mut Batch) -> Result<Decoded, 
         return Ok(Decoded::Command);
     }
     if payload.starts_with(&[0x1f, 0x8b]) {
-        let inflated = inflate(payload)?;
+        let inflated = gunzip(payload).map_err(|e| DecodeError::BadGzip {
+            message: e.to_string(),
+        })?;
         return decode_json(&inflated, out);
     }
     let text = std::str::from_utf8(payload).map_err(|_| DecodeError::PayloadNotUtf8)?;
@@ -252,23 +251,6 @@ pub fn parse_seconds(text: &str) -> Option<i64> {
 fn float_to_ns(ns: f64) -> Option<i64> {
     // Reject NaN, infinities and anything outside i64 (about year 2262).
     (ns.is_finite() && ns.abs() < 9.2e18).then(|| ns.round() as i64)
-}
-
-fn inflate(payload: &[u8]) -> Result<Vec<u8>, DecodeError> {
-    let mut inflated = Vec::new();
-    flate2::read::GzDecoder::new(payload)
-        .take(MAX_INFLATED_BYTES + 1)
-        .read_to_end(&mut inflated)
-        .map_err(|e| DecodeError::BadGzip {
-            message: e.to_string(),
-        })?;
-    if inflated.len() as u64 > MAX_INFLATED_BYTES {
-        return BadGzipSnafu {
-            message: format!("inflates beyond {MAX_INFLATED_BYTES} bytes"),
-        }
-        .fail();
-    }
-    Ok(inflated)
 }
 
 /// examon-common's `json` (one object) and `bulk` (a list) payloads.

@@ -17,12 +17,9 @@
 //! problem, in KairosDB's wording (`metric[0](name=x).datapoints[2].value cannot be null or
 //! empty.`).
 
-use std::io::Read;
-
 use serde_json::Value as Json;
 use snafu::Snafu;
 
-use crate::examon::MAX_INFLATED_BYTES;
 use crate::{RESERVED_COLUMNS, Sample, Value};
 
 #[cfg(test)]
@@ -41,9 +38,6 @@ pub enum Error {
     /// The body is neither an object nor a list of objects.
     #[snafu(display("Invalid start of json."))]
     Shape,
-    /// A gzip body does not inflate (or inflates beyond [`MAX_INFLATED_BYTES`]).
-    #[snafu(display("gzip body does not inflate: {message}"))]
-    Gzip { message: String },
     /// Some metrics or data points are invalid; one message per problem.
     #[snafu(display("{}", errors.join(" ")))]
     Invalid { errors: Vec<String> },
@@ -57,25 +51,6 @@ impl Error {
             other => vec![other.to_string()],
         }
     }
-}
-
-/// Inflates a gzip body, refusing more than [`MAX_INFLATED_BYTES`] (a guard against gzip
-/// bombs).
-pub fn inflate(body: &[u8]) -> Result<Vec<u8>, Error> {
-    let mut inflated = Vec::new();
-    flate2::read::GzDecoder::new(body)
-        .take(MAX_INFLATED_BYTES + 1)
-        .read_to_end(&mut inflated)
-        .map_err(|e| Error::Gzip {
-            message: e.to_string(),
-        })?;
-    if inflated.len() as u64 > MAX_INFLATED_BYTES {
-        return GzipSnafu {
-            message: format!("inflates beyond {MAX_INFLATED_BYTES} bytes"),
-        }
-        .fail();
-    }
-    Ok(inflated)
 }
 
 /// Decodes a (plain JSON) `POST /api/v1/datapoints` body into samples.

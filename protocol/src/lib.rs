@@ -10,6 +10,7 @@
 //! its values when the configuration is loaded.
 
 mod batch;
+pub mod compression;
 pub mod examon;
 pub mod kairosdb;
 pub mod line_protocol;

@@ -5,10 +5,8 @@
 
 use prost::Message;
 
+use crate::compression::MAX_DECOMPRESSED_BYTES;
 use crate::{Batch, RESERVED_COLUMNS, Sample, SeriesKey, Value};
-
-/// Largest decompressed request accepted (Prometheus sends a few MiB at most).
-pub const MAX_DECOMPRESSED_BYTES: usize = 256 << 20;
 
 /// `prometheus.WriteRequest` (only the fields exawatch reads).
 #[derive(Clone, PartialEq, Message)]

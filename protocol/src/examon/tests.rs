@@ -1,6 +1,5 @@
-use std::io::Write;
-
 use super::*;
+use crate::compression::{gzip, gzip_bomb};
 
 fn tags(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut tags: Vec<_> = pairs
@@ -18,12 +17,6 @@ fn one(topic: &str, payload: &[u8]) -> Result<Sample, DecodeError> {
         Decoded::Samples(1)
     );
     Ok(out.samples().next().unwrap())
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(data).unwrap();
-    encoder.finish().unwrap()
 }
 
 #[test]
@@ -195,10 +188,11 @@ fn a_bad_item_in_bulk_rejects_the_message_whole() {
 
 #[test]
 fn gzip_bombs_are_refused() {
-    let big = vec![b' '; (MAX_INFLATED_BYTES + 10) as usize];
     let mut out = Batch::new();
     assert_eq!(
-        decode(b"bulk", &gzip(&big), &mut out).unwrap_err().reason(),
+        decode(b"bulk", &gzip_bomb(), &mut out)
+            .unwrap_err()
+            .reason(),
         "bad_gzip"
     );
 }

@@ -1,5 +1,3 @@
-use std::io::Write;
-
 use super::*;
 
 const MS: i64 = 1_000_000;
@@ -13,12 +11,6 @@ fn sample(metric: &str, tags: &[(&str, &str)], ms: i64, value: Value) -> Sample 
         ms * MS,
         value,
     )
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(data).unwrap();
-    encoder.finish().unwrap()
 }
 
 /// The example of KairosDB's "Add Data Points" documentation, plus the shapes EXAMON's
@@ -258,19 +250,4 @@ fn at_most_max_reported_errors() {
     let body = format!(r#"{{"name": "m", "datapoints": [{}]}}"#, points.join(","));
     let error = decode_datapoints(body.as_bytes()).unwrap_err();
     assert_eq!(error.messages().len(), MAX_REPORTED_ERRORS);
-}
-
-#[test]
-fn gzip_bodies() {
-    let body = br#"[{"name": "m", "timestamp": 1, "value": 2, "tags": {"a": "b"}}]"#;
-    let inflated = inflate(&gzip(body)).unwrap();
-    assert_eq!(inflated, body);
-    assert!(matches!(inflate(b"not gzip"), Err(Error::Gzip { .. })));
-    assert!(matches!(
-        inflate(&gzip(body)[..10]),
-        Err(Error::Gzip { .. })
-    ));
-    let bomb = gzip(&vec![b' '; (MAX_INFLATED_BYTES + 10) as usize]);
-    let error = inflate(&bomb).unwrap_err();
-    assert!(error.to_string().contains("inflates beyond"), "{error}");
 }
