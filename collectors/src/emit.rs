@@ -1,5 +1,10 @@
 //! Building samples: the common EXAMON tags of one family on one node, one timestamp per
 //! collection, and the item tags of each sample.
+//!
+//! Every family emits through [`Emitter`], and so keeps one rule: a collector publishes
+//! finite numbers only. A reading that comes out NaN or ±Inf (a ratio over a zero total, a
+//! sensor's error value, a counter read across a reset) says nothing a query could use, so
+//! it is dropped here rather than stored.
 
 use exawatch_protocol::{Sample, Value};
 
@@ -32,7 +37,13 @@ impl<'a> Emitter<'a> {
         Self { base, now_ns, out }
     }
 
-    /// One numeric sample with the item tags `items`; non-finite values are dropped.
+    /// The collection time every sample gets.
+    pub(crate) fn now_ns(&self) -> i64 {
+        self.now_ns
+    }
+
+    /// One numeric sample with the item tags `items` (none: `&[]`); dropped when the value
+    /// is not finite.
     pub(crate) fn emit(&mut self, items: &[(&str, &str)], metric: &str, value: f64) {
         if value.is_finite() {
             self.push(items, metric, Value::Float(value));

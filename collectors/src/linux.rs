@@ -31,9 +31,10 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use exawatch_protocol::{Sample, Value};
+use exawatch_protocol::Sample;
 use tracing::warn;
 
+use crate::emit::{Emitter, base_tags};
 use crate::{Collector, Family, FamilyStatus, NodeTags};
 use fs::{FsStats, StatError, StatFn, StatWorker};
 use parse::{CpuTimes, cpu};
@@ -360,31 +361,6 @@ fn rate(new: u64, old: u64, dt_secs: f64) -> Option<f64> {
     (new >= old && dt_secs > 0.0).then(|| (new - old) as f64 / dt_secs)
 }
 
-/// Builds samples that share the common tags and the scrape time.
-struct Emitter<'a> {
-    base: &'a [(String, String)],
-    now_ns: i64,
-    out: &'a mut Vec<Sample>,
-}
-
-impl Emitter<'_> {
-    fn emit(&mut self, item: Option<(&str, &str)>, metric: &str, value: f64) {
-        self.emit_items(item.as_slice(), metric, value);
-    }
-
-    fn emit_items(&mut self, items: &[(&str, &str)], metric: &str, value: f64) {
-        let mut tags = Vec::with_capacity(self.base.len() + items.len());
-        tags.extend_from_slice(self.base);
-        tags.extend(
-            items
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-        );
-        self.out
-            .push(Sample::new(metric, tags, self.now_ns, Value::Float(value)));
-    }
-}
-
 /// The procfs collector: one instance per node, keeping the previous counters for rates.
 #[derive(Debug)]
 pub struct LinuxCollector {
@@ -423,18 +399,8 @@ impl LinuxCollector {
         stat: StatFn,
         timeout: Duration,
     ) -> Self {
-        let base = [
-            ("org", tags.org.as_str()),
-            ("cluster", tags.cluster.as_str()),
-            ("node", tags.node.as_str()),
-            ("plugin", FAMILY),
-            ("chnl", "data"),
-        ]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
         Self {
-            base,
+            base: base_tags(tags, FAMILY),
             stat: Source::new(root, "proc/stat"),
             meminfo: Source::new(root, "proc/meminfo"),
             loadavg: Source::new(root, "proc/loadavg"),
@@ -465,16 +431,16 @@ impl LinuxCollector {
             .iter()
             .filter_map(|(name, _)| Some((*name, *values.get(name)?)))
             .collect();
-        let (dt, old) = self.prev_vmstat.advance(out.now_ns, current);
+        let (dt, old) = self.prev_vmstat.advance(out.now_ns(), current);
         for (counter, per_sec) in VMSTAT_COUNTERS {
             let Some(&new) = self.prev_vmstat.values.get(counter) else {
                 continue;
             };
-            out.emit(None, counter, new as f64);
+            out.emit(&[], counter, new as f64);
             if let (Some(dt), Some(&old)) = (dt, old.get(counter))
                 && let Some(r) = rate(new, old, dt)
             {
-                out.emit(None, per_sec, r);
+                out.emit(&[], per_sec, r);
             }
         }
     }
@@ -514,7 +480,7 @@ impl LinuxCollector {
                 (FS_FILES, stats.files),
                 (FS_FILES_FREE, stats.files_free),
             ] {
-                out.emit_items(&items, metric, value as f64);
+                out.emit(&items, metric, value as f64);
             }
         }
     }
@@ -529,7 +495,7 @@ impl LinuxCollector {
             .into_iter()
             .chain(stat.cores.iter().map(|(n, t)| (Some(*n), *t)))
             .collect();
-        let (dt, old) = self.prev_cpu.advance(out.now_ns, cpus);
+        let (dt, old) = self.prev_cpu.advance(out.now_ns(), cpus);
         if dt.is_some() {
             let mut keys: Vec<Option<u32>> = self.prev_cpu.values.keys().copied().collect();
             keys.sort_unstable();
@@ -546,7 +512,7 @@ impl LinuxCollector {
                     .into_iter()
                     .zip(percent)
                 {
-                    out.emit(item, metric, value);
+                    out.emit(item.as_slice(), metric, value);
                 }
             }
         }
@@ -555,16 +521,16 @@ impl LinuxCollector {
             .into_iter()
             .filter_map(|(k, v)| Some((k, v?)))
             .collect();
-        let (dt, old) = self.prev_events.advance(out.now_ns, events);
+        let (dt, old) = self.prev_events.advance(out.now_ns(), events);
         for (counter, per_sec) in [(CTXT, CTXT_PER_SEC), (INTR, INTR_PER_SEC)] {
             let Some(&new) = self.prev_events.values.get(counter) else {
                 continue;
             };
-            out.emit(None, counter, new as f64);
+            out.emit(&[], counter, new as f64);
             if let (Some(dt), Some(&old)) = (dt, old.get(counter))
                 && let Some(r) = rate(new, old, dt)
             {
-                out.emit(None, per_sec, r);
+                out.emit(&[], per_sec, r);
             }
         }
         for (metric, value) in [
@@ -572,7 +538,7 @@ impl LinuxCollector {
             (PROCS_BLOCKED, stat.procs_blocked),
         ] {
             if let Some(value) = value {
-                out.emit(None, metric, value as f64);
+                out.emit(&[], metric, value as f64);
             }
         }
     }
@@ -604,7 +570,7 @@ impl LinuxCollector {
             (SWAP_USED, swap_used),
         ] {
             if let Some(value) = value {
-                out.emit(None, metric, value as f64);
+                out.emit(&[], metric, value as f64);
             }
         }
     }
@@ -615,7 +581,7 @@ impl LinuxCollector {
         };
         if let Some(loads) = parse::loadavg(&text) {
             for (metric, value) in [LOAD1, LOAD5, LOAD15].into_iter().zip(loads) {
-                out.emit(None, metric, value);
+                out.emit(&[], metric, value);
             }
         }
     }
@@ -632,17 +598,17 @@ impl LinuxCollector {
             .iter()
             .map(|dev| (dev.name.clone(), dev.counters))
             .collect();
-        let (dt, old) = self.prev_net.advance(out.now_ns, current);
+        let (dt, old) = self.prev_net.advance(out.now_ns(), current);
         for dev in &devs {
             let item = Some(("iface", dev.name.as_str()));
             let old = old.get(&dev.name);
             for (index, counter, per_sec) in NET_COUNTERS {
                 let new = dev.counters[index];
-                out.emit(item, counter, new as f64);
+                out.emit(item.as_slice(), counter, new as f64);
                 if let (Some(dt), Some(old)) = (dt, old)
                     && let Some(r) = rate(new, old[index], dt)
                 {
-                    out.emit(item, per_sec, r);
+                    out.emit(item.as_slice(), per_sec, r);
                 }
             }
         }
@@ -660,23 +626,23 @@ impl LinuxCollector {
             .map(|d| (d.name.as_str(), disk_counters(d)))
             .collect();
         let current = disks.iter().map(|(n, c)| ((*n).to_owned(), *c)).collect();
-        let (dt, old) = self.prev_disk.advance(out.now_ns, current);
+        let (dt, old) = self.prev_disk.advance(out.now_ns(), current);
         for (name, counters) in disks {
             let item = Some(("dev", name));
             let old = old.get(name);
             for (i, (counter, per_sec)) in DISK_COUNTERS.into_iter().enumerate() {
-                out.emit(item, counter, counters[i] as f64);
+                out.emit(item.as_slice(), counter, counters[i] as f64);
                 if let (Some(dt), Some(old)) = (dt, old)
                     && let Some(r) = rate(counters[i], old[i], dt)
                 {
-                    out.emit(item, per_sec, r);
+                    out.emit(item.as_slice(), per_sec, r);
                 }
             }
-            out.emit(item, IO_TIME, counters[4] as f64);
+            out.emit(item.as_slice(), IO_TIME, counters[4] as f64);
             if let (Some(dt), Some(old)) = (dt, old)
                 && let Some(ms_per_sec) = rate(counters[4], old[4], dt)
             {
-                out.emit(item, IO_UTIL, (ms_per_sec / 10.0).min(100.0));
+                out.emit(item.as_slice(), IO_UTIL, (ms_per_sec / 10.0).min(100.0));
             }
         }
     }
@@ -689,9 +655,9 @@ impl LinuxCollector {
             for (names, line) in PSI_METRICS.iter().zip([some, full]) {
                 let Some(line) = line else { continue };
                 for (name, value) in names.iter().zip(line.avg) {
-                    out.emit(item, name, value);
+                    out.emit(item.as_slice(), name, value);
                 }
-                out.emit(item, names[3], line.total_us as f64);
+                out.emit(item.as_slice(), names[3], line.total_us as f64);
             }
         }
     }
@@ -704,11 +670,7 @@ impl Collector for LinuxCollector {
 
     fn collect(&mut self, now_ns: i64, out: &mut Vec<Sample>) {
         let base = std::mem::take(&mut self.base);
-        let mut emitter = Emitter {
-            base: &base,
-            now_ns,
-            out,
-        };
+        let mut emitter = Emitter::new(&base, now_ns, out);
         self.collect_stat(&mut emitter);
         self.collect_meminfo(&mut emitter);
         self.collect_vmstat(&mut emitter);
