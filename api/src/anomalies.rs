@@ -13,7 +13,8 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use exawatch_analytics::AnalyticsHandlerRef;
 use exawatch_analytics::anomalies::AnomalyQuery;
-use exawatch_analytics::time::{now_ns, parse_time};
+use exawatch_analytics::time::parse_time;
+use exawatch_protocol::time::now_ns;
 use exawatch_analytics::train::TrainRequest;
 use serde::Deserialize;
 

@@ -27,7 +27,7 @@ mod tests;
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -40,6 +40,7 @@ use axum::routing::{get, post};
 use datafusion::prelude::{SessionContext, ident};
 use exawatch_protocol::compression::gunzip;
 use exawatch_protocol::kairosdb as codec;
+use exawatch_protocol::time::now_ms;
 use serde::Deserialize;
 
 use crate::{ApiError, ApiState, paths};
@@ -119,12 +120,6 @@ impl IntoResponse for Failure {
 
 fn json(body: Vec<u8>) -> Response {
     ([(CONTENT_TYPE, "application/json; charset=utf-8")], body).into_response()
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The request body, inflated when it is gzip (by header, as examon-common sends it with

@@ -22,6 +22,7 @@ use exawatch_promql::{
     Engine, EngineOptions, Error as PromError, QueryResult, QueryValue, SeriesSource, StoreSource,
     matcher_sets, parse, write_time, write_value,
 };
+use exawatch_protocol::time::{days_from_civil, now_ms};
 use promql_parser::label::Matcher;
 use promql_parser::parser::Expr;
 
@@ -158,12 +159,6 @@ impl Params {
 const MIN_TIME: i64 = i64::MIN / 4;
 const MAX_TIME: i64 = i64::MAX / 4;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// A time as Prometheus accepts it: Unix seconds (fractions allowed) or RFC 3339.
 pub(crate) fn parse_time(text: &str) -> Option<i64> {
     if let Ok(seconds) = text.parse::<f64>() {
@@ -207,19 +202,9 @@ fn parse_rfc3339(text: &str) -> Option<i64> {
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
         return None;
     }
-    let days = days_from_civil(year, month, day);
+    let days = days_from_civil(year, month as u32, day as u32);
     let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
     Some(seconds * 1000 + millis)
-}
-
-/// Days since 1970-01-01 (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// A duration as Prometheus accepts it: float seconds or `1h30m`-style.

@@ -14,6 +14,7 @@ use exawatch_protocol::Batch;
 use exawatch_protocol::compression::{GunzipError, gunzip};
 use exawatch_protocol::line_protocol::Precision;
 use exawatch_protocol::remote_write;
+use exawatch_protocol::time::now_ns;
 use serde::Deserialize;
 
 use crate::{ApiError, ApiState};
@@ -102,11 +103,4 @@ fn inflate<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Cow<'a, [u8]>, Api
             "unsupported Content-Encoding {other:?} (gzip)"
         ))),
     }
-}
-
-fn now_ns() -> i64 {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since_epoch.as_nanos()).unwrap_or(i64::MAX)
 }

@@ -41,10 +41,11 @@ pub mod thermal;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use exawatch_protocol::Sample;
 use exawatch_protocol::settings::{InvalidSetting, Validate, within};
+use exawatch_protocol::time::now_ns;
 use snafu::ensure;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -450,13 +451,6 @@ pub(crate) fn period(period_secs: f64) -> Result<Duration> {
         PeriodSnafu { period_secs }
     );
     Ok(Duration::from_secs_f64(period_secs))
-}
-
-/// Wall-clock nanoseconds since the Unix epoch.
-pub(crate) fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// This node's name without libc: procfs (under `root`, then the real one), `/etc/hostname`,

@@ -142,7 +142,7 @@ pub(crate) async fn drive(
                         }
                     },
                 };
-                let now = crate::now_ns();
+                let now = exawatch_protocol::time::now_ns();
                 let result = tokio::task::spawn_blocking(move || {
                     let mut samples = Vec::new();
                     owned.collect(now, &mut samples);

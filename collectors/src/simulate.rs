@@ -127,7 +127,7 @@ pub(crate) async fn drive(config: &SimulateConfig, period: Duration, publisher: 
         for (i, (node, topics)) in nodes.iter_mut().enumerate() {
             tokio::time::sleep_until(cycle_start + spacing.mul_f64(i as f64)).await;
             node.advance_to(start.elapsed().as_secs() + 1);
-            let now_ns = crate::now_ns();
+            let now_ns = exawatch_protocol::time::now_ns();
             match fault {
                 Some(f) if f.node == i && start.elapsed().as_secs_f64() >= f.at_secs => {
                     let values = node.values().iter().zip(SLOTS.iter());

@@ -18,6 +18,7 @@ pub mod mqtt;
 pub mod remote_write;
 mod sample;
 pub mod settings;
+pub mod time;
 
 pub use batch::{Batch, Point, SeriesKey};
 pub use sample::{RESERVED_COLUMNS, Sample, Value};
