@@ -164,7 +164,7 @@ fn qos0_run(workload: &Workload, dir: &Path, rate: Option<u64>) -> Qos0Figures {
     let data = dir.join("exawatch-qos0");
     let _ = std::fs::remove_dir_all(&data);
     let (server, http, mqtt) = start_exawatch(&data, &dir.join("exawatch-qos0.log"), &[]);
-    let pid = server.0.id();
+    let pid = server.pid();
     let agent = agent();
     let cpu_before = cpu_seconds(pid);
     let started = Instant::now();
@@ -292,7 +292,7 @@ fn qos1_run(workload: &Workload, dir: &Path) -> (f64, Histogram<u64>) {
 fn latency_run(workload: &Workload, dir: &Path, background_rate: u64) -> (Histogram<u64>, f64) {
     let data = dir.join("exawatch-latency");
     let _ = std::fs::remove_dir_all(&data);
-    let (mut server, http, mqtt) = start_exawatch(&data, &dir.join("exawatch-latency.log"), &[]);
+    let (server, http, mqtt) = start_exawatch(&data, &dir.join("exawatch-latency.log"), &[]);
     let agent = agent();
     blast(mqtt, &workload.buffers);
     wait_written(&agent, http, workload.messages);
@@ -346,7 +346,7 @@ fn latency_run(workload: &Workload, dir: &Path, background_rate: u64) -> (Histog
     stop.store(true, Ordering::Relaxed);
     prober.join().unwrap();
     background.join().unwrap();
-    terminate(&mut server);
+    server.terminate();
     let catalog: serde_json::Value =
         serde_json::from_slice(&std::fs::read(data.join("store/catalog.json")).unwrap()).unwrap();
     let (bytes, rows) =

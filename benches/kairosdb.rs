@@ -17,30 +17,16 @@
 //! Run: `cargo bench --bench kairosdb` (env: `BENCH_NODES`, `BENCH_CORES`, `BENCH_PERIOD_SECS`,
 //! `BENCH_HOURS`, `BENCH_RUNS`, `BENCH_QUERIES`). Prints the table for `benches/RESULTS.md`.
 
+#[path = "support.rs"]
+mod support;
+
 use std::io::Write;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use support::{Server, env_or};
 
-const EXAWATCH: &str = env!("CARGO_BIN_EXE_exawatch");
 const METRIC: &str = "load_core";
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
@@ -48,45 +34,6 @@ fn agent() -> ureq::Agent {
         .timeout_global(Some(Duration::from_secs(600)))
         .build()
         .into()
-}
-
-/// `exawatch up` on `data_dir`, waiting for `/health`.
-fn start(data_dir: &Path, http: u16) -> Child {
-    let child = Command::new(EXAWATCH)
-        .args(["up", "--no-collector", "--data-dir"])
-        .arg(data_dir)
-        .args([
-            "--set",
-            &format!("api.listen=127.0.0.1:{http}"),
-            "--set",
-            &format!("broker.listen=127.0.0.1:{}", free_port()),
-            "--set",
-            "api.max_result_rows=100000000",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("exawatch starts");
-    let agent = agent();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while agent
-        .get(&format!("http://127.0.0.1:{http}/health"))
-        .call()
-        .map_or(true, |r| r.status() != 200)
-    {
-        assert!(Instant::now() < deadline, "no /health");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child
-}
-
-fn stop(mut child: Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert!(child.wait().unwrap().success());
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -190,22 +137,22 @@ fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let http = free_port();
-    let now_ms = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now_ms = exawatch_protocol::time::now_ms();
     let end_ms = now_ms - now_ms % 60_000;
     let points = hours * 3600 / period_s;
-    let server = start(&data, http);
+    // Long answers: the row limit is lifted.
+    let settings = ["--set", "api.max_result_rows=100000000"];
+    let server = Server::start(&data, &settings);
+    let http = server.http;
     let loading = Instant::now();
     let written = load(http, nodes, cores, period_s * 1000, end_ms, points);
     eprintln!(
         "loaded {written} points ({nodes} nodes × {cores} cores × {points}) in {:.1} s",
         loading.elapsed().as_secs_f64()
     );
-    stop(server);
-    let server = start(&data, http);
+    assert!(server.terminate().success());
+    let server = Server::start(&data, &settings);
+    let http = server.http;
 
     let hour_start = end_ms - 3_600_000;
     let day_start = end_ms - hours * 3_600_000;
@@ -275,7 +222,7 @@ fn main() {
             sizes[i] = bytes;
         }
     }
-    stop(server);
+    assert!(server.terminate().success());
 
     println!(
         "| query (median of {runs} runs × {queries} queries; {written} points: {nodes} nodes × {cores} cores, every {period_s} s, {hours} h, in Parquet) | p50 | p99 | answer |"

@@ -57,15 +57,15 @@ fn figures(report: &serde_json::Value, bytes_on_disk: u64) -> Figures {
 
 fn exawatch(file: &Path, dir: &Path) -> Figures {
     let data = dir.join("exawatch");
-    let (mut server, http, _) = start_exawatch(&data, &dir.join("exawatch.log"), &[]);
-    let pid = server.0.id();
+    let (server, http, _) = start_exawatch(&data, &dir.join("exawatch.log"), &[]);
+    let pid = server.pid();
     let url = format!("http://127.0.0.1:{http}/api/v2/write?bucket=bench&precision=ns");
     let report = load_lp(&url, file, pid, "exawatch");
     let stored = sql(&agent(), http, "SELECT count(*) AS n FROM samples")[0]["n"]
         .as_u64()
         .unwrap();
     assert_eq!(stored, report["samples"].as_u64().unwrap(), "exawatch rows");
-    terminate(&mut server);
+    server.terminate();
     figures(&report, disk_bytes(&data))
 }
 

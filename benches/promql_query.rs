@@ -128,10 +128,10 @@ fn main() {
 
     // Load both, then restart both on their data.
     let exawatch_data = dir.path().join("exawatch");
-    let (mut exawatch, http, _) = start_exawatch(&exawatch_data, &log, &[]);
+    let (exawatch, http, _) = start_exawatch(&exawatch_data, &log, &[]);
     let url = format!("http://127.0.0.1:{http}/api/v2/write?bucket=bench&precision=ns");
-    let loaded = load_lp(&url, &file, exawatch.0.id(), "exawatch");
-    terminate(&mut exawatch);
+    let loaded = load_lp(&url, &file, exawatch.pid(), "exawatch");
+    exawatch.terminate();
     let vm_data = dir.path().join("victoria-metrics");
     let vm_log = dir.path().join("victoria-metrics.log");
     let (mut vm, port) = start_victoria_metrics(&vm_data, &vm_log);

@@ -137,7 +137,7 @@ fn main() {
         &dir.path().join("exawatch.log"),
         &[],
     );
-    let pid = server.0.id();
+    let pid = server.pid();
     let agent = agent();
     println!(
         "soak: {minutes} min at {rate} samples/s from {nodes} nodes; PromQL queries 4/s over the last {WINDOW_SECS} s"

@@ -1,6 +1,10 @@
 //! Shared by the benchmarks: the workload (shared/bench/gen_nodes.py's EXAMON output) as
-//! pre-encoded MQTT 3.1.1 packets, publishers, the exawatch process, and /proc readings.
+//! pre-encoded MQTT 3.1.1 packets, publishers, the systems under test, and /proc readings.
+//! `exawatch up` is started by the end-to-end tests' harness (`tests/support/server.rs`).
 #![allow(dead_code)] // Each benchmark uses a part.
+
+#[path = "../tests/support/server.rs"]
+mod server;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -10,7 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-pub(crate) const EXAWATCH: &str = env!("CARGO_BIN_EXE_exawatch");
+#[allow(unused_imports)] // Each benchmark uses a part.
+pub(crate) use server::{EXAWATCH, Server, agent, free_port};
+
 pub(crate) const PUBLISHERS: usize = 4;
 
 pub(crate) fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -18,14 +24,6 @@ pub(crate) fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 // ---- MQTT 3.1.1 packets, just enough for QoS 0 publishing and one subscription ----
@@ -198,14 +196,6 @@ impl Drop for Process {
     }
 }
 
-pub(crate) fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into()
-}
-
 pub(crate) fn sql(agent: &ureq::Agent, http: u16, query: &str) -> serde_json::Value {
     let mut response = agent
         .post(&format!("http://127.0.0.1:{http}/api/v1/sql"))
@@ -258,36 +248,11 @@ pub(crate) fn rss_mib(pid: u32) -> f64 {
     kib / 1024.0
 }
 
-/// Starts `exawatch up` (no local collector) on free ports with `extra` arguments; waits for
-/// `/health`. Returns the process and its HTTP and MQTT ports.
-pub(crate) fn start_exawatch(data: &Path, log: &Path, extra: &[&str]) -> (Process, u16, u16) {
-    let (http, mqtt) = (free_port(), free_port());
-    let server = Process(
-        Command::new(EXAWATCH)
-            .args(["up", "--no-collector", "--data-dir"])
-            .arg(data)
-            .args([
-                "--http-port",
-                &http.to_string(),
-                "--mqtt-port",
-                &mqtt.to_string(),
-            ])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let agent = agent();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while agent
-        .get(&format!("http://127.0.0.1:{http}/health"))
-        .call()
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "exawatch did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Starts `exawatch up` (no local collector) on free ports with `extra` arguments, its log
+/// in `log`; waits for `/health`. Returns it and its HTTP and MQTT ports.
+pub(crate) fn start_exawatch(data: &Path, log: &Path, extra: &[&str]) -> (Server, u16, u16) {
+    let server = Server::start_logged(data, log, extra);
+    let (http, mqtt) = (server.http, server.mqtt);
     (server, http, mqtt)
 }
 

@@ -72,10 +72,7 @@ fn sigkill_during_ingest_flush_and_compaction_loses_and_duplicates_nothing() {
     ];
     let next = Arc::new(Mutex::new(0u64));
     let acked = Arc::new(Mutex::new(Vec::new()));
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
+    let mut seed = exawatch_protocol::time::now_ns() as u64;
     eprintln!("seed {seed}");
     for round in 0..ROUNDS {
         let server = Server::start(&data, &settings);

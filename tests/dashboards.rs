@@ -2,20 +2,17 @@
 //! with simulated nodes, the way Grafana sends it, and must return data: each template
 //! variable (`label_values(…)`) and each panel target, as a range query and an instant query.
 
-#[path = "support/processes.rs"]
+#[path = "support/server.rs"]
 mod support;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::Process;
+use support::Server;
 
 fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
+    exawatch_protocol::time::now_ns() as f64 / 1e9
 }
 
 /// `label_values(selector, label)` or `label_values(label)` → (label, selector).
@@ -53,7 +50,7 @@ fn panels(value: &Value, out: &mut Vec<Value>) {
 #[test]
 fn every_dashboard_query_returns_data() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Process::exawatch_with(
+    let server = Server::start(
         &dir.path().join("data"),
         &["--simulate", "4", "--set", "simulate.period_secs=0.5"],
     );

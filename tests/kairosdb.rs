@@ -11,7 +11,7 @@ mod support {
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use base64::Engine;
 use support::server::Server;
@@ -107,10 +107,7 @@ fn examon_client_queries_through_the_kairosdb_api() {
     server.authorize(&format!("Basic {basic}"));
 
     // 15 minutes ago, at a quarter of a second: not on a minute boundary.
-    let now_s = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now_s = (exawatch_protocol::time::now_ms() / 1000) as u64;
     let t0 = (now_s - 900) * 1000 + 250;
     let t1 = t0 + 200_000;
 

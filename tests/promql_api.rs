@@ -2,29 +2,21 @@
 //! in over MQTT, Grafana's requests (GET and form-encoded POST) come back in Prometheus' JSON
 //! shapes, and bad requests get Prometheus' error envelope with the right status.
 
-#[path = "support/processes.rs"]
+#[path = "support/server.rs"]
 mod support;
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::Process;
+use support::{Server, mqtt_client};
 
 /// Seconds of the first sample: 2023-11-14T22:13:20Z.
 const T0: i64 = 1_700_000_000;
 
-fn mqtt_client(port: u16) -> rumqttc::Client {
-    let mut options = rumqttc::MqttOptions::new("promql-api-test", "127.0.0.1", port);
-    options.set_keep_alive(Duration::from_secs(10));
-    let (client, mut connection) = rumqttc::Client::new(options, 1000);
-    std::thread::spawn(move || for _ in connection.iter() {});
-    client
-}
-
 /// Publishes `power` for nodes n01 and n02 (n02 draws twice as much) and `cpu_load` per
 /// core, every 15 s for 10 minutes, and waits until all of it is queryable.
-fn load(server: &Process) {
-    let client = mqtt_client(server.mqtt);
+fn load(server: &Server) {
+    let client = mqtt_client(server.mqtt, "promql-api-test");
     let mut published = 0;
     for k in 0..40 {
         let t = T0 + k * 15;
@@ -86,7 +78,7 @@ fn load(server: &Process) {
 #[test]
 fn grafana_requests_get_prometheus_answers() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Process::exawatch(&dir.path().join("data"));
+    let server = Server::start(&dir.path().join("data"), &[]);
 
     // Grafana's "Save & test": instant query `1+1` at time=4, GET and POST.
     let ok = json!({"status": "success", "data": {"resultType": "scalar", "result": [4, "2"]}});
@@ -206,7 +198,7 @@ fn grafana_requests_get_prometheus_answers() {
 #[test]
 fn bad_requests_get_prometheus_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Process::exawatch(&dir.path().join("data"));
+    let server = Server::start(&dir.path().join("data"), &[]);
     let error = |(status, body): (u16, Value)| {
         assert_eq!(body["status"], "error", "{body}");
         assert!(!body["error"].as_str().unwrap().is_empty(), "{body}");

@@ -14,7 +14,7 @@
 //! extrapolate" rule, 2.42 before it), so every counter here starts well above zero. Needs `prometheus` and `promtool` on PATH
 //! (`apt-get install prometheus`): the test fails, not skips, without them.
 
-#[path = "support/processes.rs"]
+#[path = "support/server.rs"]
 mod support;
 
 use std::collections::BTreeMap;
@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use exawatch_protocol::{Sample, Value as SampleValue};
 use serde_json::Value;
-use support::{Process, free_port};
+use support::{Server, free_port};
 
 /// Samples per series (90 minutes at 15 s).
 const POINTS: i64 = 360;
@@ -410,10 +410,7 @@ fn promql_answers_match_prometheus() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     // Two hours back, aligned to the hour: inside Prometheus' retention, off nothing else.
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now_s = exawatch_protocol::time::now_ms() / 1000;
     let t0 = (now_s - 3 * 3600) / 3600 * 3600;
     let series = generate(t0 * 1000);
     let samples: usize = series.iter().map(|s| s.points.len()).sum();
@@ -444,12 +441,12 @@ fn promql_answers_match_prometheus() {
         .arg(format!("--storage.tsdb.path={}", tsdb.display()))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .args(["--storage.tsdb.retention.time=10y", "--log.level=warn"]);
-    let prometheus = Process::start(command, port, dir.path().join("prometheus.log"), "/-/ready");
+    let prometheus = Server::spawn(command, port, dir.path().join("prometheus.log"), "/-/ready");
 
     // exawatch: the same samples through the store, then the real server.
     let data_dir = dir.path().join("exawatch");
     write_exawatch(&data_dir, &series);
-    let exawatch = Process::exawatch(&data_dir);
+    let exawatch = Server::start(&data_dir, &[]);
 
     // Evaluation times sit 0.5 s past the 15 s grid: raw samples are 1–14 s past it and
     // subquery points on it, so no window boundary ever meets a point.

@@ -1,5 +1,7 @@
-//! Shared harness of the end-to-end tests: the real `exawatch` binary on free loopback ports,
-//! real MQTT clients, HTTP over `ureq`.
+//! The one harness of the end-to-end tests and the benchmarks: servers as child processes on
+//! free loopback ports, waited for until they answer (`exawatch up`, Debian's `prometheus`),
+//! real MQTT clients, HTTP over `ureq`. Included by each test crate (and by
+//! `benches/support.rs`), each using a part of it.
 
 #![allow(dead_code, unreachable_pub)] // Each test file uses a different part of it.
 
@@ -20,10 +22,21 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A running `exawatch up`.
+/// An HTTP client that returns error statuses as answers.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+/// A server under test: a child process answering HTTP on a loopback port, killed when
+/// dropped. `exawatch up` ([`Server::start`]) or any other ([`Server::spawn`]).
 pub struct Server {
     child: Child,
     pub http: u16,
+    /// The MQTT port of `exawatch up` (0 for other servers).
     pub mqtt: u16,
     log: PathBuf,
     pub agent: ureq::Agent,
@@ -32,11 +45,41 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `exawatch up` on `data_dir` (no local collector) and waits for `/health`.
+    /// Starts `command` (stderr to `log`) and waits until `ready_path` on `http` answers 200.
+    pub fn spawn(mut command: Command, http: u16, log: PathBuf, ready_path: &str) -> Self {
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        let mut server = Self {
+            child,
+            http,
+            mqtt: 0,
+            log,
+            agent: agent(),
+            authorization: None,
+        };
+        server.wait_until_ready(ready_path, &format!("{command:?}"));
+        server
+    }
+
+    /// Starts `exawatch up` on `data_dir` (no local collector) with `extra` arguments, on
+    /// free loopback ports, and waits for `/health`. Its log is beside `data_dir`.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
         let (http, mqtt) = (free_port(), free_port());
         let log = data_dir.with_extension(format!("{http}.log"));
-        let child = Command::new(EXAWATCH)
+        Self::start_on(data_dir, http, mqtt, log, extra)
+    }
+
+    /// [`Server::start`] with its log in `log`.
+    pub fn start_logged(data_dir: &Path, log: &Path, extra: &[&str]) -> Self {
+        Self::start_on(data_dir, free_port(), free_port(), log.to_owned(), extra)
+    }
+
+    fn start_on(data_dir: &Path, http: u16, mqtt: u16, log: PathBuf, extra: &[&str]) -> Self {
+        let mut command = Command::new(EXAWATCH);
+        command
             .args(["up", "--no-collector", "--data-dir"])
             .arg(data_dir)
             .args([
@@ -45,49 +88,40 @@ impl Server {
                 "--set",
                 "broker.listen=127.0.0.1:0",
             ])
-            .args([
-                "--http-port",
-                &http.to_string(),
-                "--mqtt-port",
-                &mqtt.to_string(),
-            ])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("exawatch starts");
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
-        let mut server = Self {
-            child,
-            http,
-            mqtt,
-            log,
-            agent,
-            authorization: None,
-        };
+            .args(["--http-port", &http.to_string()])
+            .args(["--mqtt-port", &mqtt.to_string()])
+            .args(extra);
+        let mut server = Self::spawn(command, http, log, "/health");
+        server.mqtt = mqtt;
+        server
+    }
+
+    /// Waits until `ready_path` answers 200; fails at once if the process exits, and after
+    /// 60 s. The one readiness loop of the tests and benchmarks.
+    fn wait_until_ready(&mut self, ready_path: &str, what: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(mut r) = server.agent.get(&server.url("/health")).call()
+            if let Ok(mut r) = self.agent.get(&self.url(ready_path)).call()
                 && r.status() == 200
             {
                 let _ = r.body_mut().read_to_string();
-                break;
+                return;
             }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("exawatch exited with {status}:\n{}", server.log_text());
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{what} exited with {status}:\n{}", self.log_text());
             }
             assert!(
                 Instant::now() < deadline,
-                "no /health within 60 s:\n{}",
-                server.log_text()
+                "{what}: {ready_path} not ready within 60 s:\n{}",
+                self.log_text()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        server
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -146,6 +180,31 @@ impl Server {
             response.body_mut().read_to_string().unwrap(),
             retry_after,
         )
+    }
+
+    /// GETs `path` with `params` (URL-encoded here); the status and the JSON body.
+    pub fn get(&self, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
+        let mut request = self.with_auth(self.agent.get(&self.url(path)));
+        for (k, v) in params {
+            request = request.query(*k, *v);
+        }
+        let mut response = request.call().unwrap();
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_string().unwrap();
+        let json = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"));
+        (status, json)
+    }
+
+    /// POSTs `params` form-encoded to `path`; the status and the JSON body.
+    pub fn post_form(&self, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
+        let mut response = self
+            .with_auth(self.agent.post(&self.url(path)))
+            .send_form(params.iter().copied())
+            .unwrap();
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_string().unwrap();
+        (status, serde_json::from_str(&body).unwrap())
     }
 
     /// The rows of a query that must succeed.
