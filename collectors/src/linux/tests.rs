@@ -88,6 +88,17 @@ fn assert_close(actual: Option<f64>, expected: f64, what: &str) {
     );
 }
 
+/// Each `(metric, item, expected)`: the sample is there, within 1e-9 (relative) of `expected`.
+fn assert_values(samples: &[Sample], expected: &[(&str, Option<(&str, &str)>, f64)]) {
+    for &(metric, item, want) in expected {
+        assert_close(
+            value(samples, metric, item),
+            want,
+            &format!("{metric} {item:?}"),
+        );
+    }
+}
+
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("create dir");
     for entry in std::fs::read_dir(from).expect("read fixture dir") {
@@ -170,60 +181,38 @@ fn second_snapshot() -> tempfile::TempDir {
 #[test]
 fn meminfo_in_bytes() {
     let samples = collect(&mut collector(&fixture_root()), T0);
-    assert_close(
-        value(&samples, "mem_total_bytes", None),
-        3_742_148.0 * KIB,
-        "MemTotal",
-    );
-    assert_close(
-        value(&samples, "mem_free_bytes", None),
-        225_472.0 * KIB,
-        "MemFree",
-    );
-    assert_close(
-        value(&samples, "mem_cached_bytes", None),
-        930_888.0 * KIB,
-        "Cached",
-    );
-    assert_close(
-        value(&samples, "mem_buffers_bytes", None),
-        22_040.0 * KIB,
-        "Buffers",
-    );
     // No MemAvailable in this kernel: free + buffers + cached.
     let available = (225_472.0 + 22_040.0 + 930_888.0) * KIB;
-    assert_close(
-        value(&samples, "mem_available_bytes", None),
-        available,
-        "available",
-    );
-    assert_close(
-        value(&samples, "mem_used_bytes", None),
-        3_742_148.0 * KIB - available,
-        "used",
-    );
-    assert_close(
-        value(&samples, "swap_total_bytes", None),
-        4_194_300.0 * KIB,
-        "SwapTotal",
-    );
-    assert_close(
-        value(&samples, "swap_used_bytes", None),
-        (4_194_300.0 - 3_155_360.0) * KIB,
-        "swap used",
+    assert_values(
+        &samples,
+        &[
+            ("mem_total_bytes", None, 3_742_148.0 * KIB),
+            ("mem_free_bytes", None, 225_472.0 * KIB),
+            ("mem_cached_bytes", None, 930_888.0 * KIB),
+            ("mem_buffers_bytes", None, 22_040.0 * KIB),
+            ("mem_available_bytes", None, available),
+            ("mem_used_bytes", None, 3_742_148.0 * KIB - available),
+            ("swap_total_bytes", None, 4_194_300.0 * KIB),
+            ("swap_used_bytes", None, (4_194_300.0 - 3_155_360.0) * KIB),
+        ],
     );
 }
 
 #[test]
 fn first_read_has_counters_but_no_utilisation_or_rates() {
     let samples = collect(&mut collector(&fixture_root()), T0);
-    assert_close(value(&samples, "ctxt", None), 38_014_093.0, "ctxt");
-    assert_close(value(&samples, "intr", None), 8_885_917.0, "intr");
-    assert_close(value(&samples, "procs_running", None), 2.0, "procs_running");
-    assert_close(value(&samples, "procs_blocked", None), 0.0, "procs_blocked");
-    assert_close(value(&samples, "load1", None), 0.21, "load1");
-    assert_close(value(&samples, "load5", None), 0.37, "load5");
-    assert_close(value(&samples, "load15", None), 0.39, "load15");
+    assert_values(
+        &samples,
+        &[
+            ("ctxt", None, 38_014_093.0),
+            ("intr", None, 8_885_917.0),
+            ("procs_running", None, 2.0),
+            ("procs_blocked", None, 0.0),
+            ("load1", None, 0.21),
+            ("load5", None, 0.37),
+            ("load15", None, 0.39),
+        ],
+    );
     assert!(
         samples.iter().all(|s| !s.metric.starts_with("cpu_")
             && !s.metric.ends_with("_per_sec")
@@ -255,32 +244,17 @@ fn samples_carry_examon_tags() {
 fn net_dev_per_interface() {
     let samples = collect(&mut collector(&fixture_root()), T0);
     let eth0 = Some(("iface", "eth0"));
-    assert_close(
-        value(&samples, "rx_bytes", eth0),
-        68_210_035_552.0,
-        "eth0 rx_bytes",
-    );
-    assert_close(
-        value(&samples, "rx_packets", eth0),
-        520_993_275.0,
-        "eth0 rx_packets",
-    );
-    assert_close(
-        value(&samples, "tx_bytes", eth0),
-        9_315_587_528.0,
-        "eth0 tx_bytes",
-    );
-    assert_close(
-        value(&samples, "tx_packets", eth0),
-        43_451_486.0,
-        "eth0 tx_packets",
-    );
-    assert_close(value(&samples, "rx_errors", eth0), 0.0, "eth0 rx_errors");
-    // A name with a colon, and loopback left out.
-    assert_close(
-        value(&samples, "tx_bytes", Some(("iface", "ibr10:30"))),
-        0.0,
-        "ibr10:30",
+    assert_values(
+        &samples,
+        &[
+            ("rx_bytes", eth0, 68_210_035_552.0),
+            ("rx_packets", eth0, 520_993_275.0),
+            ("tx_bytes", eth0, 9_315_587_528.0),
+            ("tx_packets", eth0, 43_451_486.0),
+            ("rx_errors", eth0, 0.0),
+            // A name with a colon, and loopback left out.
+            ("tx_bytes", Some(("iface", "ibr10:30")), 0.0),
+        ],
     );
     let ifaces: BTreeSet<&str> = samples.iter().filter_map(|s| s.tag("iface")).collect();
     let expected = [
@@ -298,48 +272,20 @@ fn net_dev_per_interface() {
 #[test]
 fn diskstats_whole_disks_only() {
     let samples = collect(&mut collector(&fixture_root()), T0);
-    let sda = Some(("dev", "sda"));
-    assert_close(
-        value(&samples, "read_bytes", sda),
-        1_003_346_126.0 * 512.0,
-        "sda read_bytes",
-    );
-    assert_close(
-        value(&samples, "write_bytes", sda),
-        505_697_032.0 * 512.0,
-        "sda write_bytes",
-    );
-    assert_close(
-        value(&samples, "read_ops", sda),
-        25_354_637.0,
-        "sda read_ops",
-    );
-    assert_close(
-        value(&samples, "write_ops", sda),
-        28_444_756.0,
-        "sda write_ops",
-    );
-    assert_close(
-        value(&samples, "io_time_ms", sda),
-        9_653_880.0,
-        "sda io_time_ms",
-    );
-    let nvme = Some(("dev", "nvme0n1"));
-    assert_close(
-        value(&samples, "read_ops", nvme),
-        47_114.0,
-        "nvme0n1 read_ops",
-    );
-    assert_close(
-        value(&samples, "write_bytes", nvme),
-        39_451_633.0 * 512.0,
-        "nvme0n1 write_bytes",
-    );
-    // sdc has the flush counters of kernels 5.5+.
-    assert_close(
-        value(&samples, "read_ops", Some(("dev", "sdc"))),
-        126_552.0,
-        "sdc",
+    let (sda, nvme) = (Some(("dev", "sda")), Some(("dev", "nvme0n1")));
+    assert_values(
+        &samples,
+        &[
+            ("read_bytes", sda, 1_003_346_126.0 * 512.0),
+            ("write_bytes", sda, 505_697_032.0 * 512.0),
+            ("read_ops", sda, 25_354_637.0),
+            ("write_ops", sda, 28_444_756.0),
+            ("io_time_ms", sda, 9_653_880.0),
+            ("read_ops", nvme, 47_114.0),
+            ("write_bytes", nvme, 39_451_633.0 * 512.0),
+            // sdc has the flush counters of kernels 5.5+.
+            ("read_ops", Some(("dev", "sdc")), 126_552.0),
+        ],
     );
     let devs: BTreeSet<&str> = samples.iter().filter_map(|s| s.tag("dev")).collect();
     let expected = [
@@ -352,34 +298,18 @@ fn diskstats_whole_disks_only() {
 #[test]
 fn pressure_stall_information() {
     let samples = collect(&mut collector(&fixture_root()), T0);
-    let io = Some(("resource", "io"));
-    assert_close(value(&samples, "psi_some_avg10", io), 0.18, "io some avg10");
-    assert_close(value(&samples, "psi_some_avg60", io), 0.34, "io some avg60");
-    assert_close(
-        value(&samples, "psi_some_avg300", io),
-        0.10,
-        "io some avg300",
-    );
-    assert_close(
-        value(&samples, "psi_some_total_us", io),
-        159_886_802.0,
-        "io some total",
-    );
-    assert_close(
-        value(&samples, "psi_full_total_us", io),
-        159_229_614.0,
-        "io full total",
-    );
-    let cpu = Some(("resource", "cpu"));
-    assert_close(
-        value(&samples, "psi_some_total_us", cpu),
-        14_036_781.0,
-        "cpu some total",
-    );
-    assert_close(
-        value(&samples, "psi_full_avg10", Some(("resource", "memory"))),
-        0.0,
-        "memory",
+    let (io, cpu) = (Some(("resource", "io")), Some(("resource", "cpu")));
+    assert_values(
+        &samples,
+        &[
+            ("psi_some_avg10", io, 0.18),
+            ("psi_some_avg60", io, 0.34),
+            ("psi_some_avg300", io, 0.10),
+            ("psi_some_total_us", io, 159_886_802.0),
+            ("psi_full_total_us", io, 159_229_614.0),
+            ("psi_some_total_us", cpu, 14_036_781.0),
+            ("psi_full_avg10", Some(("resource", "memory")), 0.0),
+        ],
     );
     // irq pressure is not one of the three resources read.
     assert!(samples.iter().all(|s| s.tag("resource") != Some("irq")));
@@ -399,84 +329,54 @@ fn utilisation_and_rates_between_two_snapshots() {
     moved.prev_disk = std::mem::take(&mut c.prev_disk);
     moved.prev_vmstat = std::mem::take(&mut c.prev_vmstat);
     let samples = collect(&mut moved, T1);
-
-    assert_close(
-        value(&samples, "pgfault_per_sec", None),
-        500.0,
-        "pgfault rate",
-    );
-    assert_close(
-        value(&samples, "pgmajfault_per_sec", None),
-        5.0,
-        "pgmajfault rate",
-    );
-    assert_close(
-        value(&samples, "pswpout_per_sec", None),
-        0.0,
-        "pswpout rate",
+    assert_values(
+        &samples,
+        &[
+            ("pgfault_per_sec", None, 500.0),
+            ("pgmajfault_per_sec", None, 5.0),
+            ("pswpout_per_sec", None, 0.0),
+        ],
     );
 
     let pct = |ticks: f64| ticks * 100.0 / 470.0;
     for item in [None, Some(("core", "3"))] {
-        assert_close(value(&samples, "cpu_user", item), pct(100.0), "user");
-        assert_close(value(&samples, "cpu_system", item), pct(50.0), "system");
-        assert_close(value(&samples, "cpu_iowait", item), pct(20.0), "iowait");
-        assert_close(value(&samples, "cpu_idle", item), pct(300.0), "idle");
-        assert_close(value(&samples, "cpu_util", item), pct(150.0), "util");
+        assert_values(
+            &samples,
+            &[
+                ("cpu_user", item, pct(100.0)),
+                ("cpu_system", item, pct(50.0)),
+                ("cpu_iowait", item, pct(20.0)),
+                ("cpu_idle", item, pct(300.0)),
+                ("cpu_util", item, pct(150.0)),
+            ],
+        );
     }
     // Unchanged counters: no tick passed, so no utilisation; cpu5 went backwards.
     assert_eq!(value(&samples, "cpu_util", Some(("core", "0"))), None);
     assert_eq!(value(&samples, "cpu_util", Some(("core", "5"))), None);
-
-    assert_close(value(&samples, "ctxt_per_sec", None), 10_000.0, "ctxt rate");
-    assert_close(value(&samples, "intr_per_sec", None), 0.0, "intr rate");
-
-    let eth0 = Some(("iface", "eth0"));
-    assert_close(
-        value(&samples, "rx_bytes_per_sec", eth0),
-        1_000_000.0,
-        "eth0 rx rate",
-    );
-    assert_close(
-        value(&samples, "rx_packets_per_sec", eth0),
-        50.0,
-        "eth0 packets rate",
-    );
-    assert_close(
-        value(&samples, "tx_bytes_per_sec", eth0),
-        0.0,
-        "eth0 tx rate",
-    );
-    let wlan0 = Some(("iface", "wlan0"));
+    let (eth0, wlan0) = (Some(("iface", "eth0")), Some(("iface", "wlan0")));
     assert_eq!(
         value(&samples, "rx_bytes_per_sec", wlan0),
         None,
         "wrapped counter"
     );
-    assert_close(value(&samples, "rx_bytes", wlan0), 1000.0, "wlan0 rx_bytes");
-    assert_close(
-        value(&samples, "tx_bytes_per_sec", wlan0),
-        0.0,
-        "wlan0 tx rate",
-    );
-
     let sda = Some(("dev", "sda"));
-    assert_close(
-        value(&samples, "read_ops_per_sec", sda),
-        500.0,
-        "sda read ops rate",
+    assert_values(
+        &samples,
+        &[
+            ("ctxt_per_sec", None, 10_000.0),
+            ("intr_per_sec", None, 0.0),
+            ("rx_bytes_per_sec", eth0, 1_000_000.0),
+            ("rx_packets_per_sec", eth0, 50.0),
+            ("tx_bytes_per_sec", eth0, 0.0),
+            ("rx_bytes", wlan0, 1000.0),
+            ("tx_bytes_per_sec", wlan0, 0.0),
+            ("read_ops_per_sec", sda, 500.0),
+            ("read_bytes_per_sec", sda, 20_480.0 * 512.0 / 2.0),
+            ("write_bytes_per_sec", sda, 0.0),
+            ("io_util", sda, 25.0),
+        ],
     );
-    assert_close(
-        value(&samples, "read_bytes_per_sec", sda),
-        20_480.0 * 512.0 / 2.0,
-        "sda read rate",
-    );
-    assert_close(
-        value(&samples, "write_bytes_per_sec", sda),
-        0.0,
-        "sda write rate",
-    );
-    assert_close(value(&samples, "io_util", sda), 25.0, "sda io_util");
 
     assert!(
         samples.iter().all(|s| match s.value {
@@ -612,13 +512,18 @@ fn reads_this_host_procfs() {
 #[test]
 fn vmstat_counters() {
     let samples = collect(&mut collector(&fixture_root()), T0);
-    assert_close(value(&samples, "pgfault", None), 2_320_168_809.0, "pgfault");
-    assert_close(value(&samples, "pgmajfault", None), 507_162.0, "pgmajfault");
-    assert_close(value(&samples, "pgpgin", None), 7_344_136.0, "pgpgin");
-    assert_close(value(&samples, "pgpgout", None), 1_541_180_581.0, "pgpgout");
-    assert_close(value(&samples, "pswpin", None), 1476.0, "pswpin");
-    assert_close(value(&samples, "pswpout", None), 35_045.0, "pswpout");
-    assert_close(value(&samples, "oom_kill", None), 0.0, "oom_kill");
+    assert_values(
+        &samples,
+        &[
+            ("pgfault", None, 2_320_168_809.0),
+            ("pgmajfault", None, 507_162.0),
+            ("pgpgin", None, 7_344_136.0),
+            ("pgpgout", None, 1_541_180_581.0),
+            ("pswpin", None, 1476.0),
+            ("pswpout", None, 35_045.0),
+            ("oom_kill", None, 0.0),
+        ],
+    );
 }
 
 /// The mount table of node_exporter's fixture host: pseudo filesystems, /proc, /sys and
