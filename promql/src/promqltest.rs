@@ -53,14 +53,18 @@ pub async fn run_file(path: &Path) -> FileReport {
     }
 }
 
-/// A store on a temporary directory, dropped with it.
-struct TestStore {
-    store: Store,
+/// An empty store on a temporary directory, dropped with it: what each test file runs on,
+/// and what the crate's own tests over a real store start from.
+#[derive(Debug)]
+pub struct TestStore {
+    /// The store ([`StoreConfig::test_config`]).
+    pub store: Store,
     _dir: tempfile::TempDir,
 }
 
 impl TestStore {
-    async fn open() -> Result<Self, String> {
+    /// Opens it.
+    pub async fn open() -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let mut registry = prometheus_client::registry::Registry::default();
         let store = Store::open(dir.path(), StoreConfig::test_config(), &mut registry)

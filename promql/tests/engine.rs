@@ -4,16 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use exawatch_promql::promqltest::TestStore;
 use exawatch_promql::{Engine, EngineOptions, Error, QueryValue, StoreSource};
 use exawatch_protocol::{Sample, Value};
-use exawatch_store::{Store, StoreConfig};
 
-async fn engine(options: EngineOptions) -> (Engine, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut registry = prometheus_client::registry::Registry::default();
-    let store = Store::open(dir.path(), StoreConfig::test_config(), &mut registry)
-        .await
-        .unwrap();
+async fn engine(options: EngineOptions) -> (Engine, TestStore) {
+    let test = TestStore::open().await.unwrap();
+    let store = test.store.clone();
     let mut samples = Vec::new();
     for k in 0..100i64 {
         for node in ["n1", "n2"] {
@@ -27,7 +24,7 @@ async fn engine(options: EngineOptions) -> (Engine, tempfile::TempDir) {
     }
     store.write(samples).await.unwrap();
     let source = StoreSource::new(store, 64 << 20);
-    (Engine::new(Arc::new(source), options), dir)
+    (Engine::new(Arc::new(source), options), test)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,7 +112,7 @@ async fn limits_stop_queries() {
     ));
 }
 
-async fn engine_with_timeout() -> (Engine, tempfile::TempDir) {
+async fn engine_with_timeout() -> (Engine, TestStore) {
     engine(EngineOptions {
         timeout: Some(Duration::from_nanos(1)),
         ..EngineOptions::default()

@@ -1,6 +1,9 @@
 //! `Store::select_series`: whole series by key from files (through their series index) and
 //! the buffer, checked against SQL over the same store.
 
+#[path = "support/store.rs"]
+mod support;
+
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array};
@@ -23,15 +26,17 @@ fn sample(metric: &str, node: &str, secs: i64, value: f64) -> Sample {
     )
 }
 
-async fn open(dir: &std::path::Path) -> Store {
-    let config = StoreConfig {
+/// Compacting two files at a time, deleting replaced files at once.
+fn compacting() -> StoreConfig {
+    StoreConfig {
         compaction_min_files: 2,
         delete_delay_secs: 0.0,
         ..StoreConfig::test_config()
-    };
-    Store::open(dir, config, &mut Registry::default())
-        .await
-        .unwrap()
+    }
+}
+
+async fn open(dir: &std::path::Path) -> Store {
+    support::open(dir, compacting()).await
 }
 
 /// `temp` of node `node`, whole.
@@ -570,22 +575,13 @@ async fn selections_from_cached_blocks_match_uncached_ones() {
         ..StoreConfig::test_config()
     };
     let mut registry = Registry::default();
-    let uncached = Store::open(dir.path(), uncached_config, &mut registry)
-        .await
-        .unwrap();
+    let uncached = support::open_registered(dir.path(), uncached_config, &mut registry).await;
     let expected = temp_selections(&uncached).await;
     assert_eq!(cache_hits(&registry), 0);
     uncached.shutdown().await.unwrap();
 
-    let config = StoreConfig {
-        compaction_min_files: 2,
-        delete_delay_secs: 0.0,
-        ..StoreConfig::test_config()
-    };
     let mut registry = Registry::default();
-    let store = Store::open(dir.path(), config, &mut registry)
-        .await
-        .unwrap();
+    let store = support::open_registered(dir.path(), compacting(), &mut registry).await;
     assert_eq!(temp_selections(&store).await, expected, "first read");
     let hits = cache_hits(&registry);
     assert_eq!(temp_selections(&store).await, expected, "from the cache");

@@ -1,10 +1,13 @@
 //! The store through its public API: writes, SQL over buffer and files, flush, replay.
 
+#[path = "support/store.rs"]
+mod support;
+
 use arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::SessionContext;
 use exawatch_protocol::{Sample, Value};
 use exawatch_store::{Store, StoreConfig};
-use prometheus_client::registry::Registry;
+use support::open;
 
 fn sample(metric: &str, node: &str, secs: i64, value: Value) -> Sample {
     Sample::new(
@@ -13,12 +16,6 @@ fn sample(metric: &str, node: &str, secs: i64, value: Value) -> Sample {
         secs * 1_000_000_000,
         value,
     )
-}
-
-async fn open(dir: &std::path::Path) -> Store {
-    Store::open(dir, StoreConfig::test_config(), &mut Registry::default())
-        .await
-        .unwrap()
 }
 
 async fn sql(store: &Store, query: &str) -> String {
@@ -31,7 +28,7 @@ async fn sql(store: &Store, query: &str) -> String {
 #[tokio::test]
 async fn writes_are_queryable_at_once_then_from_files() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+    let store = open(dir.path(), StoreConfig::test_config()).await;
     store
         .write(vec![
             sample("temp", "n1", 100, Value::Float(40.5)),
@@ -97,7 +94,7 @@ async fn writes_are_queryable_at_once_then_from_files() {
 async fn a_reopened_store_replays_what_was_not_flushed() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = open(dir.path()).await;
+        let store = open(dir.path(), StoreConfig::test_config()).await;
         store
             .write(vec![sample("a", "n1", 1, Value::Float(1.0))])
             .await
@@ -118,23 +115,17 @@ async fn a_reopened_store_replays_what_was_not_flushed() {
     }
     // Give the orphaned WAL thread a moment to finish its queued write.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let store = open(dir.path()).await;
+    let store = open(dir.path(), StoreConfig::test_config()).await;
     assert_eq!(
         sql(&store, "SELECT sum(value) AS s, count(*) AS n FROM samples").await,
         "+-----+---+\n| s   | n |\n+-----+---+\n| 6.0 | 3 |\n+-----+---+"
     );
     store.shutdown().await.unwrap();
     // A clean shutdown leaves everything in files and nothing to replay.
-    let store = open(dir.path()).await;
+    let store = open(dir.path(), StoreConfig::test_config()).await;
     assert_eq!(store.buffered_rows(), 0);
     assert_eq!(store.catalog().files.iter().map(|f| f.rows).sum::<u64>(), 3);
     store.shutdown().await.unwrap();
-}
-
-async fn open_with(dir: &std::path::Path, config: StoreConfig) -> Store {
-    Store::open(dir, config, &mut Registry::default())
-        .await
-        .unwrap()
 }
 
 /// Files in the store's `files/` directory.
@@ -150,7 +141,7 @@ async fn compaction_merges_small_files_into_one_sorted_file() {
         delete_delay_secs: 0.0,
         ..StoreConfig::test_config()
     };
-    let store = open_with(dir.path(), config).await;
+    let store = open(dir.path(), config).await;
     // Five flushes, interleaving series and times; the fourth brings a new tag column.
     for round in 0..5i64 {
         let mut samples = Vec::new();
@@ -240,7 +231,7 @@ async fn retention_drops_old_files_and_only_them() {
         compaction_min_files: 100,
         ..StoreConfig::test_config()
     };
-    let store = open_with(dir.path(), config).await;
+    let store = open(dir.path(), config).await;
     let day = 86_400i64;
     let now = 100 * day;
     store
@@ -282,7 +273,7 @@ async fn retention_drops_old_files_and_only_them() {
 #[tokio::test]
 async fn files_left_by_an_interrupted_compaction_are_removed_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+    let store = open(dir.path(), StoreConfig::test_config()).await;
     store
         .write(vec![sample("m", "n", 1, Value::Float(1.0))])
         .await
@@ -295,7 +286,7 @@ async fn files_left_by_an_interrupted_compaction_are_removed_at_start() {
     )
     .unwrap();
     assert_eq!(files_on_disk(dir.path()), 2);
-    let store = open(dir.path()).await;
+    let store = open(dir.path(), StoreConfig::test_config()).await;
     assert_eq!(files_on_disk(dir.path()), 1);
     assert_eq!(
         sql(&store, "SELECT count(*) AS n FROM samples").await,
@@ -312,7 +303,7 @@ async fn rollups_agree_with_the_raw_data_before_and_after_compaction() {
         delete_delay_secs: 0.0,
         ..StoreConfig::test_config()
     };
-    let store = open_with(dir.path(), config).await;
+    let store = open(dir.path(), config).await;
     // Sums may differ in the last bits with the order of addition: compare rounded.
     // Two series, a sample every 7 s for 10 minutes, flushed every 100 s so that flushes cut
     // minute buckets in two; a text sample that rollups skip.

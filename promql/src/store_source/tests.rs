@@ -2,18 +2,17 @@
 //! regexes, time ranges, staleness markers through Parquet, and the pushed-down plan.
 
 use exawatch_protocol::{Sample, Value};
-use exawatch_store::{Store, StoreConfig};
 use promql_parser::label::Matcher;
 use promql_parser::parser::{Expr, parse};
 
 use super::*;
+use crate::promqltest::TestStore;
 use crate::value::{is_stale, stale_nan};
 
-async fn store(dir: &std::path::Path) -> Store {
-    let mut registry = prometheus_client::registry::Registry::default();
-    let store = Store::open(dir, StoreConfig::test_config(), &mut registry)
-        .await
-        .unwrap();
+/// A store with `power` and `temp` series, in a file and in the buffer.
+async fn store() -> TestStore {
+    let test = TestStore::open().await.unwrap();
+    let store = &test.store;
     let sample = |metric: &str, tags: &[(&str, &str)], t_ms: i64, v: f64| {
         Sample::new(
             metric,
@@ -50,7 +49,7 @@ async fn store(dir: &std::path::Path) -> Store {
         )])
         .await
         .unwrap();
-    store
+    test
 }
 
 fn matchers(selector: &str) -> Vec<Matcher> {
@@ -80,8 +79,8 @@ async fn nodes(source: &StoreSource, selector: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn matchers_treat_absent_labels_as_empty_and_regexes_as_anchored() {
-    let dir = tempfile::tempdir().unwrap();
-    let source = StoreSource::new(store(dir.path()).await, 64 << 20);
+    let test = store().await;
+    let source = StoreSource::new(test.store.clone(), 64 << 20);
     assert_eq!(
         nodes(&source, "power").await,
         ["power/n1", "power/n10", "power/n2"]
@@ -111,8 +110,8 @@ async fn matchers_treat_absent_labels_as_empty_and_regexes_as_anchored() {
 
 #[tokio::test]
 async fn samples_come_in_time_order_within_the_range_with_stale_markers_intact() {
-    let dir = tempfile::tempdir().unwrap();
-    let source = StoreSource::new(store(dir.path()).await, 64 << 20);
+    let test = store().await;
+    let source = StoreSource::new(test.store.clone(), 64 << 20);
     let series = source
         .select(&matchers("power{node=\"n1\"}"), 0, 10_000, None)
         .await
@@ -139,8 +138,8 @@ async fn samples_come_in_time_order_within_the_range_with_stale_markers_intact()
 
 #[tokio::test]
 async fn series_and_label_values() {
-    let dir = tempfile::tempdir().unwrap();
-    let source = StoreSource::new(store(dir.path()).await, 64 << 20);
+    let test = store().await;
+    let source = StoreSource::new(test.store.clone(), 64 << 20);
     let mut series = source.series(&matchers("power"), 0, 10_000).await.unwrap();
     series.sort();
     assert_eq!(series.len(), 3);
@@ -170,8 +169,8 @@ async fn series_and_label_values() {
 
 #[tokio::test]
 async fn matchers_and_time_range_are_pushed_into_the_scan() {
-    let dir = tempfile::tempdir().unwrap();
-    let source = StoreSource::new(store(dir.path()).await, 64 << 20);
+    let test = store().await;
+    let source = StoreSource::new(test.store.clone(), 64 << 20);
     let (frame, _) = source
         .filtered(&matchers("power{node=~\"n1|n2\"}"), 1_000, 2_000)
         .await
@@ -194,11 +193,8 @@ async fn matchers_and_time_range_are_pushed_into_the_scan() {
 /// two files of successive flushes meet.
 #[tokio::test]
 async fn samples_of_one_millisecond_are_one_point() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut registry = prometheus_client::registry::Registry::default();
-    let store = Store::open(dir.path(), StoreConfig::test_config(), &mut registry)
-        .await
-        .unwrap();
+    let test = TestStore::open().await.unwrap();
+    let store = &test.store;
     let sample = |t_ns: i64, v: f64| Sample::new("cpu", Vec::new(), t_ns, Value::Float(v));
     let ms = 1_000_000;
     store
@@ -215,7 +211,7 @@ async fn samples_of_one_millisecond_are_one_point() {
         .await
         .unwrap();
     store.flush().await.unwrap();
-    let source = StoreSource::new(store, 64 << 20);
+    let source = StoreSource::new(store.clone(), 64 << 20);
     for _ in 0..2 {
         let series = source.select(&matchers("cpu"), 0, 10, None).await.unwrap();
         let points: Vec<(i64, f64)> = series[0].points.iter().map(|p| (p.t, p.v)).collect();

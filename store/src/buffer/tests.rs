@@ -16,29 +16,42 @@ fn sample(metric: &str, tags: &[(&str, &str)], time_ns: i64, value: f64) -> Samp
     )
 }
 
-fn hashed(table: &SeriesTable, samples: Vec<Sample>) -> HashedBatch {
-    HashedBatch::new(samples.into(), table.hasher())
+/// A buffer and its series table, as the store keeps them: what each test starts from.
+struct Buffered {
+    table: SeriesTable,
+    buffer: Buffer,
+}
+
+impl Buffered {
+    fn new() -> Self {
+        Self::with_limits(Limits::default())
+    }
+
+    fn with_limits(limits: Limits) -> Self {
+        Self {
+            table: SeriesTable::new(Vec::new(), limits),
+            buffer: Buffer::default(),
+        }
+    }
+
+    /// Inserts `samples` as one batch; the samples refused by a limit.
+    fn insert(&mut self, samples: Vec<Sample>) -> Rejections {
+        let hashed = HashedBatch::new(samples.into(), self.table.hasher());
+        self.buffer.insert(&hashed, &mut self.table).unwrap()
+    }
 }
 
 #[test]
 fn tag_columns_keep_first_appearance_order() {
-    let mut table = SeriesTable::new(Vec::new(), Limits::default());
-    let mut buffer = Buffer::default();
-    buffer
-        .insert(
-            &hashed(
-                &table,
-                vec![
-                    sample("a", &[("org", "o"), ("node", "n1")], 1, 1.0),
-                    sample("b", &[("core", "0"), ("node", "n1")], 2, 2.0),
-                ],
-            ),
-            &mut table,
-        )
-        .unwrap();
+    let mut b = Buffered::new();
+    b.insert(vec![
+        sample("a", &[("org", "o"), ("node", "n1")], 1, 1.0),
+        sample("b", &[("core", "0"), ("node", "n1")], 2, 2.0),
+    ]);
     // EXAMON's tags in topic order, then others as they appear.
-    assert_eq!(table.tag_columns(), ["org", "node", "core"]);
-    let names: Vec<_> = table
+    assert_eq!(b.table.tag_columns(), ["org", "node", "core"]);
+    let names: Vec<_> = b
+        .table
         .schema()
         .fields()
         .iter()
@@ -48,32 +61,30 @@ fn tag_columns_keep_first_appearance_order() {
         names,
         ["time", "metric", "value", "text", "org", "node", "core"]
     );
-    assert_eq!(table.len(), 2);
+    assert_eq!(b.table.len(), 2);
 }
 
 #[test]
 fn chunks_seal_and_read_back() {
-    let mut table = SeriesTable::new(Vec::new(), Limits::default());
-    let mut buffer = Buffer::default();
+    let mut b = Buffered::new();
     let samples: Vec<Sample> = (0..CHUNK_ROWS + 10)
         .map(|i| sample("m", &[("node", &format!("n{}", i % 3))], i as i64, i as f64))
         .collect();
-    buffer.insert(&hashed(&table, samples), &mut table).unwrap();
-    buffer
-        .insert(
-            &hashed(
-                &table,
-                vec![Sample::new("status", vec![], 99, Value::Text("OK".into()))],
-            ),
-            &mut table,
-        )
-        .unwrap();
-    assert_eq!(buffer.rows(), CHUNK_ROWS + 11);
-    let chunks = buffer.chunks();
+    b.insert(samples);
+    b.insert(vec![Sample::new(
+        "status",
+        vec![],
+        99,
+        Value::Text("OK".into()),
+    )]);
+    assert_eq!(b.buffer.rows(), CHUNK_ROWS + 11);
+    let chunks = b.buffer.chunks();
     assert_eq!(chunks.len(), 2);
     assert_eq!(chunks[0].len(), CHUNK_ROWS);
-    let batch = chunks[1].batch(table.keys(), table.tag_columns()).unwrap();
-    let last = conform(batch, &table.schema()).unwrap();
+    let batch = chunks[1]
+        .batch(b.table.keys(), b.table.tag_columns())
+        .unwrap();
+    let last = conform(batch, &b.table.schema()).unwrap();
     assert_eq!(last.num_rows(), 11);
     let node = last.column_by_name("node").unwrap();
     assert_eq!(
@@ -84,35 +95,26 @@ fn chunks_seal_and_read_back() {
     let text = last.column_by_name("text").unwrap().as_string::<i32>();
     assert_eq!(text.value(10), "OK");
     // Reading does not take: the buffer still holds everything.
-    assert_eq!(buffer.chunks().len(), 2);
-    let taken = buffer.take();
+    assert_eq!(b.buffer.chunks().len(), 2);
+    let taken = b.buffer.take();
     assert_eq!(
         taken.iter().map(|c| c.len()).sum::<usize>(),
         CHUNK_ROWS + 11
     );
-    assert_eq!(buffer.rows(), 0);
+    assert_eq!(b.buffer.rows(), 0);
 }
 
 #[test]
 fn sorted_batch_orders_by_series_then_time() {
-    let mut table = SeriesTable::new(Vec::new(), Limits::default());
-    let mut buffer = Buffer::default();
-    buffer
-        .insert(
-            &hashed(
-                &table,
-                vec![
-                    sample("temp", &[("node", "n2")], 30, 3.0),
-                    sample("temp", &[("node", "n1")], 20, 2.0),
-                    sample("load", &[("node", "n2")], 10, 1.0),
-                    sample("temp", &[("node", "n1")], 10, 1.5),
-                ],
-            ),
-            &mut table,
-        )
-        .unwrap();
-    let chunks = buffer.take();
-    let sorted = sorted_batch(&chunks, &table.keys_of(&chunks), table.tag_columns()).unwrap();
+    let mut b = Buffered::new();
+    b.insert(vec![
+        sample("temp", &[("node", "n2")], 30, 3.0),
+        sample("temp", &[("node", "n1")], 20, 2.0),
+        sample("load", &[("node", "n2")], 10, 1.0),
+        sample("temp", &[("node", "n1")], 10, 1.5),
+    ]);
+    let chunks = b.buffer.take();
+    let sorted = sorted_batch(&chunks, &b.table.keys_of(&chunks), b.table.tag_columns()).unwrap();
     let batch = sorted.batch(0..sorted.len()).unwrap();
     let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
     let values = batch
@@ -133,26 +135,17 @@ fn sorted_batch_orders_by_series_then_time() {
 
 #[test]
 fn sorted_batch_sorts_column_by_column_and_keeps_the_last_duplicate() {
-    let mut table = SeriesTable::new(Vec::new(), Limits::default());
-    let mut buffer = Buffer::default();
-    buffer
-        .insert(
-            &hashed(
-                &table,
-                vec![
-                    sample("m", &[("node", "b"), ("core", "1")], 5, 1.0),
-                    sample("m", &[("node", "a")], 5, 2.0),
-                    sample("m", &[("node", "b")], 5, 3.0),
-                    sample("m", &[("node", "b"), ("core", "0")], 5, 4.0),
-                    // Written again for the same series and time: the later value wins.
-                    sample("m", &[("node", "a")], 5, 5.0),
-                ],
-            ),
-            &mut table,
-        )
-        .unwrap();
-    let chunks = buffer.take();
-    let sorted = sorted_batch(&chunks, &table.keys_of(&chunks), table.tag_columns()).unwrap();
+    let mut b = Buffered::new();
+    b.insert(vec![
+        sample("m", &[("node", "b"), ("core", "1")], 5, 1.0),
+        sample("m", &[("node", "a")], 5, 2.0),
+        sample("m", &[("node", "b")], 5, 3.0),
+        sample("m", &[("node", "b"), ("core", "0")], 5, 4.0),
+        // Written again for the same series and time: the later value wins.
+        sample("m", &[("node", "a")], 5, 5.0),
+    ]);
+    let chunks = b.buffer.take();
+    let sorted = sorted_batch(&chunks, &b.table.keys_of(&chunks), b.table.tag_columns()).unwrap();
     let batch = sorted.batch(0..sorted.len()).unwrap();
     let values = batch
         .column(2)
@@ -162,7 +155,7 @@ fn sorted_batch_sorts_column_by_column_and_keeps_the_last_duplicate() {
     // (node, core): (a, -), (b, -), (b, 0), (b, 1) — a missing tag sorts first.
     assert_eq!(values.values(), &[5.0, 3.0, 4.0, 1.0]);
     assert_eq!(
-        sort_order(table.tag_columns()),
+        sort_order(b.table.tag_columns()),
         ["metric", "node", "core", "time"]
     );
 }
@@ -173,31 +166,22 @@ fn cardinality_limits_refuse_new_series_only() {
         max_series_per_metric: 2,
         max_tag_keys: 2,
     };
-    let mut table = SeriesTable::new(Vec::new(), limits);
-    let mut buffer = Buffer::default();
-    let rejections = buffer
-        .insert(
-            &hashed(
-                &table,
-                vec![
-                    sample("m", &[("node", "a")], 1, 1.0),
-                    sample("m", &[("node", "b")], 1, 1.0),
-                    sample("m", &[("node", "c")], 1, 1.0),
-                    // Known series are still taken.
-                    sample("m", &[("node", "a")], 2, 1.0),
-                    sample("other", &[("node", "c"), ("rack", "r")], 1, 1.0),
-                    sample(
-                        "other",
-                        &[("node", "c"), ("rack", "r"), ("pdu", "p")],
-                        1,
-                        1.0,
-                    ),
-                ],
-            ),
-            &mut table,
-        )
-        .unwrap();
-    assert_eq!(buffer.rows(), 4);
+    let mut b = Buffered::with_limits(limits);
+    let rejections = b.insert(vec![
+        sample("m", &[("node", "a")], 1, 1.0),
+        sample("m", &[("node", "b")], 1, 1.0),
+        sample("m", &[("node", "c")], 1, 1.0),
+        // Known series are still taken.
+        sample("m", &[("node", "a")], 2, 1.0),
+        sample("other", &[("node", "c"), ("rack", "r")], 1, 1.0),
+        sample(
+            "other",
+            &[("node", "c"), ("rack", "r"), ("pdu", "p")],
+            1,
+            1.0,
+        ),
+    ]);
+    assert_eq!(b.buffer.rows(), 4);
     assert_eq!(rejections.series_per_metric, 1);
     assert_eq!(rejections.tag_keys, 1);
     assert!(
@@ -208,7 +192,7 @@ fn cardinality_limits_refuse_new_series_only() {
             .contains("\"m\" has 2 series"),
         "{rejections:?}"
     );
-    assert_eq!(table.tag_columns(), ["node", "rack"]);
+    assert_eq!(b.table.tag_columns(), ["node", "rack"]);
 }
 
 /// Across several chunks, with times out of order, duplicates (some in other chunks) and
@@ -216,8 +200,7 @@ fn cardinality_limits_refuse_new_series_only() {
 /// (series, time)'s last arrival.
 #[test]
 fn sorted_batch_matches_a_plain_sort_over_many_chunks() {
-    let mut table = SeriesTable::new(Vec::new(), Limits::default());
-    let mut buffer = Buffer::default();
+    let mut b = Buffered::new();
     let mut state = 7u64;
     let mut next = |n: u64| {
         state = state
@@ -236,12 +219,10 @@ fn sorted_batch_matches_a_plain_sort_over_many_chunks() {
         };
         samples.push(Sample::new("m", vec![("node".into(), node)], time, value));
     }
-    buffer
-        .insert(&hashed(&table, samples.clone()), &mut table)
-        .unwrap();
-    let chunks = buffer.take();
+    b.insert(samples.clone());
+    let chunks = b.buffer.take();
     assert_eq!(chunks.len(), 3);
-    let sorted = sorted_batch(&chunks, &table.keys_of(&chunks), table.tag_columns()).unwrap();
+    let sorted = sorted_batch(&chunks, &b.table.keys_of(&chunks), b.table.tag_columns()).unwrap();
 
     let mut expected: Vec<(String, i64, usize)> = samples
         .iter()
@@ -256,7 +237,7 @@ fn sorted_batch_matches_a_plain_sort_over_many_chunks() {
         }
         duplicate
     });
-    let batch = conform(&sorted.batch(0..sorted.len()).unwrap(), &table.schema()).unwrap();
+    let batch = conform(&sorted.batch(0..sorted.len()).unwrap(), &b.table.schema()).unwrap();
     let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
     let node =
         arrow::compute::cast(batch.column_by_name("node").unwrap(), &DataType::Utf8).unwrap();
