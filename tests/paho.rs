@@ -3,14 +3,14 @@
 //! the 3.1.1 suite and 21 of the 27 of the MQTT 5 suite on this kind of machine; the broker
 //! must pass at least as many, and the tests named below must pass.
 
-mod support {
-    pub mod server;
-}
+// By path: rustfmt would look for an inline `support` module under tests/paho/.
+#[path = "support/server.rs"]
+mod server;
 
 use std::path::Path;
 use std::process::Command;
 
-use support::server::Server;
+use server::Server;
 
 /// Runs `suite` against a fresh server; the names of the tests that passed and failed.
 fn run_suite(suite: &str) -> (Vec<String>, Vec<String>) {
@@ -25,7 +25,10 @@ fn run_suite(suite: &str) -> (Vec<String>, Vec<String>) {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stdout.lines().last().is_some_and(|l| l.ends_with(" failed")),
+        stdout
+            .lines()
+            .last()
+            .is_some_and(|l| l.ends_with(" failed")),
         "the suite did not finish:\n{stdout}\n{log}"
     );
     let names = |mark: &str| {
