@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use exawatch_analytics::AnalyticsConfig;
 use exawatch_api::ApiConfig;
 use exawatch_broker::BrokerConfig;
+use exawatch_broker::upstream::UpstreamConfig;
 use exawatch_collectors::{CollectorConfig, SimulateConfig};
 use exawatch_protocol::settings::{InvalidSetting, Validate};
 use exawatch_store::StoreConfig;
@@ -17,12 +18,17 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct Config {
+    /// What this process does: everything, or one role of several processes sharing one
+    /// object store.
+    pub(crate) role: Role,
     /// Where the WAL and the object store (Parquet files, catalog) live.
     pub(crate) data_dir: PathBuf,
     /// Run a collector for this machine inside `exawatch up`.
     pub(crate) local_collector: bool,
     /// The embedded MQTT broker.
     pub(crate) broker: BrokerConfig,
+    /// A front broker to take a share of (MQTT 5 shared subscription), for ingesters.
+    pub(crate) upstream: UpstreamConfig,
     /// WAL, buffer and files.
     pub(crate) store: StoreConfig,
     /// The HTTP API.
@@ -38,9 +44,11 @@ pub(crate) struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            role: Role::All,
             data_dir: PathBuf::from("./exawatch-data"),
             local_collector: true,
             broker: BrokerConfig::default(),
+            upstream: UpstreamConfig::default(),
             store: StoreConfig::default(),
             api: ApiConfig::default(),
             collector: CollectorConfig::default(),
@@ -103,8 +111,48 @@ impl Config {
         for (name, section) in sections {
             section.validate().map_err(|e| e.in_section(name))?;
         }
+        let needs = |key: &str, allowed: &str, value: &str| InvalidSetting {
+            key: key.into(),
+            value: format!("{value:?}"),
+            allowed: allowed.into(),
+        };
+        if self.role == Role::Ingest && self.store.ingester.is_empty() {
+            return Err(needs(
+                "store.ingester",
+                "a name of its own for each ingester (role = \"ingest\")",
+                "",
+            ));
+        }
+        if self.role == Role::Query && !self.store.ingester.is_empty() {
+            return Err(needs(
+                "store.ingester",
+                "empty for role = \"query\" (a querier reads every ingester)",
+                &self.store.ingester,
+            ));
+        }
+        if !self.upstream.broker.is_empty() && self.upstream.client_id.is_empty() {
+            return Err(needs(
+                "upstream.client_id",
+                "a client id of its own, stable across restarts, when upstream.broker is set",
+                "",
+            ));
+        }
         Ok(())
     }
+}
+
+/// What one `exawatch up` process does ([README: Running on several
+/// machines](../README.md#running-on-several-machines)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Role {
+    /// Everything in one process: broker, store, API, analytics.
+    All,
+    /// Stores what it receives (its embedded broker, a share of a front broker, HTTP
+    /// writes) under its own prefix of the object store; answers queries on its own data.
+    Ingest,
+    /// Answers every query from all ingesters' files in the object store; stores nothing.
+    Query,
 }
 
 fn merge(base: &mut toml::Value, layer: toml::Value) {

@@ -12,7 +12,7 @@ mod up;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
 
@@ -142,6 +142,9 @@ struct UpArgs {
     /// Do not run a collector for this machine [local_collector = false].
     #[arg(long)]
     no_collector: bool,
+    /// What this process does: all, ingest or query [role].
+    #[arg(long, value_enum)]
+    role: Option<config::Role>,
 }
 
 #[derive(Debug, Args)]
@@ -210,7 +213,11 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Up(args) => {
+        Command::Up(mut args) => {
+            // Before the configuration is checked, as `--set role=…` would be.
+            if let Some(role) = args.role.and_then(|r| r.to_possible_value()) {
+                args.config.set.push(format!("role={}", role.get_name()));
+            }
             let mut config = args.config.load()?;
             if let Some(dir) = args.data_dir {
                 config.data_dir = dir;
@@ -224,6 +231,7 @@ fn run(cli: Cli) -> Result<()> {
             if args.no_collector {
                 config.local_collector = false;
             }
+
             let simulate = args.simulate.unwrap_or(config.simulate.nodes);
             runtime()?.block_on(up::run(config, simulate))
         }

@@ -1,5 +1,9 @@
-//! `exawatch up`: broker, store, API, flusher, anomaly scoring and scheduled reports, and optionally a local collector and simulated
-//! nodes, in one process. Shutdown order: collectors, ingest drain, store flush, API.
+//! `exawatch up`: broker, store, API, flusher, anomaly scoring and scheduled reports, and
+//! optionally a local collector and simulated nodes, in one process (role `all`); or one role
+//! of several processes over one object store: an ingester (`ingest`: the same, its files
+//! under its own prefix, optionally taking a share of a front broker) or a querier (`query`:
+//! the API over every ingester's files). Shutdown order: collectors, ingest drain, store
+//! flush, API.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,14 +18,94 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::tls;
 
 /// How long MQTT connections get, when the server stops, to hand what they read to the store.
 const MQTT_DRAIN: Duration = Duration::from_secs(5);
 
+/// How often a querier re-reads the ingesters' catalogs.
+const CATALOG_REFRESH: Duration = Duration::from_secs(2);
+
 /// Runs the server until SIGINT or SIGTERM, then stops in order and flushes.
-pub(crate) async fn run(mut config: Config, simulate: usize) -> Result<()> {
+pub(crate) async fn run(config: Config, simulate: usize) -> Result<()> {
+    match config.role {
+        Role::All | Role::Ingest => run_storing(config, simulate).await,
+        Role::Query => run_querier(config).await,
+    }
+}
+
+/// The querier: the API over every ingester's files, re-read every [`CATALOG_REFRESH`].
+/// Models can be trained and reports made on demand; live scoring runs where samples are
+/// stored.
+async fn run_querier(config: Config) -> Result<()> {
+    let http = bind_http(&config).await?;
+    let store = Store::open_querier(&config.data_dir, &config.store)
+        .await
+        .context("opening the object store's catalogs")?;
+    let mut registry = Registry::default();
+    let api_metrics = ApiMetrics::new(&mut registry, &config.api);
+    let analytics = Analytics::new(store.clone(), config.analytics.clone())
+        .context("invalid [analytics] configuration")?;
+    let state = ApiState::new(
+        store.clone(),
+        Arc::new(registry),
+        api_metrics,
+        config.api.clone(),
+    )
+    .with_analytics(Arc::new(analytics));
+    let (stop, stopped) = watch::channel(false);
+    let api = serve_api(&config, http, state, until(stopped.clone()))?;
+    let refresh = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .run_catalog_refresh(CATALOG_REFRESH, until(stopped))
+                .await;
+        })
+    };
+    tracing::info!(
+        http = %config.api.listen,
+        files = store.catalog().files.len(),
+        "exawatch is up as a querier."
+    );
+    shutdown_signal().await;
+    let _ = stop.send(true);
+    let _ = refresh.await;
+    let _ = api.await;
+    Ok(())
+}
+
+/// The API over `state`, served on `http` (over TLS if configured) until `stopped`.
+fn serve_api(
+    config: &Config,
+    http: TcpListener,
+    state: ApiState,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let router = exawatch_api::router(state);
+    Ok(match (&config.api.tls_cert, &config.api.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = tls::server_config(cert, key)?;
+            tokio::spawn(exawatch_api::serve_tls(http, router, tls, stopped))
+        }
+        _ => tokio::spawn(exawatch_api::serve(http, router, stopped)),
+    })
+}
+
+async fn bind_http(config: &Config) -> Result<TcpListener> {
+    TcpListener::bind(&config.api.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen for HTTP on {} (api.listen, --http-port)",
+                config.api.listen
+            )
+        })
+}
+
+/// Everything that stores: role `all`, or an ingester.
+async fn run_storing(mut config: Config, simulate: usize) -> Result<()> {
     // With broker users configured there is no anonymous access: the server's own
     // collector and simulator log in as an unrestricted user known only to this process.
     let (username, password) = if config.broker.users.is_empty() {
@@ -35,14 +119,7 @@ pub(crate) async fn run(mut config: Config, simulate: usize) -> Result<()> {
         });
         login
     };
-    let http = TcpListener::bind(&config.api.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen for HTTP on {} (api.listen, --http-port)",
-                config.api.listen
-            )
-        })?;
+    let http = bind_http(&config).await?;
     let mut registry = Registry::default();
     let store = Store::open(&config.data_dir, config.store.clone(), &mut registry)
         .await
@@ -74,19 +151,7 @@ pub(crate) async fn run(mut config: Config, simulate: usize) -> Result<()> {
     let (stop_sources, sources_stopped) = watch::channel(false);
     let (stop_api, api_stopped) = watch::channel(false);
 
-    let router = exawatch_api::router(state);
-    let api = match (&config.api.tls_cert, &config.api.tls_key) {
-        (Some(cert), Some(key)) => {
-            let tls = tls::server_config(cert, key)?;
-            tokio::spawn(exawatch_api::serve_tls(
-                http,
-                router,
-                tls,
-                until(api_stopped),
-            ))
-        }
-        _ => tokio::spawn(exawatch_api::serve(http, router, until(api_stopped))),
-    };
+    let api = serve_api(&config, http, state, until(api_stopped))?;
     let flusher = {
         let store = store.clone();
         let stopped = sources_stopped.clone();
@@ -108,6 +173,14 @@ pub(crate) async fn run(mut config: Config, simulate: usize) -> Result<()> {
         password,
     };
     let mut sources = Vec::new();
+    if !config.upstream.broker.is_empty() {
+        let upstream = config.upstream.clone();
+        let ingest = Arc::new(StoreIngest(store.mqtt_ingest()));
+        let stopped = until(sources_stopped.clone());
+        sources.push(tokio::spawn(async move {
+            exawatch_broker::upstream::run(upstream, ingest, stopped).await;
+        }));
+    }
     if config.local_collector {
         let collector = exawatch_collectors::CollectorConfig {
             mqtt: local_broker.clone(),
@@ -134,7 +207,9 @@ pub(crate) async fn run(mut config: Config, simulate: usize) -> Result<()> {
         }));
     }
     tracing::info!(
+        role = ?config.role,
         mqtt = %broker.listen(),
+        upstream = %config.upstream.broker,
         http = %config.api.listen,
         data_dir = %config.data_dir.display(),
         local_collector = config.local_collector,

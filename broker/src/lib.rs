@@ -24,6 +24,7 @@ mod metrics;
 mod router;
 mod session;
 mod topic;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -44,9 +44,14 @@ pub struct StoreConfig {
     pub max_buffer_rows: usize,
     /// ZSTD level of Parquet files.
     pub zstd_level: i32,
-    /// Where the Parquet files and the catalog live: empty for `<data_dir>/store`, or
+    /// Where the Parquet files and the catalog live: empty for `<data_dir>/store`,
+    /// `file:///absolute/path` for another directory (one shared by several processes), or
     /// `s3://bucket/prefix` for an S3-compatible object store (the WAL stays local).
     pub object_store_url: String,
+    /// This process's name when several ingesters share one object store (`exawatch up
+    /// --role ingest`): its files and catalog go under `ingesters/<name>/`, its WAL stays in
+    /// `data_dir`. Empty (one process): at the object store's root.
+    pub ingester: String,
     /// S3 endpoint for S3-compatible servers (MinIO, Ceph, …); empty for AWS.
     pub s3_endpoint: String,
     /// S3 region.
@@ -94,6 +99,7 @@ impl Default for StoreConfig {
             max_buffer_rows: 12_000_000,
             zstd_level: 3,
             object_store_url: String::new(),
+            ingester: String::new(),
             s3_endpoint: String::new(),
             s3_region: "us-east-1".into(),
             s3_access_key_id: String::new(),
@@ -125,6 +131,7 @@ impl std::fmt::Debug for StoreConfig {
             max_buffer_rows,
             zstd_level,
             object_store_url,
+            ingester,
             s3_endpoint,
             s3_region,
             s3_access_key_id,
@@ -150,6 +157,7 @@ impl std::fmt::Debug for StoreConfig {
             .field("max_buffer_rows", max_buffer_rows)
             .field("zstd_level", zstd_level)
             .field("object_store_url", object_store_url)
+            .field("ingester", ingester)
             .field("s3_endpoint", s3_endpoint)
             .field("s3_region", s3_region)
             .field("s3_access_key_id", s3_access_key_id)
@@ -192,7 +200,15 @@ impl Validate for StoreConfig {
             self.rollup_retention_days,
             0.0..=MAX_DAYS,
         )?;
-        within("delete_delay_secs", self.delete_delay_secs, 0.0..=MAX_SECS)
+        within("delete_delay_secs", self.delete_delay_secs, 0.0..=MAX_SECS)?;
+        if !self.ingester.is_empty() && crate::cluster::ingester_prefix(&self.ingester).is_err() {
+            return Err(InvalidSetting {
+                key: "ingester".into(),
+                value: format!("{:?}", self.ingester),
+                allowed: "letters, digits, '.', '_' and '-', not first '.'".into(),
+            });
+        }
+        Ok(())
     }
 }
 

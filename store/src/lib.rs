@@ -12,6 +12,7 @@
 mod block_cache;
 pub mod buffer;
 pub mod catalog;
+mod cluster;
 mod config;
 mod decimal;
 mod ingest;
@@ -70,11 +71,16 @@ pub enum Error {
     /// The object store failed.
     #[snafu(display("object store: {source}"))]
     ObjectStore { source: object_store::Error },
-    /// The object store URL is neither empty nor `s3://…`.
+    /// The object store URL is neither empty, `file:///…` nor `s3://…`.
     #[snafu(display(
-        "store.object_store_url {url:?}: expected empty (local) or s3://bucket/prefix"
+        "store.object_store_url {url:?}: expected empty (<data_dir>/store), file:///absolute/path or s3://bucket/prefix"
     ))]
     ObjectStoreUrl { url: String },
+    /// The ingester name cannot be an object-store prefix.
+    #[snafu(display(
+        "store.ingester {name:?}: expected letters, digits, '.', '_' or '-' (not first '.')"
+    ))]
+    InvalidIngester { name: String },
     /// The catalog is unreadable.
     #[snafu(display("catalog: {message}"))]
     CatalogFormat { message: String },
@@ -262,6 +268,55 @@ impl Store {
             commands,
             wal_thread: Arc::new(Mutex::new(None)),
         })
+    }
+
+    /// Opens the whole object store for reading, as a querier of several ingesters does: the
+    /// files of the root catalog and of every ingester's (`ingesters/<name>/`), re-read by
+    /// [`Store::run_catalog_refresh`]. Like [`Store::open_read_only`] it writes nothing.
+    pub async fn open_querier(data_dir: &Path, config: &StoreConfig) -> Result<Self> {
+        let root = root_objects(data_dir, config, false)?;
+        let catalog = cluster::load_union(root.as_ref()).await?;
+        let metrics = StoreMetrics::new(&mut Registry::default());
+        let state = State::new(catalog, Limits::default());
+        metrics.set_state(&state);
+        let inner = Inner::new(config.clone(), data_dir.join("wal"), state, root, metrics);
+        let (commands, _) = mpsc::channel(1);
+        Ok(Self {
+            inner: Arc::new(inner),
+            commands,
+            wal_thread: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// Re-reads every ingester's catalog every `interval` until `shutdown` resolves (a store
+    /// opened with [`Store::open_querier`]); a failed read is logged and the previous files
+    /// stay in use.
+    pub async fn run_catalog_refresh(
+        &self,
+        interval: Duration,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            match cluster::load_union(self.inner.object_store.as_ref()).await {
+                Ok(catalog) => {
+                    let mut state = self.inner.state.write();
+                    if state.table.tag_columns() != catalog.tag_columns.as_slice() {
+                        state.table =
+                            SeriesTable::new(catalog.tag_columns.clone(), Limits::default());
+                    }
+                    state.catalog = catalog;
+                    self.inner.metrics.set_state(&state);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "Cannot re-read the ingesters' catalogs; answering from the files known so far.");
+                }
+            }
+        }
     }
 
     /// Stores samples and returns once they are in the WAL (fsynced if the policy is
@@ -578,25 +633,45 @@ fn object_path(path: &str) -> Result<object_store::path::Path> {
     Ok(parsed)
 }
 
-/// The object store (`data_dir/store`, or S3 as configured) and its catalog.
+/// The object store (`data_dir/store`, a directory or S3 as configured; an ingester's
+/// prefix of it) and its catalog.
 async fn open_objects(
     data_dir: &Path,
     config: &StoreConfig,
     create: bool,
 ) -> Result<(Arc<dyn ObjectStore>, Catalog)> {
-    let object_store: Arc<dyn ObjectStore> = match config.object_store_url.as_str() {
-        "" => {
-            let objects_dir = data_dir.join("store");
-            if create {
-                std::fs::create_dir_all(&objects_dir)
-                    .context(DataDirSnafu { path: &objects_dir })?;
-            }
-            Arc::new(LocalFileSystem::new_with_prefix(&objects_dir).context(ObjectStoreSnafu)?)
-        }
-        url => s3_store(url, config)?,
+    let root = root_objects(data_dir, config, create)?;
+    let object_store: Arc<dyn ObjectStore> = if config.ingester.is_empty() {
+        root
+    } else {
+        let prefix = cluster::ingester_prefix(&config.ingester)?;
+        Arc::new(object_store::prefix::PrefixStore::new(root, prefix))
     };
     let catalog = persist::load_catalog(object_store.as_ref()).await?;
     Ok((object_store, catalog))
+}
+
+/// The whole object store, as `store.object_store_url` names it.
+fn root_objects(
+    data_dir: &Path,
+    config: &StoreConfig,
+    create: bool,
+) -> Result<Arc<dyn ObjectStore>> {
+    let url = config.object_store_url.as_str();
+    let directory = match url {
+        "" => data_dir.join("store"),
+        _ if url.starts_with("s3://") => return s3_store(url, config),
+        _ => match url.strip_prefix("file://") {
+            Some(path) if path.starts_with('/') => PathBuf::from(path),
+            _ => return ObjectStoreUrlSnafu { url }.fail(),
+        },
+    };
+    if create {
+        std::fs::create_dir_all(&directory).context(DataDirSnafu { path: &directory })?;
+    }
+    Ok(Arc::new(
+        LocalFileSystem::new_with_prefix(&directory).context(ObjectStoreSnafu)?,
+    ))
 }
 
 /// An S3-compatible store at `s3://bucket/prefix`.

@@ -27,7 +27,12 @@ use crate::{Error, Inner, ObjectStoreSnafu, Result, wal};
 
 /// Reads the catalog, or starts an empty one if there is none.
 pub(crate) async fn load_catalog(store: &dyn ObjectStore) -> Result<Catalog> {
-    let bytes = match store.get(&ObjectPath::from(CATALOG_PATH)).await {
+    load_catalog_at(store, &ObjectPath::from(CATALOG_PATH)).await
+}
+
+/// Reads the catalog at `path`, or an empty one if there is none.
+pub(crate) async fn load_catalog_at(store: &dyn ObjectStore, path: &ObjectPath) -> Result<Catalog> {
+    let bytes = match store.get(path).await {
         Ok(result) => result.bytes().await.context(ObjectStoreSnafu)?,
         Err(object_store::Error::NotFound { .. }) => return Ok(Catalog::new()),
         Err(source) => return Err(Error::ObjectStore { source }),
