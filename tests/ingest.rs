@@ -466,7 +466,9 @@ fn an_mqtt_publisher_faster_than_the_store_is_slowed_and_loses_nothing() {
         "the publisher was held back"
     );
     assert!(
-        !server.metrics().contains("exawatch_broker_connections_closed_total{"),
+        !server
+            .metrics()
+            .contains("exawatch_broker_connections_closed_total{"),
         "the broker closed no connection"
     );
 }

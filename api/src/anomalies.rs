@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use exawatch_analytics::AnalyticsHandlerRef;
 use exawatch_analytics::anomalies::AnomalyQuery;
 use exawatch_analytics::time::parse_time;
-use exawatch_protocol::time::now_ns;
 use exawatch_analytics::train::TrainRequest;
+use exawatch_protocol::time::now_ns;
 use serde::Deserialize;
 
 use crate::{ApiError, ApiState};

@@ -93,12 +93,10 @@ pub(crate) async fn remote_write(
 fn inflate<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Cow<'a, [u8]>, ApiError> {
     match headers.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
         None | Some("identity") => Ok(Cow::Borrowed(body)),
-        Some("gzip") => {
-            gunzip(body).map(Cow::Owned).map_err(|e| match e {
-                GunzipError::Corrupt { .. } => ApiError::BadRequest(format!("the gzip body {e}")),
-                GunzipError::TooLarge { .. } => ApiError::LimitExceeded(format!("the body {e}")),
-            })
-        }
+        Some("gzip") => gunzip(body).map(Cow::Owned).map_err(|e| match e {
+            GunzipError::Corrupt { .. } => ApiError::BadRequest(format!("the gzip body {e}")),
+            GunzipError::TooLarge { .. } => ApiError::LimitExceeded(format!("the body {e}")),
+        }),
         Some(other) => Err(ApiError::BadRequest(format!(
             "unsupported Content-Encoding {other:?} (gzip)"
         ))),
