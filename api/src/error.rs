@@ -99,8 +99,11 @@ impl From<exawatch_store::Error> for ApiError {
         match error {
             E::QueueFull => Self::TooManyRequests(message),
             E::LimitExceeded { .. } => Self::BadRequest(message),
-            // A WAL write that failed (disk full, I/O error): nothing was stored, retry later.
-            E::Overloaded { .. } | E::Closed | E::WriteFailed { .. } => Self::Unavailable(message),
+            // A WAL write that failed (disk full, I/O error): nothing was stored, retry later;
+            // a querier stores nothing: a load balancer tries an ingester.
+            E::Overloaded { .. } | E::Closed | E::WriteFailed { .. } | E::ReadOnly => {
+                Self::Unavailable(message)
+            }
             _ => Self::Internal(message),
         }
     }

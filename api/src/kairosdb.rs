@@ -254,6 +254,7 @@ async fn datapoints_write(
             let message = format!("the samples were not stored: {e}");
             Failure::Api(match e {
                 exawatch_store::Error::Closed => ApiError::Timeout(message),
+                exawatch_store::Error::ReadOnly => ApiError::Unavailable(message),
                 _ => ApiError::Internal(message),
             })
         })?;

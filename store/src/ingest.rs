@@ -75,7 +75,9 @@ impl MqttConnection {
         if self.topics.decode_csv(topic, payload, &mut self.batch) {
             return;
         }
-        let now_ns = *self.now_ns.get_or_insert_with(crate::now_ns);
+        let now_ns = *self
+            .now_ns
+            .get_or_insert_with(exawatch_protocol::time::now_ns);
         self.ingest.decode(topic, payload, now_ns, &mut self.batch);
     }
 

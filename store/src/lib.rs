@@ -8,6 +8,12 @@
 //! [`catalog`] and only then deletes the WAL segments it covers. [`Store::open`] replays the
 //! segments the catalog does not cover, so an acknowledged write is never lost.
 //! [`SamplesTable`] is the DataFusion view over buffer + frozen buffers + files.
+//!
+//! Where each part lives: `writer` (the WAL thread and the replay), `persist` (flushes to
+//! Parquet and the catalog), `maintenance` (compaction, retention, deletes), `rollup`
+//! (1-minute and 1-hour aggregates), `table` (the DataFusion table), `session` (SQL sessions
+//! and their policy), `select` (whole series for PromQL), `objects` (the object store and the
+//! named objects of other components), `cluster` (several ingesters over one object store).
 
 mod block_cache;
 pub mod buffer;
@@ -18,13 +24,16 @@ mod decimal;
 mod ingest;
 mod maintenance;
 mod metrics;
+mod objects;
 mod persist;
 pub mod rollup;
 mod select;
 mod series_index;
+mod session;
 mod stats;
 mod table;
 pub mod wal;
+mod writer;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -32,25 +41,23 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use exawatch_protocol::Batch;
-use object_store::local::LocalFileSystem;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::ObjectStore;
 use parking_lot::{Mutex, RwLock};
 use prometheus_client::registry::Registry;
 use snafu::{ResultExt, Snafu};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::buffer::{Buffer, Chunk, HashedBatch, Limits, Rejections, SeriesHasher, SeriesTable};
+use crate::buffer::{Buffer, Chunk, HashedBatch, Limits, SeriesHasher, SeriesTable};
 use crate::catalog::Catalog;
 use crate::metrics::StoreMetrics;
-use crate::rollup::Resolution;
+use crate::objects::{open_objects, root_objects};
 use crate::wal::SegmentWriter;
+use crate::writer::{Command, replay, wal_thread};
 
 pub use config::{FsyncPolicy, StoreConfig};
 pub use ingest::{MqttConnection, MqttIngest};
+pub use objects::ObjectInfo;
 pub use select::{SampleSink, SeriesSamples, Steps, in_parallel};
 pub use stats::{Figures, StoreStats};
 pub use table::SamplesTable;
@@ -92,6 +99,11 @@ pub enum Error {
     Register {
         source: datafusion::error::DataFusionError,
     },
+    /// The store was opened to read only: a querier, or a tool reading a server's files.
+    #[snafu(display(
+        "this process stores nothing (role = \"query\", or opened to read only): send writes to an ingester"
+    ))]
+    ReadOnly,
     /// The store is shutting down or its WAL thread stopped.
     #[snafu(display("the store is not accepting writes (shutting down)"))]
     Closed,
@@ -119,27 +131,8 @@ pub enum Error {
     ObjectPath { path: String, reason: &'static str },
 }
 
-/// A named object kept in the store's object store by another component (models, reports).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectInfo {
-    /// Path relative to the object store's root, e.g. `models/cluster/0001.json`.
-    pub path: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// Last modification, nanoseconds since the Unix epoch.
-    pub modified_ns: i64,
-}
-
 /// Compactions per flusher round, so one round never runs for long.
 const MAX_COMPACTIONS_PER_ROUND: usize = 4;
-
-/// Wall-clock time in nanoseconds.
-fn now_ns() -> i64 {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since_epoch.as_nanos()).unwrap_or(i64::MAX)
-}
 
 /// How long an acknowledged write may wait for room in the WAL queue.
 const QUEUE_WAIT: Duration = Duration::from_secs(2);
@@ -169,24 +162,8 @@ struct State {
     catalog: Catalog,
 }
 
-enum Command {
-    Write {
-        body: Vec<u8>,
-        /// Shared with the writer, who drops the batch once it is acknowledged (freeing its
-        /// keys off the WAL thread).
-        samples: Arc<HashedBatch>,
-        ack: Option<oneshot::Sender<Result<Rejections, String>>>,
-    },
-    Freeze {
-        ack: oneshot::Sender<()>,
-    },
-    Stop {
-        ack: oneshot::Sender<()>,
-    },
-}
-
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct Inner {
     config: StoreConfig,
     wal_dir: PathBuf,
     state: RwLock<State>,
@@ -213,6 +190,8 @@ pub struct Store {
     inner: Arc<Inner>,
     commands: mpsc::Sender<Command>,
     wal_thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// Opened to read only ([`Store::open_read_only`], [`Store::open_querier`]).
+    read_only: bool,
 }
 
 impl Store {
@@ -244,6 +223,7 @@ impl Store {
             inner,
             commands,
             wal_thread: Arc::new(Mutex::new(Some(handle))),
+            read_only: false,
         })
     }
 
@@ -267,6 +247,7 @@ impl Store {
             inner: Arc::new(inner),
             commands,
             wal_thread: Arc::new(Mutex::new(None)),
+            read_only: true,
         })
     }
 
@@ -285,6 +266,7 @@ impl Store {
             inner: Arc::new(inner),
             commands,
             wal_thread: Arc::new(Mutex::new(None)),
+            read_only: true,
         })
     }
 
@@ -324,6 +306,7 @@ impl Store {
     /// make room, up to [`ROOM_WAIT`]; then it fails, storing nothing, with
     /// [`Error::Overloaded`] (or [`Error::QueueFull`] when the WAL queue stays full).
     pub async fn write(&self, samples: impl Into<Batch>) -> Result<()> {
+        self.writable()?;
         let samples = samples.into();
         if samples.is_empty() {
             return Ok(());
@@ -360,6 +343,7 @@ impl Store {
     /// does; without, once they are queued. Samples refused by a cardinality limit are
     /// counted and the rest stored, as with [`Store::write`].
     pub async fn write_waiting(&self, samples: Batch, durable: bool) -> Result<()> {
+        self.writable()?;
         if samples.is_empty() {
             return Ok(());
         }
@@ -395,6 +379,14 @@ impl Store {
     }
 
     /// Waits until the buffer is below `max_buffer_rows`, at most [`ROOM_WAIT`].
+    /// Fails with [`Error::ReadOnly`] if this store was opened to read only.
+    fn writable(&self) -> Result<()> {
+        if self.read_only {
+            return ReadOnlySnafu.fail();
+        }
+        Ok(())
+    }
+
     async fn wait_for_room(&self) -> Result<()> {
         let deadline = tokio::time::Instant::now() + ROOM_WAIT;
         loop {
@@ -423,101 +415,6 @@ impl Store {
     /// A decoder for MQTT messages (EXAMON or line protocol) that counts what it rejects.
     pub fn mqtt_ingest(&self) -> MqttIngest {
         MqttIngest::new(self.clone())
-    }
-
-    /// A fresh DataFusion session over the `samples` table as of now, for one query: at most
-    /// `memory_bytes` for its operators, no spilling to disk, PostgreSQL's SQL dialect (the
-    /// generic one reserves common tag names: `SELECT node, cluster` fails there).
-    pub fn query_context(&self, memory_bytes: usize) -> Result<SessionContext> {
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(memory_bytes, 1.0)
-            .with_disk_manager_builder(
-                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
-            )
-            .build_arc()
-            .context(RegisterSnafu)?;
-        let config = SessionConfig::new()
-            .with_information_schema(true)
-            .set_str("datafusion.sql_parser.dialect", "PostgreSQL");
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
-        self.register(&ctx)?;
-        Ok(ctx)
-    }
-
-    /// What SQL from API users may do in a [`Store::query_context`]: queries only (no DDL,
-    /// DML, `COPY` or `SET`).
-    pub fn read_only_sql() -> SQLOptions {
-        SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false)
-    }
-
-    /// Registers the `samples` table (as of now), the rollup views `samples_1m` and
-    /// `samples_1h`, and the store's object store in `ctx`.
-    pub fn register(&self, ctx: &SessionContext) -> Result<()> {
-        for resolution in Resolution::ALL {
-            let partial = Arc::new(SamplesTable::rollup(Arc::clone(&self.inner), resolution));
-            let view = rollup::view(ctx, partial).context(RegisterSnafu)?;
-            ctx.register_table(resolution.table(), view)
-                .context(RegisterSnafu)?;
-        }
-        ctx.register_object_store(
-            table::object_store_url().as_ref(),
-            Arc::clone(&self.inner.object_store),
-        );
-        ctx.register_table(
-            "samples",
-            Arc::new(SamplesTable::new(Arc::clone(&self.inner))),
-        )
-        .context(RegisterSnafu)?;
-        Ok(())
-    }
-
-    /// Stores `bytes` as the object `path` (replacing it) in the store's object store, for
-    /// other components' objects such as models and reports. Durable when this returns.
-    /// Paths under `files/` and `rollups/` and the catalog belong to the store and are
-    /// refused.
-    pub async fn put_object(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
-        let path = object_path(path)?;
-        self.inner
-            .object_store
-            .put(&path, bytes::Bytes::from(bytes).into())
-            .await
-            .context(ObjectStoreSnafu)?;
-        Ok(())
-    }
-
-    /// The object `path` stored with [`Store::put_object`], or `None` if there is none.
-    pub async fn get_object(&self, path: &str) -> Result<Option<Vec<u8>>> {
-        let path = object_path(path)?;
-        match self.inner.object_store.get(&path).await {
-            Ok(result) => Ok(Some(
-                result.bytes().await.context(ObjectStoreSnafu)?.to_vec(),
-            )),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(source) => Err(Error::ObjectStore { source }),
-        }
-    }
-
-    /// The objects under `prefix` (a directory-like path such as `models/`), sorted by path.
-    pub async fn list_objects(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        use futures::TryStreamExt;
-        let prefix = object_path(prefix.trim_end_matches('/'))?;
-        let mut objects: Vec<ObjectInfo> = self
-            .inner
-            .object_store
-            .list(Some(&prefix))
-            .map_ok(|meta| ObjectInfo {
-                path: meta.location.to_string(),
-                size: meta.size,
-                modified_ns: meta.last_modified.timestamp_nanos_opt().unwrap_or(0),
-            })
-            .try_collect()
-            .await
-            .context(ObjectStoreSnafu)?;
-        objects.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(objects)
     }
 
     /// Rows waiting in memory (buffer and frozen buffers not yet in files).
@@ -577,7 +474,7 @@ impl Store {
                 self.inner.metrics.flush_errors.inc();
                 tracing::warn!(%error, "Flush failed; the data stays in the WAL and will be retried.");
             }
-            if let Err(error) = self.maintain(now_ns()).await {
+            if let Err(error) = self.maintain(exawatch_protocol::time::now_ns()).await {
                 tracing::warn!(%error, "Compaction or retention failed; retried on the next round.");
             }
         }
@@ -612,98 +509,6 @@ impl Store {
         }
         flushed
     }
-}
-
-/// A named object's path, refused if it is empty, malformed or the store's own.
-fn object_path(path: &str) -> Result<object_store::path::Path> {
-    let fail = |reason| ObjectPathSnafu { path, reason }.fail();
-    if path.is_empty() {
-        return fail("empty");
-    }
-    let parsed = match object_store::path::Path::parse(path) {
-        Ok(parsed) => parsed,
-        Err(_) => return fail("not a valid object path"),
-    };
-    let first = parsed.parts().next().map(|p| p.as_ref().to_owned());
-    if parsed.as_ref() == catalog::CATALOG_PATH
-        || matches!(first.as_deref(), Some("files" | "rollups"))
-    {
-        return fail("belongs to the store (files/, rollups/, catalog.json)");
-    }
-    Ok(parsed)
-}
-
-/// The object store (`data_dir/store`, a directory or S3 as configured; an ingester's
-/// prefix of it) and its catalog.
-async fn open_objects(
-    data_dir: &Path,
-    config: &StoreConfig,
-    create: bool,
-) -> Result<(Arc<dyn ObjectStore>, Catalog)> {
-    let root = root_objects(data_dir, config, create)?;
-    let object_store: Arc<dyn ObjectStore> = if config.ingester.is_empty() {
-        root
-    } else {
-        let prefix = cluster::ingester_prefix(&config.ingester)?;
-        Arc::new(object_store::prefix::PrefixStore::new(root, prefix))
-    };
-    let catalog = persist::load_catalog(object_store.as_ref()).await?;
-    Ok((object_store, catalog))
-}
-
-/// The whole object store, as `store.object_store_url` names it.
-fn root_objects(
-    data_dir: &Path,
-    config: &StoreConfig,
-    create: bool,
-) -> Result<Arc<dyn ObjectStore>> {
-    let url = config.object_store_url.as_str();
-    let directory = match url {
-        "" => data_dir.join("store"),
-        _ if url.starts_with("s3://") => return s3_store(url, config),
-        _ => match url.strip_prefix("file://") {
-            Some(path) if path.starts_with('/') => PathBuf::from(path),
-            _ => return ObjectStoreUrlSnafu { url }.fail(),
-        },
-    };
-    if create {
-        std::fs::create_dir_all(&directory).context(DataDirSnafu { path: &directory })?;
-    }
-    Ok(Arc::new(
-        LocalFileSystem::new_with_prefix(&directory).context(ObjectStoreSnafu)?,
-    ))
-}
-
-/// An S3-compatible store at `s3://bucket/prefix`.
-fn s3_store(url: &str, config: &StoreConfig) -> Result<Arc<dyn ObjectStore>> {
-    let Some(rest) = url.strip_prefix("s3://") else {
-        return ObjectStoreUrlSnafu { url }.fail();
-    };
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    let mut builder = object_store::aws::AmazonS3Builder::from_env()
-        .with_bucket_name(bucket)
-        .with_region(&config.s3_region)
-        .with_allow_http(config.s3_allow_http)
-        .with_retry(object_store::RetryConfig {
-            retry_timeout: Duration::from_secs_f64(config.s3_retry_timeout_secs),
-            ..object_store::RetryConfig::default()
-        });
-    if !config.s3_endpoint.is_empty() {
-        builder = builder.with_endpoint(&config.s3_endpoint);
-    }
-    if !config.s3_access_key_id.is_empty() {
-        builder = builder.with_access_key_id(&config.s3_access_key_id);
-    }
-    if !config.s3_secret_access_key.is_empty() {
-        builder = builder.with_secret_access_key(&config.s3_secret_access_key);
-    }
-    let s3 = builder.build().context(ObjectStoreSnafu)?;
-    let prefix = prefix.trim_matches('/');
-    Ok(if prefix.is_empty() {
-        Arc::new(s3)
-    } else {
-        Arc::new(object_store::prefix::PrefixStore::new(s3, prefix))
-    })
 }
 
 impl State {
@@ -755,227 +560,4 @@ impl Inner {
 
 fn chunk_rows(chunks: &[Arc<Chunk>]) -> usize {
     chunks.iter().map(|c| c.keys.len()).sum()
-}
-
-/// Replays the WAL segments the catalog does not cover into `state`; returns the id for the
-/// next segment.
-fn replay(wal_dir: &Path, state: &mut State, metrics: &StoreMetrics) -> Result<u64> {
-    let persisted = state.catalog.persisted_segment;
-    let segments = wal::list_segments(wal_dir).context(WalSnafu)?;
-    let started = Instant::now();
-    let mut replayed = 0u64;
-    for &id in &segments {
-        let path = wal::segment_path(wal_dir, id);
-        if id <= persisted {
-            // Persisted, but the process stopped before deleting it.
-            let _ = std::fs::remove_file(&path);
-            continue;
-        }
-        let contents = wal::read_segment(&path).context(WalSnafu)?;
-        if contents.discarded_bytes > 0 {
-            tracing::warn!(
-                segment = %path.display(),
-                bytes = contents.discarded_bytes,
-                "WAL segment ends in a torn or corrupt record; replaying the intact records before it."
-            );
-            metrics.wal_discarded_bytes.inc_by(contents.discarded_bytes);
-        }
-        for batch in contents.batches {
-            replayed += batch.len() as u64;
-            let batch = HashedBatch::new(batch, state.table.hasher());
-            let rejections =
-                state
-                    .buffer
-                    .insert(&batch, &mut state.table)
-                    .map_err(|e| Error::Encode {
-                        message: e.to_string(),
-                    })?;
-            metrics.count_rejections(&rejections);
-        }
-    }
-    if replayed > 0 || !segments.is_empty() {
-        tracing::info!(
-            samples = replayed,
-            segments = segments.len(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "Replayed the write-ahead log."
-        );
-    }
-    metrics.wal_replayed_samples.inc_by(replayed);
-    Ok(segments.last().copied().unwrap_or(0).max(persisted) + 1)
-}
-
-/// The WAL thread: group-commits queued writes, inserts them into the buffer, acknowledges,
-/// and freezes the buffer on request, until told to stop.
-fn wal_thread(inner: &Inner, mut writer: SegmentWriter, mut commands: mpsc::Receiver<Command>) {
-    let mut wal = WalState {
-        writer_ok: true,
-        last_sync: Instant::now(),
-    };
-    let mut pending: Vec<Command> = Vec::new();
-    while let Some(first) = commands.blocking_recv() {
-        pending.push(first);
-        while pending.len() < 1024 {
-            match commands.try_recv() {
-                Ok(command) => pending.push(command),
-                Err(_) => break,
-            }
-        }
-        let mut writes = Vec::new();
-        for command in pending.drain(..) {
-            match command {
-                Command::Write { body, samples, ack } => writes.push((body, samples, ack)),
-                Command::Freeze { ack } => {
-                    commit(inner, &mut writer, &mut wal, std::mem::take(&mut writes));
-                    freeze(inner, &mut writer, &mut wal);
-                    let _ = ack.send(());
-                }
-                Command::Stop { ack } => {
-                    commit(inner, &mut writer, &mut wal, std::mem::take(&mut writes));
-                    if wal.writer_ok {
-                        let _ = writer.sync();
-                    }
-                    commands.close();
-                    let _ = ack.send(());
-                    return;
-                }
-            }
-        }
-        commit(inner, &mut writer, &mut wal, writes);
-    }
-}
-
-/// The WAL thread's bookkeeping.
-struct WalState {
-    /// False after a failed append: the segment may end in a torn record.
-    writer_ok: bool,
-    last_sync: Instant,
-}
-
-type Write = (
-    Vec<u8>,
-    Arc<HashedBatch>,
-    Option<oneshot::Sender<Result<Rejections, String>>>,
-);
-
-/// Appends a group of writes to the WAL, then makes them visible, then acknowledges; freezes
-/// the buffer once it holds `flush_max_rows`.
-fn commit(inner: &Inner, writer: &mut SegmentWriter, wal: &mut WalState, writes: Vec<Write>) {
-    if writes.is_empty() {
-        return;
-    }
-    if let Err(message) = append_group(inner, writer, wal, &writes) {
-        inner.metrics.wal_write_errors.inc();
-        for (_, samples, ack) in writes {
-            inner
-                .metrics
-                .samples_refused
-                .inc_by(samples.batch().len() as u64);
-            if let Some(ack) = ack {
-                let _ = ack.send(Err(message.clone()));
-            }
-        }
-        return;
-    }
-    let mut written = 0u64;
-    let mut acks = Vec::with_capacity(writes.len());
-    let mut state = inner.state.write();
-    let State { table, buffer, .. } = &mut *state;
-    for (_, samples, ack) in writes {
-        written += samples.batch().len() as u64;
-        let rejections = match buffer.insert(&samples, table) {
-            Ok(rejections) => rejections,
-            Err(e) => {
-                tracing::error!(error = %e, "Buffer insert failed.");
-                Rejections::default()
-            }
-        };
-        written -= rejections.total();
-        inner.metrics.count_rejections(&rejections);
-        acks.push((ack, rejections));
-    }
-    let rows = buffer.rows();
-    inner.metrics.set_state(&state);
-    drop(state);
-    inner.metrics.samples_written.inc_by(written);
-    for (ack, rejections) in acks {
-        if let Some(ack) = ack {
-            let _ = ack.send(Ok(rejections));
-        }
-    }
-    if rows >= inner.config.flush_max_rows {
-        // Frozen here rather than by the flusher, so that no file is larger than about
-        // `flush_max_rows` however far behind the flusher is.
-        freeze(inner, writer, wal);
-        inner.flush_wanted.notify_one();
-    }
-}
-
-fn append_group(
-    inner: &Inner,
-    writer: &mut SegmentWriter,
-    wal: &mut WalState,
-    writes: &[Write],
-) -> Result<(), String> {
-    if !wal.writer_ok {
-        // The last append failed part-way: continue in a fresh segment so that a torn
-        // record never hides later ones at replay.
-        *writer =
-            SegmentWriter::create(&inner.wal_dir, writer.id() + 1).map_err(|e| e.to_string())?;
-        wal.writer_ok = true;
-    }
-    let bodies: Vec<&[u8]> = writes.iter().map(|w| w.0.as_slice()).collect();
-    let result = writer.append(&bodies).and_then(|bytes| {
-        inner.metrics.wal_bytes_written.inc_by(bytes);
-        let due = match inner.config.wal_fsync {
-            FsyncPolicy::Always => true,
-            FsyncPolicy::Interval => {
-                wal.last_sync.elapsed() >= Duration::from_millis(inner.config.wal_fsync_interval_ms)
-            }
-            FsyncPolicy::Never => false,
-        };
-        if due {
-            writer.sync()?;
-            wal.last_sync = Instant::now();
-        }
-        Ok(())
-    });
-    if let Err(e) = result {
-        wal.writer_ok = false;
-        tracing::error!(error = %e, "WAL write failed; the writes are refused.");
-        return Err(e.to_string());
-    }
-    if writer.bytes() >= inner.config.wal_segment_bytes {
-        // Rotation does not move data between buffers: only file boundaries change.
-        let _ = writer.sync();
-        *writer =
-            SegmentWriter::create(&inner.wal_dir, writer.id() + 1).map_err(|e| e.to_string())?;
-    }
-    Ok(())
-}
-
-/// Moves the buffer to the frozen queue and starts a new WAL segment, so that the frozen
-/// data is exactly the segments up to the old one. Does nothing when the buffer is empty.
-fn freeze(inner: &Inner, writer: &mut SegmentWriter, wal: &mut WalState) {
-    if inner.state.read().buffer.rows() == 0 {
-        return;
-    }
-    let _ = writer.sync();
-    let last_segment = writer.id();
-    match SegmentWriter::create(&inner.wal_dir, last_segment + 1) {
-        Ok(next) => {
-            *writer = next;
-            wal.writer_ok = true;
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "Cannot start a new WAL segment; the buffer is not frozen.");
-            return;
-        }
-    }
-    let mut state = inner.state.write();
-    let chunks = state.buffer.take();
-    state.frozen.push_back(Frozen {
-        chunks,
-        last_segment,
-    });
 }
