@@ -1,6 +1,6 @@
 //! Live anomaly scoring cost: a 1000-node simulated cluster (every series of
 //! `exawatch up --simulate`, one sample every 2 s) scored every 10 s window by the default
-//! detector and by the ensemble, in process, against a real store.
+//! detector (`forecast`) and by the ensemble, in process, against a real store.
 //!
 //! Two costs per scoring round (one 10 s window of every node):
 //! - **detector**: the feature rows of the window already built; the detector scores every
@@ -25,6 +25,7 @@ mod support;
 
 use std::collections::HashMap;
 
+use exawatch_analytics::DEFAULT_DETECTOR;
 use exawatch_analytics::features::{self, Frame};
 use exawatch_analytics::model::{self, Model};
 use exawatch_analytics::score;
@@ -178,7 +179,7 @@ fn main() {
             "| detector | features | cost per round | p50 | p99 | max | p50 % of one core | p99 % of one core |"
         );
         println!("|---|---|---|---|---|---|---|---|");
-        for detector in ["ewma", "ensemble"] {
+        for detector in [DEFAULT_DETECTOR.name(), "ensemble"] {
             let request: TrainRequest = serde_json::from_value(serde_json::json!({
                 "name": detector,
                 "detector": detector,

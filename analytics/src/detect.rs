@@ -12,8 +12,9 @@
 //! (reconstruction error), [`mixture::Gmm`] (negative log-likelihood), [`mixture::KMeans`]
 //! (distance to the nearest centroid), with linfa (PCA, k-means; the mixture's EM starts
 //! from linfa's k-means), and [`iforest::IsolationForest`]
-//! (written here: the dimension is only known at run time). [`Ensemble`] averages members'
-//! scores, each divided by its own threshold.
+//! (written here: the dimension is only known at run time). [`Ensemble`] averages the
+//! forecast, PCA and isolation-forest scores, each divided by its own threshold, and smooths
+//! the mean as the forecast detector does.
 //!
 //! Rows carry a *step*: the index of their window in time (window start ÷ window length
 //! live, the row number in `eval`), so a seasonal forecast knows each row's phase.
@@ -63,7 +64,8 @@ pub enum DetectorKind {
     Kmeans,
     /// Isolation forest: rows that random splits isolate quickly.
     Iforest,
-    /// Mean of the members' scores, each divided by its threshold.
+    /// Mean of the members' scores (forecast, pca, iforest), each divided by its threshold,
+    /// smoothed over recent rows.
     Ensemble,
 }
 
@@ -203,6 +205,8 @@ pub struct Scored {
 pub struct EntityState {
     /// The forecast detector's state.
     pub(crate) forecast: forecast::State,
+    /// The ensemble's moving mean of its raw score.
+    pub(crate) ensemble: Option<f64>,
     /// EWMA mean and variance per feature (empty until the first row).
     pub(crate) ewma: Vec<(f64, f64)>,
     /// The entity's most recent normalised rows, oldest first (moving median/MAD).
@@ -213,8 +217,8 @@ pub struct EntityState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Detector {
-    /// See [`forecast::Forecast`].
-    Forecast(forecast::Forecast),
+    /// See [`forecast::Forecast`] (boxed: it is the largest by far).
+    Forecast(Box<forecast::Forecast>),
     /// See [`robust::Mad`].
     Mad(robust::Mad),
     /// See [`robust::Ewma`].
@@ -267,11 +271,11 @@ impl Detector {
             })
         };
         Ok(match kind {
-            DetectorKind::Forecast => Self::Forecast(forecast::Forecast::fit(
+            DetectorKind::Forecast => Self::Forecast(Box::new(forecast::Forecast::fit(
                 &map_matrix(z, |v| v.clamp(-Z_CAP, Z_CAP)),
                 sequences,
                 steps,
-            )),
+            ))),
             DetectorKind::Mad => {
                 Self::Mad(robust::Mad::fit(&imputed(), sequences, options.target_fpr))
             }
@@ -383,16 +387,22 @@ fn learn_threshold(scores: &[f64], target_fpr: f64) -> f64 {
     if q > 0.0 { q } else { f64::MIN_POSITIVE }
 }
 
-/// Members of the ensemble: one temporal per-series, one linear, one tree-based detector; each sees
-/// a different kind of departure, and their errors are not the same.
+/// Members of the ensemble: the temporal default, one linear and one tree-based detector; each
+/// sees a different kind of departure (a break from the entity's own past, from the training
+/// data's correlations, from the training data's range), and their errors are not the same.
 const ENSEMBLE_MEMBERS: [DetectorKind; 3] = [
     DetectorKind::Forecast,
     DetectorKind::Pca,
     DetectorKind::Iforest,
 ];
 
+/// Largest multiple of its threshold one ensemble member counts as, so a member whose
+/// training scores were all 0 (threshold ~0) keeps the ensemble's score finite.
+const MEMBER_RATIO_CAP: f64 = 1e6;
+
 /// The mean of its members' scores, each divided by the member's own threshold (so 1 is
-/// "at that member's threshold").
+/// "at that member's threshold"), smoothed over the entity's recent rows as the forecast
+/// detector's score is ([`forecast::HALF_LIFE`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ensemble {
     /// Fitted members and their thresholds.
@@ -421,7 +431,7 @@ impl Ensemble {
         let mut contributions = vec![0.0; z.len()];
         for (detector, threshold) in &self.members {
             let scored = detector.score(step, z, state);
-            total += scored.score / threshold;
+            total += (scored.score / threshold).min(MEMBER_RATIO_CAP);
             let sum: f64 = scored.contributions.iter().sum();
             if sum > 0.0 {
                 for (c, m) in contributions.iter_mut().zip(&scored.contributions) {
@@ -430,7 +440,10 @@ impl Ensemble {
             }
         }
         Scored {
-            score: total / self.members.len().max(1) as f64,
+            score: forecast::smooth(
+                total / self.members.len().max(1) as f64,
+                &mut state.ensemble,
+            ),
             contributions,
         }
     }

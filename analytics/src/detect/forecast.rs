@@ -20,6 +20,11 @@
 //!
 //! Every statistic is taken from training rows whose forecasts have settled
 //! ([`RECENT_WARM_UP`] rows into a sequence, and `SEASONS` periods for the seasonal one).
+//! Until an entity's forecasts have settled (its first rows when scoring starts, a phase it
+//! does not remember yet) each is replaced by what training knows: the training median for
+//! the recent forecast, the training profile of the phase for the seasonal one, each judged
+//! by its own training residuals, so a node already unusual when scoring starts is seen as
+//! such and a usual one is not.
 //! How each constant was chosen is stated in the README ("Anomaly detection and reports").
 //! A feature's contribution is its calibrated deviation, averaged over the forecasts.
 
@@ -120,13 +125,19 @@ fn top_mean(values: &[f64]) -> f64 {
 pub struct Seasonal {
     /// The period found in training.
     pub season: Season,
-    /// Judgement of its residuals.
+    /// Judgement of its residuals once the entity remembers the phase.
     pub residuals: Residuals,
+    /// Judgement of the residuals from the training profile, the forecast of a phase the
+    /// entity does not remember yet.
+    pub profile: Residuals,
 }
 
 /// The fitted detector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Forecast {
+    /// Judgement of an entity's first [`RECENT_WARM_UP`] rows, before its recent forecast
+    /// has settled: their distance from the training median.
+    pub cold: Residuals,
     /// Judgement of the recent forecast's residuals.
     pub recent: Residuals,
     /// The seasonal forecast, if the training data have a period.
@@ -136,6 +147,8 @@ pub struct Forecast {
 /// What the detector remembers about one entity.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct State {
+    /// Rows seen (up to [`RECENT_WARM_UP`]).
+    rows: i64,
     /// The recent forecast of each feature (empty before the first row).
     recent: Vec<f64>,
     /// The last periods, for the seasonal forecast.
@@ -144,10 +157,11 @@ pub struct State {
     smoothed: Option<f64>,
 }
 
-/// One row's residuals against each forecast (recent first).
+/// A row's residual against one forecast, and whether the forecast came from the entity's
+/// own past (settled) or from training (its first rows, a phase it does not remember).
 struct Residual {
-    recent: Vec<f64>,
-    seasonal: Option<Vec<f64>>,
+    values: Vec<f64>,
+    settled: bool,
 }
 
 impl Forecast {
@@ -155,27 +169,40 @@ impl Forecast {
     /// `sequences`, row `i` taken at step `steps[i]`.
     pub(crate) fn fit(z: &Matrix, sequences: &[Range<usize>], steps: &[i64]) -> Self {
         let season = Season::detect(z, steps);
-        // The residuals of each forecast on settled training rows (all rows if none settle).
+        // Each forecast's residuals on the training rows where it comes from the entity's
+        // past and has settled (all rows if none has), and the seasonal residuals from the
+        // training profile.
         let mut recent = (Matrix::new(z.cols()), Matrix::new(z.cols()));
         let mut seasonal = (Matrix::new(z.cols()), Matrix::new(z.cols()));
+        let mut profile = Matrix::new(z.cols());
         for range in sequences {
             let mut state = State::default();
             let first = steps[range.start];
             for i in range.clone() {
-                let residual = residuals(season.as_ref(), steps[i], z.row(i), &mut state);
-                let offset = steps[i] - first;
-                let settled = offset >= RECENT_WARM_UP;
-                push(&mut recent, settled, &residual.recent);
-                if let (Some(s), Some(r)) = (&season, &residual.seasonal) {
-                    push(&mut seasonal, offset >= SEASONS as i64 * s.period, r);
+                let (step, row) = (steps[i], z.row(i));
+                let offset = step - first;
+                let residual = recent_residual(row, &mut state);
+                push(&mut recent, residual.settled, &residual.values);
+                if let Some(season) = &season {
+                    let from_profile: Vec<f64> = row
+                        .iter()
+                        .zip(&season.profile[season.bin(step)])
+                        .map(|(x, f)| x - f)
+                        .collect();
+                    profile.push(&from_profile);
+                    let residual = seasonal_residual(season, step, row, &mut state);
+                    let settled = residual.settled && offset >= SEASONS as i64 * season.period;
+                    push(&mut seasonal, settled, &residual.values);
                 }
             }
         }
         Self {
+            cold: Residuals::fit(z),
             recent: Residuals::fit(settled_or_all(&recent)),
             seasonal: season.map(|season| Seasonal {
                 season,
                 residuals: Residuals::fit(settled_or_all(&seasonal)),
+                profile: Residuals::fit(&profile),
             }),
         }
     }
@@ -190,54 +217,88 @@ impl Forecast {
 
     /// Scores the capped normalised row `z` (NaN missing) of an entity at `step`.
     pub(crate) fn score(&self, step: i64, z: &[f64], state: &mut State) -> Scored {
-        let season = self.seasonal.as_ref().map(|s| &s.season);
-        let residual = residuals(season, step, z, state);
-        let mut members = vec![(&self.recent, residual.recent)];
-        if let (Some(s), Some(r)) = (&self.seasonal, residual.seasonal) {
-            members.push((&s.residuals, r));
+        let recent = recent_residual(z, state);
+        let mut members = vec![(
+            if recent.settled {
+                &self.recent
+            } else {
+                &self.cold
+            },
+            recent.values,
+        )];
+        if let Some(seasonal) = &self.seasonal {
+            let residual = seasonal_residual(&seasonal.season, step, z, state);
+            let judge = if residual.settled {
+                &seasonal.residuals
+            } else {
+                &seasonal.profile
+            };
+            members.push((judge, residual.values));
         }
         let share = 1.0 / members.len() as f64;
         let mut raw = 0.0;
         let mut contributions = vec![0.0; z.len()];
-        for (judged, residual) in members {
-            let deviations = judged.deviations(&residual);
-            raw += share * top_mean(&deviations) / judged.level;
+        for (judge, residual) in members {
+            let deviations = judge.deviations(&residual);
+            raw += share * top_mean(&deviations) / judge.level;
             for (c, d) in contributions.iter_mut().zip(&deviations) {
-                *c += share * d / judged.level;
+                *c += share * d / judge.level;
             }
         }
-        let weight = 1.0 - 0.5f64.powf(1.0 / HALF_LIFE);
-        let smoothed = state
-            .smoothed
-            .map_or(raw, |mean| mean + weight * (raw - mean));
-        state.smoothed = Some(smoothed);
         Scored {
-            score: 0.5 * raw + 0.5 * smoothed,
+            score: smooth(raw, &mut state.smoothed),
             contributions,
         }
     }
 }
 
-/// The row's residuals against each forecast, then the row goes into the state.
-fn residuals(season: Option<&Season>, step: i64, z: &[f64], state: &mut State) -> Residual {
+/// Half `raw` and half its exponentially weighted mean over the entity's rows so far
+/// (half-life [`HALF_LIFE`] rows), whose running value is `mean` (`None` before the first
+/// row).
+pub(crate) fn smooth(raw: f64, mean: &mut Option<f64>) -> f64 {
+    let weight = 1.0 - 0.5f64.powf(1.0 / HALF_LIFE);
+    let updated = mean.map_or(raw, |m| m + weight * (raw - m));
+    *mean = Some(updated);
+    0.5 * raw + 0.5 * updated
+}
+
+/// The row's residual against the recent forecast, then the row goes into it. During the
+/// entity's first [`RECENT_WARM_UP`] rows the forecast is still settling: the residual is
+/// then the row's distance from the training median (unsettled).
+fn recent_residual(z: &[f64], state: &mut State) -> Residual {
     if state.recent.len() != z.len() {
-        // First row of this entity: the recent forecast starts at the training median, so
-        // an entity already unusual when scoring starts is seen as such.
-        state.recent = vec![0.0; z.len()];
+        // First row of this entity: the forecast starts at the row itself.
+        state.recent = z
+            .iter()
+            .map(|v| if v.is_finite() { *v } else { 0.0 })
+            .collect();
+        state.rows = 0;
     }
-    let recent = z.iter().zip(&state.recent).map(|(x, f)| x - f).collect();
+    let settled = state.rows >= RECENT_WARM_UP;
+    let values = if settled {
+        z.iter().zip(&state.recent).map(|(x, f)| x - f).collect()
+    } else {
+        z.to_vec()
+    };
     for (forecast, x) in state.recent.iter_mut().zip(z) {
         if x.is_finite() {
             *forecast += RECENT_WEIGHT * (x - *forecast);
         }
     }
-    let seasonal = season.map(|season| {
-        let mut forecast = Vec::with_capacity(z.len());
-        state.memory.forecast(season, step, &mut forecast);
-        state.memory.remember(season, step, z);
-        z.iter().zip(&forecast).map(|(x, f)| x - f).collect()
-    });
-    Residual { recent, seasonal }
+    state.rows = (state.rows + 1).min(RECENT_WARM_UP);
+    Residual { values, settled }
+}
+
+/// The row's residual against the seasonal forecast, then the row goes into the entity's
+/// memory; unsettled if the forecast is the training profile (a phase not remembered).
+fn seasonal_residual(season: &Season, step: i64, z: &[f64], state: &mut State) -> Residual {
+    let mut forecast = Vec::with_capacity(z.len());
+    let settled = state.memory.forecast(season, step, &mut forecast);
+    state.memory.remember(season, step, z);
+    Residual {
+        values: z.iter().zip(&forecast).map(|(x, f)| x - f).collect(),
+        settled,
+    }
 }
 
 /// Adds `row` to the settled or the unsettled residuals.

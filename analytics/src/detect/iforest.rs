@@ -11,6 +11,10 @@
 //! every such split, which is ~0 for a row just outside a small node's range and → 1 for a
 //! value far beyond the training data.
 //!
+//! A feature that is constant among a node's training rows cannot split it: trained on a
+//! series that never varies, the forest is a single leaf and scores every row the same (the
+//! forecast and mad detectors flag any change from such a series).
+//!
 //! Explanation: each split along the row's path shrinks the set of training rows that share
 //! the row's cell from `n` to `m`; the split's feature is credited `ln(n / m)` (and
 //! `ln(n) + 1` when the row is isolated there), weighted by the probability that the path

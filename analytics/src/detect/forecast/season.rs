@@ -236,15 +236,16 @@ impl Memory {
     }
 
     /// The forecast for a row at `step`: per feature, the median of the entity's means for
-    /// this phase bin in the previous [`SEASONS`] periods, or the training profile where it
-    /// has none.
-    pub(crate) fn forecast(&self, season: &Season, step: i64, out: &mut Vec<f64>) {
+    /// this phase bin in the previous [`SEASONS`] periods, the training profile standing in
+    /// for each period it does not remember (so one remembered period is not trusted alone).
+    /// True if it remembers all of them.
+    pub(crate) fn forecast(&self, season: &Season, step: i64, out: &mut Vec<f64>) -> bool {
         let bin = season.bin(step);
         let period = step.div_euclid(season.period);
         out.clear();
         out.extend_from_slice(&season.profile[bin]);
         if self.periods.is_empty() {
-            return;
+            return false;
         }
         let features = out.len();
         let slots: Vec<usize> = (bin * SEASONS..(bin + 1) * SEASONS)
@@ -261,10 +262,10 @@ impl Memory {
                     .map(|&s| f64::from(self.means[s * features + j]))
                     .filter(|v| v.is_finite()),
             );
-            if let Some(m) = median(&mut values) {
-                *forecast = m;
-            }
+            values.resize(SEASONS, *forecast);
+            *forecast = median(&mut values).unwrap_or(*forecast);
         }
+        slots.len() == SEASONS
     }
 
     /// Adds the row `z` (NaN: missing) at `step` to the memory.
@@ -373,23 +374,22 @@ mod tests {
         };
         let mut memory = Memory::default();
         let mut out = Vec::new();
-        memory.forecast(&season, 0, &mut out);
+        assert!(!memory.forecast(&season, 0, &mut out));
         assert_eq!(out, [9.0], "no memory: the training profile");
         // Phase 1 of periods 0..4 holds 1, 5, 2, 100; then period 4 asks.
         for (period, value) in [1.0, 5.0, 2.0, 100.0].into_iter().enumerate() {
             memory.remember(&season, period as i64 * 4 + 1, &[value]);
         }
-        memory.forecast(&season, 17, &mut out);
+        assert!(memory.forecast(&season, 17, &mut out));
         assert_eq!(out, [5.0], "median of 5, 2 and 100: period 0 is forgotten");
-        // A missing value leaves the memory as it was; a period long gone is not used.
+        // A missing value leaves no mean; the profile stands in for it, and for a period
+        // long gone.
         memory.remember(&season, 17, &[f64::NAN]);
-        memory.forecast(&season, 21, &mut out);
-        assert_eq!(
-            out,
-            [51.0],
-            "2 and 100 are within the last three periods, 5 is not"
-        );
-        memory.forecast(&season, 100, &mut out);
+        assert!(memory.forecast(&season, 21, &mut out));
+        assert_eq!(out, [9.0], "median of 2, 100 and the profile's 9");
+        assert!(!memory.forecast(&season, 25, &mut out));
+        assert_eq!(out, [9.0], "median of 100, 9 and 9");
+        assert!(!memory.forecast(&season, 100, &mut out));
         assert_eq!(out, [9.0]);
     }
 }

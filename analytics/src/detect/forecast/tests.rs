@@ -142,10 +142,36 @@ fn memory_is_bounded_by_the_bins() {
         memory.remember(&season, step, &[1.0, 2.0, 3.0]);
     }
     let mut out = Vec::new();
-    memory.forecast(&season, 3 * 8640, &mut out);
+    assert!(memory.forecast(&season, 3 * 8640, &mut out));
     assert_eq!(out, [1.0, 2.0, 3.0]);
     assert_eq!(
         std::mem::size_of_val(memory.means()),
         4 * 3 * SEASONS * season::MAX_BINS
     );
+}
+
+#[test]
+fn an_entity_starting_cold_is_judged_against_training() {
+    // Scoring starts (a model loaded, a node added) with no memory of the entity: its first
+    // rows are compared with what training knows, so a usual row is not flagged and an
+    // entity already off when scoring starts is.
+    let train = cycle(12, 6);
+    let fitted = fit(&train);
+    let fresh = cycle(14, 7);
+    let start = 12 * PERIOD;
+    let mut state = EntityState::default();
+    let false_alarms = fresh[start..start + 2 * PERIOD]
+        .iter()
+        .enumerate()
+        .filter(|(i, row)| {
+            fitted.score((start + i) as i64, row, &mut state).score > fitted.threshold
+        })
+        .count();
+    // The first periods are judged against one or two remembered periods and the profile:
+    // a little noisier than three, not a flood.
+    assert!(false_alarms <= 2, "{false_alarms} false alarms");
+    let mut state = EntityState::default();
+    let mut off = fresh[start].clone();
+    off[1] += 300.0;
+    assert!(fitted.score(start as i64, &off, &mut state).score > fitted.threshold);
 }
