@@ -2,7 +2,7 @@
 // node's page at that time) and the list of reports, each opened in the page. Both come from
 // the analytics endpoints; a server without them (404) or with analytics off says so.
 
-import { anomalies, reportHtml, reports } from './api.js';
+import { anomalies, credentials, reportHtml, reports } from './api.js';
 import {
   el,
   errorBox,
@@ -92,6 +92,32 @@ function anomalyTable(items) {
   );
 }
 
+/**
+ * With a login, a plain link would reach the server without it (the console sends it as a
+ * header, which a link cannot carry): fetch the report with it and show it in the new tab,
+ * sandboxed as in the page. Without a login the plain link is followed.
+ */
+async function openInNewTab(event, report, viewer) {
+  if (!credentials()) return;
+  event.preventDefault();
+  // Opened within the click, so that pop-up blockers let it through.
+  const tab = window.open('', '_blank');
+  if (!tab) return;
+  tab.opener = null;
+  try {
+    const html = await reportHtml(report.url);
+    const escaped = html.replaceAll('&', '&amp;').replaceAll('"', '&quot;');
+    const page =
+      `<!doctype html><meta charset="utf-8"><title>Report ${report.id}</title>` +
+      '<style>html,body,iframe{margin:0;border:0;width:100%;height:100%;display:block}</style>' +
+      `<iframe sandbox srcdoc="${escaped}"></iframe>`;
+    tab.location = URL.createObjectURL(new Blob([page], { type: 'text/html' }));
+  } catch (error) {
+    tab.close();
+    viewer.replaceChildren(errorBox(error));
+  }
+}
+
 function reportTable(items, viewer) {
   if (!items.length) return el('p', { class: 'note' }, 'No reports yet.');
   const open = async (report) => {
@@ -127,7 +153,16 @@ function reportTable(items, viewer) {
             {},
             el('button', { type: 'button', class: 'small', onclick: () => open(r) }, 'Open'),
             ' ',
-            el('a', { href: r.url, target: '_blank', rel: 'noopener' }, 'new tab'),
+            el(
+              'a',
+              {
+                href: r.url,
+                target: '_blank',
+                rel: 'noopener',
+                onclick: (event) => openInNewTab(event, r, viewer),
+              },
+              'new tab',
+            ),
           ),
         ),
       ),

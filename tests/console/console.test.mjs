@@ -383,6 +383,51 @@ await check('a 401 asks for credentials, which are then sent with every request'
   await page.unrouteAll();
 });
 
+await check('a report opens in a new tab with the login, sandboxed', async () => {
+  const seconds = Math.floor(Date.now() / 1000);
+  await page.evaluate(() => sessionStorage.setItem('exawatch.authorization', 'Bearer s3cret'));
+  await page.route(
+    (u) => u.pathname === '/api/v1/reports',
+    (route) =>
+      route.fulfill({
+        json: [
+          {
+            id: 'r1',
+            from_ns: (seconds - 3600) * 1e9,
+            to_ns: seconds * 1e9,
+            created_ns: seconds * 1e9,
+            anomalies: 1,
+            nodes: 1,
+            url: '/reports/r1.html',
+          },
+        ],
+      }),
+  );
+  const sent = [];
+  await page.route(
+    (u) => u.pathname.startsWith('/reports/'),
+    (route) => {
+      const auth = route.request().headers().authorization;
+      sent.push(auth);
+      if (auth !== 'Bearer s3cret') {
+        return route.fulfill({ status: 401, json: { error: 'authentication required' } });
+      }
+      return route.fulfill({ contentType: 'text/html', body: '<h1>Anomaly report r1</h1>' });
+    },
+  );
+  // A reload: the login dialog the last check left open goes, the stored login stays.
+  await page.goto(`${url}/#/anomalies`);
+  await page.reload();
+  const link = await page.waitForSelector('[data-role="reports"] a:has-text("new tab")');
+  const [tab] = await Promise.all([context.waitForEvent('page'), link.click()]);
+  const frame = await (await tab.waitForSelector('iframe[sandbox]')).contentFrame();
+  await frame.waitForSelector('text=Anomaly report r1');
+  expect(sent.at(-1) === 'Bearer s3cret', `Authorization sent: ${sent}`);
+  await tab.close();
+  await page.evaluate(() => sessionStorage.removeItem('exawatch.authorization'));
+  await page.unrouteAll();
+});
+
 await check('nothing was fetched from outside the server', async () => {
   expect(external.length === 0, `external requests: ${external}`);
 });
