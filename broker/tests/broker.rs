@@ -383,7 +383,22 @@ async fn retained_messages_and_wills_reach_subscribers() {
     ));
     options.set_keep_alive(Duration::from_secs(5));
     let (_doomed, mut doomed_events) = AsyncClient::new(options, 10);
-    let doomed = tokio::spawn(async move { while doomed_events.poll().await.is_ok() {} });
+    let (connected, doomed_connected) = tokio::sync::oneshot::channel();
+    let doomed = tokio::spawn(async move {
+        let mut connected = Some(connected);
+        while let Ok(event) = doomed_events.poll().await {
+            if let Event::Incoming(Packet::ConnAck(_)) = event
+                && let Some(connected) = connected.take()
+            {
+                let _ = connected.send(());
+            }
+        }
+    });
+    // Its will is only there once the broker has its CONNECT.
+    tokio::time::timeout(Duration::from_secs(10), doomed_connected)
+        .await
+        .expect("the doomed client connects")
+        .unwrap();
 
     let (subscriber, mut events) =
         AsyncClient::new(MqttOptions::new("watcher", "127.0.0.1", port), 10);
@@ -396,16 +411,20 @@ async fn retained_messages_and_wills_reach_subscribers() {
         .await
         .unwrap();
     let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut subscribed = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
     while got.len() < 2 {
         assert!(Instant::now() < deadline, "got only {got:?}");
-        if let Ok(Ok(Event::Incoming(Packet::Publish(p)))) =
-            tokio::time::timeout(Duration::from_millis(100), events.poll()).await
-        {
-            got.push((p.topic.clone(), p.payload.to_vec(), p.retain));
+        match tokio::time::timeout(Duration::from_millis(100), events.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                got.push((p.topic.clone(), p.payload.to_vec(), p.retain));
+            }
+            Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => subscribed += 1,
+            _ => {}
         }
-        if got.len() == 1 && !doomed.is_finished() {
-            // The retained message came; now the other client dies without DISCONNECT.
+        if got.len() == 1 && subscribed == 2 && !doomed.is_finished() {
+            // The retained message came and both subscriptions hold; now the other client
+            // dies without DISCONNECT.
             doomed.abort();
         }
     }
