@@ -88,8 +88,11 @@ fn assert_close(actual: Option<f64>, expected: f64, what: &str) {
     );
 }
 
+/// One expected sample: metric, the `(tag, value)` of its item if it has one, value.
+type Expected<'a> = (&'a str, Option<(&'a str, &'a str)>, f64);
+
 /// Each `(metric, item, expected)`: the sample is there, within 1e-9 (relative) of `expected`.
-fn assert_values(samples: &[Sample], expected: &[(&str, Option<(&str, &str)>, f64)]) {
+fn assert_values(samples: &[Sample], expected: &[Expected]) {
     for &(metric, item, want) in expected {
         assert_close(
             value(samples, metric, item),
