@@ -43,17 +43,7 @@ async fn run_querier(config: Config) -> Result<()> {
     let store = Store::open_querier(&config.data_dir, &config.store)
         .await
         .context("opening the object store's catalogs")?;
-    let mut registry = Registry::default();
-    let api_metrics = ApiMetrics::new(&mut registry, &config.api);
-    let analytics = Analytics::new(store.clone(), config.analytics.clone())
-        .context("invalid [analytics] configuration")?;
-    let state = ApiState::new(
-        store.clone(),
-        Arc::new(registry),
-        api_metrics,
-        config.api.clone(),
-    )
-    .with_analytics(Arc::new(analytics));
+    let (state, _) = api_state(&config, &store, Registry::default())?;
     let (stop, stopped) = watch::channel(false);
     let api = serve_api(&config, http, state, until(stopped.clone()))?;
     let refresh = {
@@ -74,6 +64,25 @@ async fn run_querier(config: Config) -> Result<()> {
     let _ = refresh.await;
     let _ = api.await;
     Ok(())
+}
+
+/// The API's state over `store`, with analytics, and its metrics in `registry`.
+fn api_state(
+    config: &Config,
+    store: &Store,
+    mut registry: Registry,
+) -> Result<(ApiState, Analytics)> {
+    let api_metrics = ApiMetrics::new(&mut registry, &config.api);
+    let analytics = Analytics::new(store.clone(), config.analytics.clone())
+        .context("invalid [analytics] configuration")?;
+    let state = ApiState::new(
+        store.clone(),
+        Arc::new(registry),
+        api_metrics,
+        config.api.clone(),
+    )
+    .with_analytics(Arc::new(analytics.clone()));
+    Ok((state, analytics))
 }
 
 /// The API over `state`, served on `http` (over TLS if configured) until `stopped`.
@@ -137,16 +146,7 @@ async fn run_storing(mut config: Config, simulate: usize) -> Result<()> {
         &mut registry,
     )
     .await?;
-    let api_metrics = ApiMetrics::new(&mut registry, &config.api);
-    let analytics = Analytics::new(store.clone(), config.analytics.clone())
-        .context("invalid [analytics] configuration")?;
-    let state = ApiState::new(
-        store.clone(),
-        Arc::new(registry),
-        api_metrics,
-        config.api.clone(),
-    )
-    .with_analytics(Arc::new(analytics.clone()));
+    let (state, analytics) = api_state(&config, &store, registry)?;
 
     let (stop_sources, sources_stopped) = watch::channel(false);
     let (stop_api, api_stopped) = watch::channel(false);

@@ -228,10 +228,29 @@ impl Store {
     }
 
     /// Opens the files of the store under `data_dir` for reading only: no WAL replay, no
-    /// writes (they fail with [`Error::Closed`]), nothing changed on disk, so it is safe while
-    /// a server runs on the same directory. Queries see the flushed files.
+    /// writes (they fail with [`Error::ReadOnly`]), nothing changed on disk, so it is safe
+    /// while a server runs on the same directory. Queries see the flushed files.
     pub async fn open_read_only(data_dir: &Path, config: &StoreConfig) -> Result<Self> {
         let (object_store, catalog) = open_objects(data_dir, config, false).await?;
+        Ok(Self::reader(data_dir, config, object_store, catalog))
+    }
+
+    /// Opens the whole object store for reading, as a querier of several ingesters does: the
+    /// files of the root catalog and of every ingester's (`ingesters/<name>/`), re-read by
+    /// [`Store::run_catalog_refresh`]. Like [`Store::open_read_only`] it writes nothing.
+    pub async fn open_querier(data_dir: &Path, config: &StoreConfig) -> Result<Self> {
+        let root = root_objects(data_dir, config, false)?;
+        let catalog = cluster::load_union(root.as_ref()).await?;
+        Ok(Self::reader(data_dir, config, root, catalog))
+    }
+
+    /// A store without a WAL thread over `catalog`'s files in `object_store`.
+    fn reader(
+        data_dir: &Path,
+        config: &StoreConfig,
+        object_store: Arc<dyn ObjectStore>,
+        catalog: Catalog,
+    ) -> Self {
         let metrics = StoreMetrics::new(&mut Registry::default());
         let state = State::new(catalog, Limits::default());
         metrics.set_state(&state);
@@ -243,31 +262,12 @@ impl Store {
             metrics,
         );
         let (commands, _) = mpsc::channel(1);
-        Ok(Self {
+        Self {
             inner: Arc::new(inner),
             commands,
             wal_thread: Arc::new(Mutex::new(None)),
             read_only: true,
-        })
-    }
-
-    /// Opens the whole object store for reading, as a querier of several ingesters does: the
-    /// files of the root catalog and of every ingester's (`ingesters/<name>/`), re-read by
-    /// [`Store::run_catalog_refresh`]. Like [`Store::open_read_only`] it writes nothing.
-    pub async fn open_querier(data_dir: &Path, config: &StoreConfig) -> Result<Self> {
-        let root = root_objects(data_dir, config, false)?;
-        let catalog = cluster::load_union(root.as_ref()).await?;
-        let metrics = StoreMetrics::new(&mut Registry::default());
-        let state = State::new(catalog, Limits::default());
-        metrics.set_state(&state);
-        let inner = Inner::new(config.clone(), data_dir.join("wal"), state, root, metrics);
-        let (commands, _) = mpsc::channel(1);
-        Ok(Self {
-            inner: Arc::new(inner),
-            commands,
-            wal_thread: Arc::new(Mutex::new(None)),
-            read_only: true,
-        })
+        }
     }
 
     /// Re-reads every ingester's catalog every `interval` until `shutdown` resolves (a store
