@@ -9,11 +9,19 @@ mod server;
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::Mutex;
 
 use server::Server;
 
+/// The suites run one at a time: each is timed with sleeps, and two suites and two servers
+/// on a 2-core machine stretch the races named in [`RACY`].
+static ONE_SUITE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 /// Runs `suite` against a fresh server; the names of the tests that passed and failed.
 fn run_suite(suite: &str) -> (Vec<String>, Vec<String>) {
+    let _turn = ONE_SUITE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &[]);
     let runner = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/paho/run_suite.py");
@@ -49,11 +57,17 @@ fn run_suite(suite: &str) -> (Vec<String>, Vec<String>) {
     (passed, failed)
 }
 
-/// Tests that may fail through no fault of the broker: each subscribes client B and, without
-/// waiting for B's SUBACK (the suite waits on client A's callback by mistake), has client A
-/// publish the message B should receive. A broker reading its connections on several threads
-/// may see A's PUBLISH before B's SUBSCRIBE.
-const RACY: [&str; 2] = ["test_request_response", "test_subscribe_options"];
+/// Tests that may fail through no fault of the broker: each has client B subscribe (or
+/// unsubscribe) and, without waiting for B's SUBACK (UNSUBACK), has client A publish the
+/// message B should (should not) receive; the first two wait on client A's callback by
+/// mistake, the third waits for nothing. MQTT orders nothing across connections, and a
+/// broker reading its connections on several threads may see A's PUBLISH first. Seen on a
+/// loaded 2-core CI machine for `test_request_response` and `test_unsubscribe` in one run.
+const RACY: [&str; 3] = [
+    "test_request_response",
+    "test_subscribe_options",
+    "test_unsubscribe",
+];
 
 #[test]
 fn paho_mqtt_3_1_1_suite() {
@@ -74,5 +88,11 @@ fn paho_mqtt_5_suite() {
         "failed: {failed:?}"
     );
     assert!(failed.contains(&"test_subscribe_failure".to_owned()));
-    assert!(passed.len() >= 24, "passed: {passed:?}");
+    // Every test ran, and all but the racy ones passed: at least 23 of 27, where Debian's
+    // mosquitto 2.0.11 passes 21.
+    assert_eq!(
+        passed.len() + failed.len(),
+        27,
+        "every test of the suite ran"
+    );
 }
