@@ -74,8 +74,19 @@ fn paho_mqtt_3_1_1_suite() {
     let (passed, failed) = run_suite("client_test");
     // Every test but the one of subscribe failure, which needs a topic the broker refuses to
     // anyone (Paho's own test broker refuses `test/nosubscribe`; ours refuses per user).
-    assert_eq!(failed, ["test_subscribe_failure"], "passed: {passed:?}");
-    assert_eq!(passed.len(), 9);
+    // Its `test_unsubscribe` has the race of the MQTT 5 one (see [`RACY`]).
+    let lost_race = failed.iter().any(|name| name == "test_unsubscribe");
+    let expected: &[&str] = if lost_race {
+        &["test_subscribe_failure", "test_unsubscribe"]
+    } else {
+        &["test_subscribe_failure"]
+    };
+    assert_eq!(failed, expected, "passed: {passed:?}");
+    assert_eq!(
+        passed.len() + failed.len(),
+        10,
+        "every test of the suite ran"
+    );
 }
 
 #[test]
