@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use serde_json::json;
 use support::server::{Server, free_port};
 
 fn lines(from: u64, n: u64) -> String {
@@ -272,6 +273,59 @@ fn an_object_store_outage_keeps_data_in_the_wal_and_catches_up() {
         "all of it is in S3"
     );
     assert_eq!(server.count(""), 1500);
+    assert!(server.terminate().success());
+
+    // A server that starts while the object store is down (here a replacement with a new data
+    // directory, so its WAL segment ids are below the catalog's): it starts, keeps writes in
+    // the WAL, refuses queries with 503 rather than answer without the stored history, keeps
+    // them across a SIGKILL, and catches up once the store is back.
+    switch.up.store(false, Ordering::SeqCst);
+    let replacement = dir.path().join("replacement");
+    let server = Server::start(&replacement, &settings);
+    assert_eq!(server.metric("exawatch_history_loaded"), 0.0);
+    assert_eq!(
+        server
+            .post("/api/v2/write", &[], lines(2000, 300).as_bytes())
+            .0,
+        204
+    );
+    let (status, body) = server.post_sql("SELECT count(*) FROM samples", "json");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("unreachable"), "{body}");
+    let (status, body) = server.get("/api/v1/query", &[("query", "fault")]);
+    assert_eq!(
+        (status, &body["errorType"]),
+        (503, &json!("unavailable")),
+        "{body}"
+    );
+    server.kill();
+    let server = Server::start(&replacement, &settings);
+    assert_eq!(
+        server
+            .post("/api/v2/write", &[], lines(2300, 200).as_bytes())
+            .0,
+        204
+    );
+    switch.up.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.metric("exawatch_history_loaded") < 1.0 {
+        assert!(Instant::now() < deadline, "the catalog was never read");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        server.count(""),
+        2000,
+        "the stored history and both runs' writes"
+    );
+    assert!(server.terminate().success());
+    let server = Server::start(&replacement, &settings);
+    assert_eq!(server.metric("exawatch_wal_replayed_samples_total"), 0.0);
+    assert_eq!(server.count(""), 2000);
+    assert_eq!(
+        server.count("WHERE time >= to_timestamp_nanos(1700000002000000000)"),
+        500,
+        "each written once"
+    );
     let _ = moto.kill();
     let _ = moto.wait();
 }

@@ -101,9 +101,12 @@ impl From<exawatch_store::Error> for ApiError {
             E::LimitExceeded { .. } => Self::BadRequest(message),
             // A WAL write that failed (disk full, I/O error): nothing was stored, retry later;
             // a querier stores nothing: a load balancer tries an ingester.
-            E::Overloaded { .. } | E::Closed | E::WriteFailed { .. } | E::ReadOnly => {
-                Self::Unavailable(message)
-            }
+            // The object store has been unreachable since start: answers would lack history.
+            E::Overloaded { .. }
+            | E::Closed
+            | E::WriteFailed { .. }
+            | E::ReadOnly
+            | E::HistoryUnavailable => Self::Unavailable(message),
             _ => Self::Internal(message),
         }
     }

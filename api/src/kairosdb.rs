@@ -148,7 +148,7 @@ fn session(state: &ApiState) -> Result<SessionContext, Failure> {
     state
         .store
         .query_context(state.config.query_memory_bytes)
-        .map_err(|e| Failure::Api(ApiError::Internal(e.to_string())))
+        .map_err(|e| Failure::Api(e.into()))
 }
 
 /// Runs `work` within `api.query_timeout_secs`.

@@ -60,7 +60,7 @@ impl PromApiError {
         match self.kind {
             "bad_data" => StatusCode::BAD_REQUEST,
             "execution" => StatusCode::UNPROCESSABLE_ENTITY,
-            "timeout" => StatusCode::SERVICE_UNAVAILABLE,
+            "timeout" | "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -70,6 +70,7 @@ impl PromApiError {
             "bad_data" => "bad_request",
             "execution" => "limit_exceeded",
             "timeout" => "timeout",
+            "unavailable" => "unavailable",
             _ => "error",
         }
     }
@@ -81,6 +82,7 @@ impl From<PromError> for PromApiError {
             PromError::Parse { .. } | PromError::BadQuery { .. } => "bad_data",
             PromError::Execution { .. } | PromError::Limit { .. } => "execution",
             PromError::Timeout => "timeout",
+            PromError::Unavailable { .. } => "unavailable",
             PromError::Source { .. } => "internal",
         };
         Self {

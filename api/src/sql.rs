@@ -144,7 +144,7 @@ fn session(state: &ApiState) -> Result<SessionContext, ApiError> {
     state
         .store
         .query_context(state.config.query_memory_bytes)
-        .map_err(|e| ApiError::Internal(e.to_string()))
+        .map_err(ApiError::from)
 }
 
 fn encode(

@@ -29,7 +29,7 @@ use snafu::Snafu;
 
 pub use engine::{Engine, EngineOptions, QueryResult, matcher_sets, parse};
 pub use eval::Annotations;
-pub use source::{SeriesSource, SourceError, SourceLimit, Steps};
+pub use source::{SeriesSource, SourceError, SourceLimit, SourceUnavailable, Steps};
 pub use stats::almost_equal;
 #[cfg(feature = "store")]
 pub use store_source::StoreSource;
@@ -64,6 +64,12 @@ pub enum Error {
     #[snafu(display("reading series: {message}"))]
     Source {
         /// The source's error.
+        message: String,
+    },
+    /// The source cannot answer for now (a [`SourceUnavailable`]); retry later.
+    #[snafu(display("{message}"))]
+    Unavailable {
+        /// Why, and what to do about it.
         message: String,
     },
     /// The query ran past its time limit.

@@ -26,11 +26,35 @@ impl std::fmt::Display for SourceLimit {
 
 impl std::error::Error for SourceLimit {}
 
+/// A source that cannot answer for now (its stored history is not loaded): the query gets
+/// [`Error::Unavailable`](crate::Error::Unavailable), to retry later.
+#[derive(Debug)]
+pub struct SourceUnavailable {
+    /// Why.
+    pub message: String,
+}
+
+impl std::fmt::Display for SourceUnavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SourceUnavailable {}
+
 impl From<SourceError> for crate::Error {
     fn from(error: SourceError) -> Self {
-        match error.downcast::<SourceLimit>() {
-            Ok(limit) => Self::Limit {
-                message: limit.message,
+        let error = match error.downcast::<SourceLimit>() {
+            Ok(limit) => {
+                return Self::Limit {
+                    message: limit.message,
+                };
+            }
+            Err(error) => error,
+        };
+        match error.downcast::<SourceUnavailable>() {
+            Ok(unavailable) => Self::Unavailable {
+                message: unavailable.message,
             },
             Err(error) => Self::Source {
                 message: error.to_string(),

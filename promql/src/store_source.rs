@@ -22,7 +22,7 @@ use exawatch_store::buffer::SeriesKey;
 use exawatch_store::{SampleSink, Store};
 use promql_parser::label::{MatchOp, Matcher};
 
-use crate::source::{SeriesSource, SourceError, SourceLimit, Steps};
+use crate::source::{SeriesSource, SourceError, SourceLimit, SourceUnavailable, Steps};
 use crate::value::{Labels, METRIC_NAME, Point, Series};
 
 /// Reads series from a [`Store`], one bounded DataFusion session per call.
@@ -263,6 +263,9 @@ impl SeriesSource for StoreSource {
             .map_err(|e| -> SourceError {
                 match e {
                     exawatch_store::Error::TooManySamples { .. } => Box::new(SourceLimit {
+                        message: e.to_string(),
+                    }),
+                    exawatch_store::Error::HistoryUnavailable => Box::new(SourceUnavailable {
                         message: e.to_string(),
                     }),
                     e => e.into(),

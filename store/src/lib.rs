@@ -22,6 +22,7 @@ mod cluster;
 mod config;
 mod decimal;
 mod ingest;
+mod late_catalog;
 mod maintenance;
 mod metrics;
 mod objects;
@@ -38,6 +39,7 @@ mod writer;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -51,7 +53,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::buffer::{Buffer, Chunk, HashedBatch, Limits, SeriesHasher, SeriesTable};
 use crate::catalog::Catalog;
 use crate::metrics::StoreMetrics;
-use crate::objects::{open_objects, root_objects};
+use crate::objects::{object_store, open_objects, root_objects};
 use crate::wal::SegmentWriter;
 use crate::writer::{Command, replay, wal_thread};
 
@@ -104,6 +106,11 @@ pub enum Error {
         "this process stores nothing (role = \"query\", or opened to read only): send writes to an ingester"
     ))]
     ReadOnly,
+    /// The object store has been unreachable since start, so the files' catalog is unknown.
+    #[snafu(display(
+        "the object store has been unreachable since this server started, so the stored history is not loaded yet; writes are kept in the WAL meanwhile (retry later)"
+    ))]
+    HistoryUnavailable,
     /// The store is shutting down or its WAL thread stopped.
     #[snafu(display("the store is not accepting writes (shutting down)"))]
     Closed,
@@ -182,6 +189,10 @@ pub(crate) struct Inner {
     file_indexes: Mutex<std::collections::HashMap<String, Arc<select::IndexedFile>>>,
     /// Decoded blocks of those files.
     block_cache: block_cache::BlockCache,
+    /// False while the catalog could not be read since start ([`late_catalog`]).
+    history_loaded: AtomicBool,
+    /// Rows written to the WAL while the history was not loaded, not yet in the buffer.
+    wal_only_rows: AtomicUsize,
 }
 
 /// The store. Cheap to clone.
@@ -204,27 +215,45 @@ impl Store {
     ) -> Result<Self> {
         let wal_dir = data_dir.join("wal");
         std::fs::create_dir_all(&wal_dir).context(DataDirSnafu { path: &wal_dir })?;
-        let (object_store, catalog) = open_objects(data_dir, &config, true).await?;
-        maintenance::delete_orphans(object_store.as_ref(), &catalog).await?;
+        let object_store = object_store(data_dir, &config, true)?;
+        let catalog = late_catalog::load_at_start(object_store.as_ref(), &config).await?;
         let metrics = StoreMetrics::new(registry);
-        let mut state = State::new(catalog, config.limits());
-        let next_segment = replay(&wal_dir, &mut state, &metrics)?;
+        let loaded = catalog.is_some();
+        let (state, next_segment) = match catalog {
+            Some(catalog) => {
+                maintenance::delete_orphans(object_store.as_ref(), &catalog).await?;
+                late_catalog::confirm_segments(&wal_dir, &catalog)?;
+                let mut state = State::new(catalog, config.limits(), SeriesHasher::default());
+                let next_segment = replay(&wal_dir, &mut state, &metrics)?;
+                (state, next_segment)
+            }
+            None => {
+                let state = State::new(Catalog::new(), config.limits(), SeriesHasher::default());
+                (state, late_catalog::start_unconfirmed(&wal_dir)?)
+            }
+        };
         metrics.set_state(&state);
         let writer = SegmentWriter::create(&wal_dir, next_segment).context(WalSnafu)?;
 
         let inner = Arc::new(Inner::new(config, wal_dir, state, object_store, metrics));
+        inner.history_loaded.store(loaded, Ordering::Release);
+        inner.metrics.history_loaded.set(i64::from(loaded));
         let (commands, receiver) = mpsc::channel(inner.config.write_queue.max(1));
         let thread_inner = Arc::clone(&inner);
         let handle = std::thread::Builder::new()
             .name("exawatch-wal".into())
             .spawn(move || wal_thread(&thread_inner, writer, receiver))
             .context(DataDirSnafu { path: data_dir })?;
-        Ok(Self {
+        let store = Self {
             inner,
             commands,
             wal_thread: Arc::new(Mutex::new(Some(handle))),
             read_only: false,
-        })
+        };
+        if !loaded {
+            tokio::spawn(late_catalog::load_later(store.clone()));
+        }
+        Ok(store)
     }
 
     /// Opens the files of the store under `data_dir` for reading only: no WAL replay, no
@@ -252,7 +281,7 @@ impl Store {
         catalog: Catalog,
     ) -> Self {
         let metrics = StoreMetrics::new(&mut Registry::default());
-        let state = State::new(catalog, Limits::default());
+        let state = State::new(catalog, Limits::default(), SeriesHasher::default());
         metrics.set_state(&state);
         let inner = Inner::new(
             config.clone(),
@@ -387,6 +416,15 @@ impl Store {
         Ok(())
     }
 
+    /// Fails with [`Error::HistoryUnavailable`] while the catalog could not be read since
+    /// start: an answer without the stored history would be silently wrong.
+    pub(crate) fn readable(&self) -> Result<()> {
+        if !self.inner.history_loaded.load(Ordering::Acquire) {
+            return HistoryUnavailableSnafu.fail();
+        }
+        Ok(())
+    }
+
     async fn wait_for_room(&self) -> Result<()> {
         let deadline = tokio::time::Instant::now() + ROOM_WAIT;
         loop {
@@ -417,10 +455,12 @@ impl Store {
         MqttIngest::new(self.clone())
     }
 
-    /// Rows waiting in memory (buffer and frozen buffers not yet in files).
+    /// Rows waiting in memory (buffer and frozen buffers not yet in files), and rows in the
+    /// WAL that will be when the history is loaded.
     pub fn buffered_rows(&self) -> usize {
         let state = self.inner.state.read();
-        state.buffer.rows()
+        self.inner.wal_only_rows.load(Ordering::Acquire)
+            + state.buffer.rows()
             + state
                 .frozen
                 .iter()
@@ -483,6 +523,9 @@ impl Store {
     /// Compacts small files (a few groups per call), applies retention as of `now_ns`, and
     /// deletes files whose delay has passed.
     pub async fn maintain(&self, now_ns: i64) -> Result<()> {
+        if self.readable().is_err() {
+            return Ok(());
+        }
         let _flushing = self.inner.flushing.lock().await;
         for _ in 0..MAX_COMPACTIONS_PER_ROUND {
             if !maintenance::compact_once(&self.inner).await? {
@@ -512,9 +555,9 @@ impl Store {
 }
 
 impl State {
-    fn new(catalog: Catalog, limits: Limits) -> Self {
+    fn new(catalog: Catalog, limits: Limits, hasher: SeriesHasher) -> Self {
         Self {
-            table: SeriesTable::new(catalog.tag_columns.clone(), limits),
+            table: SeriesTable::new(catalog.tag_columns.clone(), limits).with_hasher(hasher),
             buffer: Buffer::default(),
             frozen: VecDeque::new(),
             catalog,
@@ -553,6 +596,8 @@ impl Inner {
             pending_deletes: Mutex::new(Vec::new()),
             file_indexes: Mutex::new(std::collections::HashMap::new()),
             block_cache: block_cache::BlockCache::new(config.read_cache_mib << 20),
+            history_loaded: AtomicBool::new(true),
+            wal_only_rows: AtomicUsize::new(0),
             config,
         }
     }

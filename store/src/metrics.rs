@@ -43,6 +43,7 @@ pub(crate) struct StoreMetrics {
     pub(crate) compactions: Counter,
     pub(crate) expired_rows: Counter,
     pub(crate) buffered_rows: Gauge,
+    pub(crate) history_loaded: Gauge,
     pub(crate) series: Gauge,
     pub(crate) files: Gauge,
     pub(crate) file_bytes: Gauge,
@@ -134,6 +135,11 @@ impl StoreMetrics {
             "buffered_rows",
             "Rows in memory not yet in a file",
             m.buffered_rows.clone(),
+        );
+        r.register(
+            "history_loaded",
+            "1 once the catalog of stored files is read; 0 while the object store has been unreachable since start (writes go to the WAL only, queries answer 503)",
+            m.history_loaded.clone(),
         );
         r.register("series", "Series known since start", m.series.clone());
         r.register(

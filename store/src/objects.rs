@@ -100,15 +100,25 @@ pub(crate) async fn open_objects(
     config: &StoreConfig,
     create: bool,
 ) -> Result<(Arc<dyn ObjectStore>, Catalog)> {
+    let object_store = object_store(data_dir, config, create)?;
+    let catalog = persist::load_catalog(object_store.as_ref()).await?;
+    Ok((object_store, catalog))
+}
+
+/// The object store (`data_dir/store`, a directory or S3 as configured; an ingester's
+/// prefix of it).
+pub(crate) fn object_store(
+    data_dir: &Path,
+    config: &StoreConfig,
+    create: bool,
+) -> Result<Arc<dyn ObjectStore>> {
     let root = root_objects(data_dir, config, create)?;
-    let object_store: Arc<dyn ObjectStore> = if config.ingester.is_empty() {
+    Ok(if config.ingester.is_empty() {
         root
     } else {
         let prefix = cluster::ingester_prefix(&config.ingester)?;
         Arc::new(object_store::prefix::PrefixStore::new(root, prefix))
-    };
-    let catalog = persist::load_catalog(object_store.as_ref()).await?;
-    Ok((object_store, catalog))
+    })
 }
 
 /// The whole object store, as `store.object_store_url` names it.

@@ -114,6 +114,7 @@ impl Store {
         steps: Option<Steps>,
         max_samples: usize,
     ) -> Result<Vec<S>> {
+        self.readable()?;
         let (files, chunks, keys) = {
             let state = self.inner.state.read();
             let files: Vec<FileMeta> = state

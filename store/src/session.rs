@@ -43,6 +43,7 @@ impl Store {
     /// Registers the `samples` table (as of now), the rollup views `samples_1m` and
     /// `samples_1h`, and the store's object store in `ctx`.
     pub fn register(&self, ctx: &SessionContext) -> Result<()> {
+        self.readable()?;
         for resolution in Resolution::ALL {
             let partial = Arc::new(SamplesTable::rollup(Arc::clone(&self.inner), resolution));
             let view = rollup::view(ctx, partial).context(RegisterSnafu)?;

@@ -3,15 +3,17 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use snafu::ResultExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::buffer::{HashedBatch, Rejections};
+use crate::catalog::Catalog;
 use crate::metrics::StoreMetrics;
 use crate::wal::{self, SegmentWriter};
-use crate::{Error, Frozen, FsyncPolicy, Inner, Result, State, WalSnafu};
+use crate::{Error, Frozen, FsyncPolicy, Inner, Result, State, WalSnafu, late_catalog};
 
 /// What writers ask of the WAL thread.
 pub(crate) enum Command {
@@ -27,6 +29,12 @@ pub(crate) enum Command {
     },
     Stop {
         ack: oneshot::Sender<()>,
+    },
+    /// The catalog, read late ([`crate::late_catalog`]): replay the WAL over it; answers the
+    /// samples replayed.
+    Adopt {
+        catalog: Catalog,
+        ack: oneshot::Sender<Result<u64>>,
     },
 }
 
@@ -88,6 +96,7 @@ pub(crate) fn wal_thread(
     let mut wal = WalState {
         writer_ok: true,
         last_sync: Instant::now(),
+        started: Instant::now(),
     };
     let mut pending: Vec<Command> = Vec::new();
     while let Some(first) = commands.blocking_recv() {
@@ -106,6 +115,18 @@ pub(crate) fn wal_thread(
                     commit(inner, &mut writer, &mut wal, std::mem::take(&mut writes));
                     freeze(inner, &mut writer, &mut wal);
                     let _ = ack.send(());
+                }
+                Command::Adopt { catalog, ack } => {
+                    commit(inner, &mut writer, &mut wal, std::mem::take(&mut writes));
+                    let _ = writer.sync();
+                    let adopted =
+                        late_catalog::adopt(inner, catalog).and_then(|(samples, next)| {
+                            writer =
+                                SegmentWriter::create(&inner.wal_dir, next).context(WalSnafu)?;
+                            wal.writer_ok = true;
+                            Ok(samples)
+                        });
+                    let _ = ack.send(adopted);
                 }
                 Command::Stop { ack } => {
                     commit(inner, &mut writer, &mut wal, std::mem::take(&mut writes));
@@ -127,6 +148,8 @@ struct WalState {
     /// False after a failed append: the segment may end in a torn record.
     writer_ok: bool,
     last_sync: Instant,
+    /// The series table's clock for live series counts from here.
+    started: Instant,
 }
 
 type Write = (
@@ -154,10 +177,26 @@ fn commit(inner: &Inner, writer: &mut SegmentWriter, wal: &mut WalState, writes:
         }
         return;
     }
+    if !inner.history_loaded.load(Ordering::Acquire) {
+        // In the WAL only, until the catalog is read and the WAL replayed.
+        let rows: usize = writes.iter().map(|w| w.1.batch().len()).sum();
+        inner.wal_only_rows.fetch_add(rows, Ordering::AcqRel);
+        inner.metrics.samples_written.inc_by(rows as u64);
+        for (_, _, ack) in writes {
+            if let Some(ack) = ack {
+                let _ = ack.send(Ok(Rejections::default()));
+            }
+        }
+        return;
+    }
     let mut written = 0u64;
     let mut acks = Vec::with_capacity(writes.len());
+    let minute = u32::try_from(wal.started.elapsed().as_secs() / 60).unwrap_or(u32::MAX);
     let mut state = inner.state.write();
     let State { table, buffer, .. } = &mut *state;
+    if table.minute() != minute {
+        table.expire_idle(minute);
+    }
     for (_, samples, ack) in writes {
         written += samples.batch().len() as u64;
         let rejections = match buffer.insert(&samples, table) {
