@@ -36,7 +36,8 @@ pub use exawatch_protocol::SeriesKey;
 /// Cardinality limits: what a new series may not exceed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Series of one metric (counted since the process started).
+    /// Live series of one metric: those written in the last [`LIVE_MINUTES`] (a series that
+    /// returns after a longer pause counts as new).
     pub max_series_per_metric: usize,
     /// Tag keys, i.e. tag columns of the table.
     pub max_tag_keys: usize,
@@ -50,6 +51,10 @@ impl Default for Limits {
         }
     }
 }
+
+/// A series counts toward [`Limits::max_series_per_metric`] until it has not been written
+/// for this many minutes (VictoriaMetrics' hourly series limit counts the same way).
+pub const LIVE_MINUTES: u32 = 60;
 
 /// A sample refused because its new series would pass a limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,7 +137,14 @@ pub struct SeriesTable {
     keys: Vec<Arc<SeriesKey>>,
     hasher: SeriesHasher,
     tag_columns: Vec<String>,
+    /// Live series per metric.
     series_per_metric: HashMap<String, usize>,
+    /// Each series' last write, in minutes of [`SeriesTable::expire_idle`]'s clock.
+    written_minute: Vec<u32>,
+    /// Whether each series counts in `series_per_metric`.
+    live: Vec<bool>,
+    /// The clock's minute now.
+    minute: u32,
     limits: Limits,
 }
 
@@ -144,6 +156,15 @@ impl SeriesTable {
             limits,
             ..Self::default()
         }
+    }
+
+    /// This (empty) table with `hasher`, so that batches hashed for another table fit it.
+    pub(crate) fn with_hasher(self, hasher: SeriesHasher) -> Self {
+        debug_assert!(
+            self.keys.is_empty(),
+            "only an empty table changes its hasher"
+        );
+        Self { hasher, ..self }
     }
 
     /// The hasher [`SeriesTable::intern`] expects keys hashed with.
@@ -160,22 +181,19 @@ impl SeriesTable {
             self.hashes[id as usize] == hash && self.keys[id as usize] == *key
         });
         if let Some(&id) = found {
+            let index = id as usize;
+            if !self.live[index] {
+                self.within_series_limit(&key.metric)?;
+                self.live[index] = true;
+                *self
+                    .series_per_metric
+                    .entry(key.metric.clone())
+                    .or_insert(0) += 1;
+            }
+            self.written_minute[index] = self.minute;
             return Ok(id);
         }
-        let series = self
-            .series_per_metric
-            .get(&key.metric)
-            .copied()
-            .unwrap_or(0);
-        if series >= self.limits.max_series_per_metric {
-            return Err(LimitExceeded {
-                limit: "series_per_metric",
-                message: format!(
-                    "metric {:?} has {series} series, its limit (store.max_series_per_metric)",
-                    key.metric
-                ),
-            });
-        }
+        self.within_series_limit(&key.metric)?;
         let mut new: Vec<&String> = key
             .tags
             .iter()
@@ -203,9 +221,44 @@ impl SeriesTable {
         let id = self.keys.len() as u32;
         self.keys.push(Arc::clone(key));
         self.hashes.push(hash);
+        self.written_minute.push(self.minute);
+        self.live.push(true);
         self.ids
             .insert_unique(hash, id, |&id| self.hashes[id as usize]);
         Ok(id)
+    }
+
+    /// Ok while `metric` has fewer live series than its limit.
+    fn within_series_limit(&self, metric: &str) -> Result<(), LimitExceeded> {
+        let series = self.series_per_metric.get(metric).copied().unwrap_or(0);
+        if series >= self.limits.max_series_per_metric {
+            return Err(LimitExceeded {
+                limit: "series_per_metric",
+                message: format!(
+                    "metric {metric:?} has {series} series written in the last {LIVE_MINUTES} minutes, its limit (store.max_series_per_metric)"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Sets the clock to `minute` (minutes since some start, never decreasing) and stops
+    /// counting the series not written in the last [`LIVE_MINUTES`] of it.
+    pub fn expire_idle(&mut self, minute: u32) {
+        self.minute = minute;
+        for (index, live) in self.live.iter_mut().enumerate() {
+            if *live && minute.saturating_sub(self.written_minute[index]) >= LIVE_MINUTES {
+                *live = false;
+                if let Some(count) = self.series_per_metric.get_mut(&self.keys[index].metric) {
+                    *count -= 1;
+                }
+            }
+        }
+    }
+
+    /// The minute [`SeriesTable::expire_idle`] last set.
+    pub fn minute(&self) -> u32 {
+        self.minute
     }
 
     /// The key of series `id`.

@@ -65,8 +65,8 @@ pub struct StoreConfig {
     /// How long one object-store request is retried before the operation fails (and the
     /// flush is retried on the next round, the data staying in the WAL meanwhile).
     pub s3_retry_timeout_secs: f64,
-    /// A metric may have at most this many series (counted since start); samples of new
-    /// series beyond it are refused and counted.
+    /// A metric may have at most this many live series (written in the last hour); samples
+    /// of further series are refused and counted.
     pub max_series_per_metric: usize,
     /// The table may have at most this many tag keys (columns).
     pub max_tag_keys: usize,

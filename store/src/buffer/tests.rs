@@ -161,6 +161,35 @@ fn sorted_batch_sorts_column_by_column_and_keeps_the_last_duplicate() {
 }
 
 #[test]
+fn the_series_limit_counts_series_written_in_the_last_hour() {
+    let limits = Limits {
+        max_series_per_metric: 2,
+        max_tag_keys: 8,
+    };
+    let mut b = Buffered::with_limits(limits);
+    let node = |n| sample("m", &[("node", n)], 1, 1.0);
+    assert_eq!(b.insert(vec![node("a")]).total(), 0);
+    b.table.expire_idle(30);
+    assert_eq!(b.insert(vec![node("b"), node("c")]).series_per_metric, 1);
+    // At minute 60 `a` has been idle for an hour, `b` for half of one: `c` now fits.
+    b.table.expire_idle(LIVE_MINUTES);
+    assert_eq!(b.insert(vec![node("c")]).total(), 0);
+    // `a` returns as a new series would, and the limit is full again.
+    let refused = b.insert(vec![node("a")]);
+    assert_eq!(refused.series_per_metric, 1);
+    assert!(
+        refused
+            .first
+            .unwrap()
+            .contains("written in the last 60 minutes"),
+        "the message says what counts"
+    );
+    b.table.expire_idle(30 + LIVE_MINUTES);
+    assert_eq!(b.insert(vec![node("a")]).total(), 0, "b has gone idle");
+    assert_eq!(b.table.len(), 3, "ids stay: the buffer refers to them");
+}
+
+#[test]
 fn cardinality_limits_refuse_new_series_only() {
     let limits = Limits {
         max_series_per_metric: 2,
