@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use exawatch_store::Store;
 use serde::{Deserialize, Serialize};
@@ -478,7 +479,9 @@ pub async fn run_schedule(
         match generate(&store, from, next, memory_bytes).await {
             Ok(info) => {
                 if !webhook.is_empty() {
-                    notify(&webhook, &info).await;
+                    // Retries take up to a minute; the schedule does not wait for them.
+                    let webhook = webhook.clone();
+                    tokio::spawn(async move { notify(&webhook, &info).await });
                 }
             }
             Err(error) => tracing::warn!(%error, "The scheduled report failed."),
@@ -486,25 +489,139 @@ pub async fn run_schedule(
     }
 }
 
-/// POSTs the report's metadata as JSON to `url`; failures are logged.
+/// Waits before the webhook's second, third, … attempt: about a minute in all.
+const WEBHOOK_RETRIES: [Duration; 6] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+    Duration::from_secs(16),
+    Duration::from_secs(32),
+];
+
+/// POSTs the report's metadata as JSON to `url`, retried (see [`deliver`]); the outcome is
+/// logged.
 async fn notify(url: &str, info: &ReportInfo) {
-    let url = url.to_owned();
-    let body = serde_json::to_string(info).unwrap_or_default();
-    let result = tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(std::time::Duration::from_secs(10)))
-            .build()
-            .into();
-        agent
-            .post(&url)
-            .header("Content-Type", "application/json")
-            .send(body.as_bytes())
-            .map(|_| ())
-    })
-    .await;
-    match result {
-        Ok(Ok(())) => tracing::info!(report = %info.id, "Report webhook notified."),
-        Ok(Err(error)) => tracing::warn!(%error, "The report webhook failed."),
-        Err(error) => tracing::warn!(%error, "The report webhook task failed."),
+    let body = serde_json::to_vec(info).unwrap_or_default();
+    match deliver(url, body, &WEBHOOK_RETRIES).await {
+        Ok(attempts) => tracing::info!(report = %info.id, attempts, "Report webhook notified."),
+        Err(error) => {
+            tracing::warn!(report = %info.id, %error, "The report webhook failed; not retried further.")
+        }
+    }
+}
+
+/// POSTs `body` (JSON) to `url` until it is taken (2xx), waiting `retries[i]` before attempt
+/// `i + 2`. A connection failure, a timeout, 408, 429 and 5xx are retried; any other answer
+/// is final. Returns the attempts made, or why it gave up.
+async fn deliver(url: &str, body: Vec<u8>, retries: &[Duration]) -> Result<usize, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut waits = retries.iter();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (agent, url, body) = (agent.clone(), url.to_owned(), body.clone());
+        let answer = tokio::task::spawn_blocking(move || {
+            agent
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .send(&body[..])
+                .map(|response| response.status().as_u16())
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let error = match answer {
+            Ok(200..=299) => return Ok(attempt),
+            Ok(status @ (408 | 429 | 500..=599)) => format!("HTTP {status}"),
+            Ok(status) => return Err(format!("HTTP {status} (not retried)")),
+            Err(error) => error.to_string(),
+        };
+        let Some(wait) = waits.next() else {
+            return Err(format!("{error} after {attempt} attempts"));
+        };
+        tracing::debug!(%error, attempt, "The report webhook failed; retrying.");
+        tokio::time::sleep(*wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// A webhook that answers each POST with the next of `statuses`; the bodies it got.
+    fn webhook(statuses: &'static [u16]) -> (String, std::thread::JoinHandle<Vec<String>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let served = std::thread::spawn(move || {
+            let mut bodies = Vec::new();
+            for &status in statuses {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream);
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if let Some((name, value)) = line.split_once(':')
+                        && name.eq_ignore_ascii_case("content-length")
+                    {
+                        length = value.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                bodies.push(String::from_utf8(body).unwrap());
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                reader.into_inner().write_all(answer.as_bytes()).unwrap();
+            }
+            bodies
+        });
+        (url, served)
+    }
+
+    const QUICK: [Duration; 3] = [Duration::from_millis(10); 3];
+
+    #[tokio::test]
+    async fn the_webhook_is_retried_until_it_takes_the_report() {
+        let (url, served) = webhook(&[503, 429, 204]);
+        let body = br#"{"id":"r1"}"#.to_vec();
+        assert_eq!(deliver(&url, body, &QUICK).await, Ok(3));
+        assert_eq!(served.join().unwrap(), [r#"{"id":"r1"}"#; 3]);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_final_and_retries_end() {
+        let (url, served) = webhook(&[404]);
+        let error = deliver(&url, b"{}".to_vec(), &QUICK).await.unwrap_err();
+        assert_eq!(error, "HTTP 404 (not retried)");
+        assert_eq!(served.join().unwrap().len(), 1);
+
+        let (url, served) = webhook(&[500, 502, 503, 504]);
+        let error = deliver(&url, b"{}".to_vec(), &QUICK).await.unwrap_err();
+        assert_eq!(error, "HTTP 504 after 4 attempts");
+        assert_eq!(served.join().unwrap().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_webhook_is_retried() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/hook");
+        let error = deliver(&url, b"{}".to_vec(), &QUICK).await.unwrap_err();
+        assert!(error.ends_with("after 4 attempts"), "{error}");
     }
 }
