@@ -13,7 +13,8 @@
 //! Parquet and the catalog), `maintenance` (compaction, retention, deletes), `rollup`
 //! (1-minute and 1-hour aggregates), `table` (the DataFusion table), `session` (SQL sessions
 //! and their policy), `select` (whole series for PromQL), `objects` (the object store and the
-//! named objects of other components), `cluster` (several ingesters over one object store).
+//! named objects of other components), `cluster` (several ingesters over one object store),
+//! `late_catalog` (starting while the object store is unreachable).
 
 mod block_cache;
 pub mod buffer;
