@@ -17,8 +17,8 @@ use snafu::ResultExt;
 use crate::anomalies::{self, Anomaly, AnomalyQuery};
 use crate::features::{self, Column, FeatureSpec};
 use crate::model;
-use crate::time::now_ns;
 use crate::{FormatSnafu, Result, StoreSnafu};
+use exawatch_protocol::time::now_ns;
 
 /// Object-store directory of reports.
 pub const REPORTS_DIR: &str = "reports";

@@ -15,8 +15,8 @@ use crate::config::AnalyticsConfig;
 use crate::detect::EntityState;
 use crate::features::{self, rfc3339};
 use crate::model::{self, Model};
-use crate::time::now_ns;
 use crate::{Result, StoreSnafu};
+use exawatch_protocol::time::now_ns;
 use snafu::ResultExt;
 
 /// What scoring one window produced.

@@ -3,14 +3,6 @@
 
 use crate::{Result, TimeSnafu};
 
-/// Nanoseconds since the epoch, now.
-pub fn now_ns() -> i64 {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
-}
-
 /// Parses a time argument relative to `now_ns`.
 pub fn parse_time(text: &str, now_ns: i64) -> Result<i64> {
     let text = text.trim();

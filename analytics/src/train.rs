@@ -10,8 +10,9 @@ use snafu::ensure;
 use crate::detect::{DEFAULT_DETECTOR, DetectorKind, FitOptions, Fitted};
 use crate::features::{self, FeatureSpec};
 use crate::model::{self, Model, ModelInfo};
-use crate::time::{now_ns, parse_time};
+use crate::time::parse_time;
 use crate::{EmptyTrainingSnafu, Result, SpecSnafu};
+use exawatch_protocol::time::now_ns;
 
 /// What to train: the body of `POST /api/v1/models` and the flags of `exawatch train`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
