@@ -10,6 +10,7 @@ use exawatch_api::ApiConfig;
 use exawatch_broker::BrokerConfig;
 use exawatch_broker::upstream::UpstreamConfig;
 use exawatch_collectors::{CollectorConfig, SimulateConfig};
+use exawatch_protocol::mqtt::IngestConfig;
 use exawatch_protocol::settings::{InvalidSetting, Validate};
 use exawatch_store::StoreConfig;
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,8 @@ pub(crate) struct Config {
     pub(crate) broker: BrokerConfig,
     /// A front broker to take a share of (MQTT 5 shared subscription), for ingesters.
     pub(crate) upstream: UpstreamConfig,
+    /// How MQTT topics are read (`[[ingest.mqtt]]` rules).
+    pub(crate) ingest: IngestConfig,
     /// WAL, buffer and files.
     pub(crate) store: StoreConfig,
     /// The HTTP API.
@@ -49,6 +52,7 @@ impl Default for Config {
             local_collector: true,
             broker: BrokerConfig::default(),
             upstream: UpstreamConfig::default(),
+            ingest: IngestConfig::default(),
             store: StoreConfig::default(),
             api: ApiConfig::default(),
             collector: CollectorConfig::default(),
@@ -101,8 +105,9 @@ impl Config {
     fn validate(&self) -> Result<(), InvalidSetting> {
         // A section plugs its own checks in here by implementing `Validate` (`[analytics]`
         // does not yet).
-        let sections: [(&str, &dyn Validate); 5] = [
+        let sections: [(&str, &dyn Validate); 6] = [
             ("broker", &self.broker),
+            ("ingest", &self.ingest),
             ("store", &self.store),
             ("api", &self.api),
             ("collector", &self.collector),

@@ -142,7 +142,7 @@ async fn run_storing(mut config: Config, simulate: usize) -> Result<()> {
     let broker = EmbeddedBroker::start(
         &config.broker,
         mqtt_tls,
-        Arc::new(StoreIngest(store.mqtt_ingest())),
+        Arc::new(StoreIngest(store.mqtt_ingest(&config.ingest.mqtt))),
         &mut registry,
     )
     .await?;
@@ -175,7 +175,7 @@ async fn run_storing(mut config: Config, simulate: usize) -> Result<()> {
     let mut sources = Vec::new();
     if !config.upstream.broker.is_empty() {
         let upstream = config.upstream.clone();
-        let ingest = Arc::new(StoreIngest(store.mqtt_ingest()));
+        let ingest = Arc::new(StoreIngest(store.mqtt_ingest(&config.ingest.mqtt)));
         let stopped = until(sources_stopped.clone());
         sources.push(tokio::spawn(async move {
             exawatch_broker::upstream::run(upstream, ingest, stopped).await;

@@ -1,5 +1,6 @@
 //! Every way data gets in, end to end into the same `samples` table: Influx line protocol over
-//! HTTP (as Telegraf sends it) and over MQTT, Prometheus remote write; and what happens when
+//! HTTP (as Telegraf sends it) and over MQTT, EXAMON SDK v3 beside EXAMON's key/value topics,
+//! Prometheus remote write; and what happens when
 //! the store is behind (HTTP writes wait for a flush, MQTT samples are shed and counted).
 
 mod support {
@@ -9,7 +10,7 @@ mod support {
 use exawatch_protocol::remote_write;
 use exawatch_protocol::{Sample, Value};
 use serde_json::{Value as Json, json};
-use support::server::{Server, gzip, mqtt_client, publish};
+use support::server::{Server, gzip, mosquitto_pub, mqtt_client, publish};
 
 #[test]
 fn line_protocol_over_http_and_mqtt() {
@@ -78,6 +79,74 @@ fn line_protocol_over_http_and_mqtt() {
         assert!(std::time::Instant::now() < deadline);
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+#[test]
+fn examon_sdk_v3_topics_beside_key_value_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = r#"ingest.mqtt=[{filter = "examon/#", scheme = "examon_v3", tags = ["org", "cluster", "plugin", "node"]}]"#;
+    let server = Server::start(&dir.path().join("data"), &["--set", rule]);
+    // As an EXAMON v0.5 plugin publishes (`examon-base-plugin`), and as older plugins do.
+    mosquitto_pub(
+        server.mqtt,
+        "mqttv311",
+        "examon/e4red/nvml_pub/cn01/temperature.gpu",
+        r#"{"v": 58.0, "ts": 1716480000123, "gpu": "0"}"#,
+    );
+    mosquitto_pub(
+        server.mqtt,
+        "mqttv5",
+        "examon/e4red/nvml_pub/cn%2F02/power.draw",
+        r#"{"v": 210.5, "ts": 1716480000123, "node": "cn03"}"#,
+    );
+    mosquitto_pub(
+        server.mqtt,
+        "mqttv311",
+        "org/examon/cluster/e4red/node/cn01/plugin/pmu_pub/chnl/data/instr",
+        "42;1716480000.5",
+    );
+    // Not what the rule's topics look like: counted, with the reason.
+    mosquitto_pub(
+        server.mqtt,
+        "mqttv311",
+        "examon/e4red/cn01/x",
+        r#"{"v": 1}"#,
+    );
+    mosquitto_pub(server.mqtt, "mqttv311", "examon/a/b/cn01/x", "1;1716480000");
+
+    server.wait_for_count("", 3);
+    let rows = server.sql(
+        "SELECT time, metric, org, cluster, plugin, node, gpu, value FROM samples ORDER BY metric",
+    );
+    assert_eq!(
+        Json::Array(rows),
+        json!([
+            {"time": "2024-05-23T16:00:00.500Z", "metric": "instr", "org": "examon", "cluster": "e4red", "plugin": "pmu_pub", "node": "cn01", "gpu": null, "value": 42.0},
+            {"time": "2024-05-23T16:00:00.123Z", "metric": "power.draw", "org": "examon", "cluster": "e4red", "plugin": "nvml_pub", "node": "cn03", "gpu": null, "value": 210.5},
+            {"time": "2024-05-23T16:00:00.123Z", "metric": "temperature.gpu", "org": "examon", "cluster": "e4red", "plugin": "nvml_pub", "node": "cn01", "gpu": "0", "value": 58.0},
+        ])
+    );
+    let dropped = |reason: &str| {
+        server.metric(&format!(
+            "exawatch_messages_dropped_total{{reason=\"{reason}\"}}"
+        ))
+    };
+    assert_eq!(dropped("topic_levels"), 1.0);
+    assert_eq!(dropped("bad_v3_payload"), 1.0);
+
+    // A rule that cannot work is refused at start, with its key.
+    let output = std::process::Command::new(support::server::EXAWATCH)
+        .args(["up", "--no-collector", "--data-dir"])
+        .arg(dir.path().join("other"))
+        .args([
+            "--set",
+            r#"ingest.mqtt=[{filter = "a/#/b", scheme = "examon_v3", tags = ["node"]}]"#,
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("ingest.mqtt[0].filter"), "{stderr}");
 }
 
 #[test]

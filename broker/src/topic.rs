@@ -1,6 +1,8 @@
 //! Topic names and filters (MQTT 3.1.1 §4.7, MQTT 5 §4.7-4.8): what is valid, what matches,
 //! and the `$share/<group>/<filter>` form of shared subscriptions.
 
+pub(crate) use exawatch_protocol::mqtt::{topic_matches as matches, valid_filter};
+
 /// The prefix of a shared subscription's filter.
 const SHARE_PREFIX: &str = "$share/";
 
@@ -10,25 +12,6 @@ pub(crate) fn valid_topic(topic: &[u8]) -> bool {
     !topic.is_empty()
         && !topic.iter().any(|b| matches!(b, b'+' | b'#' | 0))
         && std::str::from_utf8(topic).is_ok()
-}
-
-/// A topic filter a client may subscribe to: not empty, no NUL, `+` alone in its level, `#`
-/// alone in the last level.
-pub(crate) fn valid_filter(filter: &str) -> bool {
-    if filter.is_empty() || filter.contains('\0') {
-        return false;
-    }
-    let mut levels = filter.split('/').peekable();
-    while let Some(level) = levels.next() {
-        let last = levels.peek().is_none();
-        match level {
-            "+" => {}
-            "#" if last => {}
-            _ if level.contains(['+', '#']) => return false,
-            _ => {}
-        }
-    }
-    true
 }
 
 /// A subscription's filter, split into its shared-subscription group (if any) and the filter
@@ -55,31 +38,6 @@ pub(crate) fn parse_subscription(full: &str) -> Option<Subscription<'_>> {
         group: Some(group),
         filter,
     })
-}
-
-/// Whether `topic` matches `filter`. A filter starting with a wildcard does not match a topic
-/// starting with `$` (§4.7.2).
-pub(crate) fn matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && filter.starts_with(['+', '#']) {
-        return false;
-    }
-    let mut topic_levels = topic.split('/');
-    for level in filter.split('/') {
-        match level {
-            "#" => return true,
-            "+" => {
-                if topic_levels.next().is_none() {
-                    return false;
-                }
-            }
-            _ => {
-                if topic_levels.next() != Some(level) {
-                    return false;
-                }
-            }
-        }
-    }
-    topic_levels.next().is_none()
 }
 
 #[cfg(test)]

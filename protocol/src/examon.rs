@@ -64,6 +64,14 @@ pub enum DecodeError {
     /// A JSON payload does not parse as examon-common's `json`/`bulk` format.
     #[snafu(display("JSON payload is not examon-common json/bulk: {message}"))]
     BadJson { message: String },
+    /// An EXAMON SDK v3 topic has not the configured number of levels.
+    #[snafu(display(
+        "topic {topic:?} does not have the {expected} levels its [[ingest.mqtt]] rule names (tags, then the metric)"
+    ))]
+    TopicLevels { topic: String, expected: usize },
+    /// An EXAMON SDK v3 payload is not a JSON object with a value `v` and a time `ts`.
+    #[snafu(display("EXAMON v3 payload: {message}"))]
+    BadV3Payload { message: String },
 }
 
 impl DecodeError {
@@ -82,11 +90,13 @@ impl DecodeError {
             Self::EmptyValue => "empty_value",
             Self::BadGzip { .. } => "bad_gzip",
             Self::BadJson { .. } => "bad_json",
+            Self::TopicLevels { .. } => "topic_levels",
+            Self::BadV3Payload { .. } => "bad_v3_payload",
         }
     }
 
     /// Every label [`DecodeError::reason`] can return, e.g. to pre-register counters.
-    pub const REASONS: [&'static str; 12] = [
+    pub const REASONS: [&'static str; 14] = [
         "topic_not_utf8",
         "topic_shape",
         "empty_segment",
@@ -99,6 +109,8 @@ impl DecodeError {
         "empty_value",
         "bad_gzip",
         "bad_json",
+        "topic_levels",
+        "bad_v3_payload",
     ];
 }
 
@@ -168,7 +180,8 @@ pub fn decode_topic(topic: &str) -> Result<(Vec<(String, String)>, String), Deco
     Ok((check_tags(tags)?, unquote(metric[0])?))
 }
 
-fn unquote(segment: &str) -> Result<String, DecodeError> {
+/// A topic level, URL-unquoted.
+pub(crate) fn unquote(segment: &str) -> Result<String, DecodeError> {
     if !segment.contains('%') {
         return Ok(segment.to_owned());
     }
@@ -181,7 +194,9 @@ fn unquote(segment: &str) -> Result<String, DecodeError> {
 }
 
 /// Sorts tags by key and rejects duplicate, reserved and empty keys or values.
-fn check_tags(mut tags: Vec<(String, String)>) -> Result<Vec<(String, String)>, DecodeError> {
+pub(crate) fn check_tags(
+    mut tags: Vec<(String, String)>,
+) -> Result<Vec<(String, String)>, DecodeError> {
     tags.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     for (i, (key, value)) in tags.iter().enumerate() {
         if key.is_empty() || value.is_empty() {

@@ -12,6 +12,7 @@
 mod batch;
 pub mod compression;
 pub mod examon;
+pub mod examon_v3;
 pub mod kairosdb;
 pub mod line_protocol;
 pub mod mqtt;

@@ -4,11 +4,151 @@
 //!
 //! The rule: a payload with a space and a `=` but no `;` that is not JSON is line protocol;
 //! anything else is EXAMON, except that an EXAMON payload whose timestamp does not parse is
-//! tried as line protocol (a string field may contain `;`).
+//! tried as line protocol (a string field may contain `;`). Topics that an `[[ingest.mqtt]]`
+//! rule ([`TopicRule`]) gives another scheme are read by that scheme ([`decode_with`]).
 
-use crate::Batch;
+use serde::{Deserialize, Serialize};
+
 use crate::examon::{self, DecodeError, Decoded};
 use crate::line_protocol::{self, Precision};
+use crate::settings::{InvalidSetting, Validate};
+use crate::{Batch, RESERVED_COLUMNS, examon_v3};
+
+/// How the MQTT messages on some topics are read: `[[ingest.mqtt]]` in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicRule {
+    /// The MQTT topic filter (`+` and `#` wildcards) of the topics this rule reads.
+    pub filter: String,
+    /// How their topic and payload are read.
+    pub scheme: Scheme,
+    /// For [`Scheme::ExamonV3`]: the tag name of each topic level before the metric, in
+    /// order (`""` skips a level, such as a prefix).
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// A way to read an MQTT message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scheme {
+    /// EXAMON's key/value topics and `value;timestamp`, json or bulk payloads, or Influx line
+    /// protocol: what every topic gets without a rule.
+    Examon,
+    /// EXAMON SDK v3's positional topics and `{"v", "ts"}` payloads ([`examon_v3`]).
+    ExamonV3,
+}
+
+/// The `[ingest]` section: rules for reading MQTT topics, the first matching rule wins.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// `[[ingest.mqtt]]` rules, tried in order.
+    pub mqtt: Vec<TopicRule>,
+}
+
+impl Validate for IngestConfig {
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        for (i, rule) in self.mqtt.iter().enumerate() {
+            let invalid = |key: &str, value: String, allowed: &str| InvalidSetting {
+                key: format!("mqtt[{i}].{key}"),
+                value,
+                allowed: allowed.to_owned(),
+            };
+            if !valid_filter(&rule.filter) {
+                return Err(invalid(
+                    "filter",
+                    format!("{:?}", rule.filter),
+                    "an MQTT topic filter (`+` alone in a level, `#` alone in the last)",
+                ));
+            }
+            let named: Vec<&String> = rule.tags.iter().filter(|t| !t.is_empty()).collect();
+            let duplicate = named
+                .iter()
+                .enumerate()
+                .any(|(j, t)| named[..j].contains(t));
+            let reserved = named.iter().any(|t| RESERVED_COLUMNS.contains(&t.as_str()));
+            if match rule.scheme {
+                Scheme::ExamonV3 => named.is_empty() || duplicate || reserved,
+                Scheme::Examon => !rule.tags.is_empty(),
+            } {
+                return Err(invalid(
+                    "tags",
+                    format!("{:?}", rule.tags),
+                    "for scheme = \"examon_v3\", one tag name per topic level before the metric (\"\" to skip a level), at least one, unique, none of time, metric, value, text; none for scheme = \"examon\"",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `filter` is a valid MQTT topic filter: not empty, no NUL, `+` alone in its level,
+/// `#` alone in the last level.
+pub fn valid_filter(filter: &str) -> bool {
+    if filter.is_empty() || filter.contains('\0') {
+        return false;
+    }
+    let mut levels = filter.split('/').peekable();
+    while let Some(level) = levels.next() {
+        let last = levels.peek().is_none();
+        match level {
+            "+" => {}
+            "#" if last => {}
+            _ if level.contains(['+', '#']) => return false,
+            _ => {}
+        }
+    }
+    true
+}
+
+/// Whether `topic` matches `filter` (MQTT §4.7). A filter starting with a wildcard does not
+/// match a topic starting with `$` (§4.7.2).
+pub fn topic_matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && filter.starts_with(['+', '#']) {
+        return false;
+    }
+    let mut topic_levels = topic.split('/');
+    for level in filter.split('/') {
+        match level {
+            "#" => return true,
+            "+" => {
+                if topic_levels.next().is_none() {
+                    return false;
+                }
+            }
+            _ => {
+                if topic_levels.next() != Some(level) {
+                    return false;
+                }
+            }
+        }
+    }
+    topic_levels.next().is_none()
+}
+
+/// The scheme the first of `rules` matching `topic` gives, if any.
+pub fn scheme_of<'a>(rules: &'a [TopicRule], topic: &[u8]) -> Option<&'a TopicRule> {
+    let topic = std::str::from_utf8(topic).ok()?;
+    rules.iter().find(|rule| topic_matches(&rule.filter, topic))
+}
+
+/// [`decode`], for the topics a rule of `rules` reads another way, that way.
+pub fn decode_with(
+    rules: &[TopicRule],
+    topic: &[u8],
+    payload: &[u8],
+    now_ns: i64,
+    out: &mut Batch,
+) -> Result<Decoded, MessageError> {
+    match scheme_of(rules, topic) {
+        Some(rule) if rule.scheme == Scheme::ExamonV3 => {
+            let topic = std::str::from_utf8(topic).expect("matched as UTF-8");
+            examon_v3::decode(&rule.tags, topic, payload, now_ns, out).map_err(MessageError::Examon)
+        }
+        _ => decode(topic, payload, now_ns, out),
+    }
+}
 
 /// Why a message was dropped.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,9 +1,11 @@
-//! Decoding of MQTT messages (EXAMON, or Influx line protocol) into store writes, counting
-//! what is dropped.
+//! Decoding of MQTT messages (EXAMON, EXAMON SDK v3 where a rule says so, or Influx line
+//! protocol) into store writes, counting what is dropped.
+
+use std::sync::Arc;
 
 use exawatch_protocol::Batch;
 use exawatch_protocol::examon::{Decoded, TopicCache};
-use exawatch_protocol::mqtt;
+use exawatch_protocol::mqtt::{self, Scheme, TopicRule};
 
 use crate::Store;
 use crate::metrics::{KindLabel, ReasonLabel};
@@ -13,18 +15,23 @@ use crate::metrics::{KindLabel, ReasonLabel};
 #[derive(Debug, Clone)]
 pub struct MqttIngest {
     store: Store,
+    /// `[[ingest.mqtt]]`: topics read another way than EXAMON's default.
+    rules: Arc<[TopicRule]>,
 }
 
 impl MqttIngest {
-    pub(crate) fn new(store: Store) -> Self {
-        Self { store }
+    pub(crate) fn new(store: Store, rules: &[TopicRule]) -> Self {
+        Self {
+            store,
+            rules: rules.into(),
+        }
     }
 
     /// Decodes one message into `out` (samples without a timestamp get `now_ns`); returns
     /// false if it was dropped, in whole or in part.
     pub fn decode(&self, topic: &[u8], payload: &[u8], now_ns: i64, out: &mut Batch) -> bool {
         let metrics = &self.store.inner.metrics;
-        let kind = match mqtt::decode(topic, payload, now_ns, out) {
+        let kind = match mqtt::decode_with(&self.rules, topic, payload, now_ns, out) {
             Ok(Decoded::Samples(_)) => return true,
             Ok(Decoded::Marker) => "marker",
             Ok(Decoded::Command) => "command",
@@ -72,7 +79,10 @@ pub struct MqttConnection {
 impl MqttConnection {
     /// Decodes one message into the pending batch (malformed ones are counted and dropped).
     pub fn push(&mut self, topic: &[u8], payload: &[u8]) {
-        if self.topics.decode_csv(topic, payload, &mut self.batch) {
+        let default_scheme = self.ingest.rules.is_empty()
+            || mqtt::scheme_of(&self.ingest.rules, topic)
+                .is_none_or(|r| r.scheme == Scheme::Examon);
+        if default_scheme && self.topics.decode_csv(topic, payload, &mut self.batch) {
             return;
         }
         let now_ns = *self

@@ -451,9 +451,10 @@ impl Store {
         Ok(())
     }
 
-    /// A decoder for MQTT messages (EXAMON or line protocol) that counts what it rejects.
-    pub fn mqtt_ingest(&self) -> MqttIngest {
-        MqttIngest::new(self.clone())
+    /// A decoder for MQTT messages (EXAMON or line protocol; the topics of `rules` as they
+    /// say) that counts what it rejects.
+    pub fn mqtt_ingest(&self, rules: &[exawatch_protocol::mqtt::TopicRule]) -> MqttIngest {
+        MqttIngest::new(self.clone(), rules)
     }
 
     /// Rows waiting in memory (buffer and frozen buffers not yet in files), and rows in the
