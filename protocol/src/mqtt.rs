@@ -127,21 +127,24 @@ pub fn topic_matches(filter: &str, topic: &str) -> bool {
     topic_levels.next().is_none()
 }
 
-/// The scheme the first of `rules` matching `topic` gives, if any.
+/// The first of `rules` matching `topic`, if any.
 pub fn scheme_of<'a>(rules: &'a [TopicRule], topic: &[u8]) -> Option<&'a TopicRule> {
+    if rules.is_empty() {
+        return None;
+    }
     let topic = std::str::from_utf8(topic).ok()?;
     rules.iter().find(|rule| topic_matches(&rule.filter, topic))
 }
 
-/// [`decode`], for the topics a rule of `rules` reads another way, that way.
+/// [`decode`], or the way `rule` (the topic's, from [`scheme_of`]) says.
 pub fn decode_with(
-    rules: &[TopicRule],
+    rule: Option<&TopicRule>,
     topic: &[u8],
     payload: &[u8],
     now_ns: i64,
     out: &mut Batch,
 ) -> Result<Decoded, MessageError> {
-    match scheme_of(rules, topic) {
+    match rule {
         Some(rule) if rule.scheme == Scheme::ExamonV3 => {
             let topic = std::str::from_utf8(topic).expect("matched as UTF-8");
             examon_v3::decode(&rule.tags, topic, payload, now_ns, out).map_err(MessageError::Examon)

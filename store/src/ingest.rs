@@ -27,11 +27,18 @@ impl MqttIngest {
         }
     }
 
-    /// Decodes one message into `out` (samples without a timestamp get `now_ns`); returns
-    /// false if it was dropped, in whole or in part.
-    pub fn decode(&self, topic: &[u8], payload: &[u8], now_ns: i64, out: &mut Batch) -> bool {
+    /// Decodes one message into `out` as `rule` (the topic's, if any) says; samples without
+    /// a timestamp get `now_ns`. Returns false if it was dropped, in whole or in part.
+    fn decode(
+        &self,
+        rule: Option<&TopicRule>,
+        topic: &[u8],
+        payload: &[u8],
+        now_ns: i64,
+        out: &mut Batch,
+    ) -> bool {
         let metrics = &self.store.inner.metrics;
-        let kind = match mqtt::decode_with(&self.rules, topic, payload, now_ns, out) {
+        let kind = match mqtt::decode_with(rule, topic, payload, now_ns, out) {
             Ok(Decoded::Samples(_)) => return true,
             Ok(Decoded::Marker) => "marker",
             Ok(Decoded::Command) => "command",
@@ -79,16 +86,19 @@ pub struct MqttConnection {
 impl MqttConnection {
     /// Decodes one message into the pending batch (malformed ones are counted and dropped).
     pub fn push(&mut self, topic: &[u8], payload: &[u8]) {
-        let default_scheme = self.ingest.rules.is_empty()
-            || mqtt::scheme_of(&self.ingest.rules, topic)
-                .is_none_or(|r| r.scheme == Scheme::Examon);
-        if default_scheme && self.topics.decode_csv(topic, payload, &mut self.batch) {
+        let Self {
+            ingest,
+            batch,
+            topics,
+            now_ns,
+        } = self;
+        let rule = mqtt::scheme_of(&ingest.rules, topic);
+        let default_scheme = rule.is_none_or(|r| r.scheme == Scheme::Examon);
+        if default_scheme && topics.decode_csv(topic, payload, batch) {
             return;
         }
-        let now_ns = *self
-            .now_ns
-            .get_or_insert_with(exawatch_protocol::time::now_ns);
-        self.ingest.decode(topic, payload, now_ns, &mut self.batch);
+        let now_ns = *now_ns.get_or_insert_with(exawatch_protocol::time::now_ns);
+        ingest.decode(rule, topic, payload, now_ns, batch);
     }
 
     /// Takes the pending batch and stores it with [`Store::write_waiting`].
