@@ -340,8 +340,9 @@ pub struct Chunk {
     pub time: TimestampNanosecondArray,
     /// The `value` of each row (NULL for a text sample).
     pub value: Float64Array,
-    /// The `text` of each row (NULL for a numeric sample).
-    pub text: StringArray,
+    /// The `text` of each row (NULL for a numeric sample); `None` when no row has one (most
+    /// chunks: a text column of nulls costs 4 to 8 bytes per buffered row).
+    pub text: Option<StringArray>,
     /// Smallest timestamp in the chunk.
     pub min_time: i64,
     /// Largest timestamp in the chunk.
@@ -362,11 +363,15 @@ impl Chunk {
             return Ok(batch);
         }
         let keyed: Vec<&SeriesKey> = self.series.iter().map(|&id| &*keys[id as usize]).collect();
+        let text: ArrayRef = match &self.text {
+            Some(text) => Arc::new(text.clone()),
+            None => new_null_array(&DataType::Utf8, self.len()),
+        };
         let batch = series_batch(
             &keyed,
             &self.keys,
             Arc::new(self.time.clone()),
-            value_columns(Arc::new(self.value.clone()), Arc::new(self.text.clone())),
+            value_columns(Arc::new(self.value.clone()), text),
             tag_columns,
         )?;
         Ok(self.batch.get_or_init(|| batch))
@@ -391,7 +396,8 @@ pub struct ActiveChunk {
     keys: Vec<i32>,
     time: TimestampNanosecondBuilder,
     value: Float64Builder,
-    text: StringBuilder,
+    /// Started at the first text sample, with a null for each row before it.
+    text: Option<StringBuilder>,
     min_time: i64,
     max_time: i64,
 }
@@ -404,7 +410,7 @@ impl Default for ActiveChunk {
             keys: Vec::with_capacity(CHUNK_ROWS),
             time: TimestampNanosecondBuilder::with_capacity(CHUNK_ROWS).with_timezone("UTC"),
             value: Float64Builder::with_capacity(CHUNK_ROWS),
-            text: StringBuilder::new(),
+            text: None,
             min_time: i64::MAX,
             max_time: i64::MIN,
         }
@@ -433,11 +439,19 @@ impl ActiveChunk {
         match value {
             Value::Float(v) => {
                 self.value.append_value(*v);
-                self.text.append_null();
+                if let Some(text) = &mut self.text {
+                    text.append_null();
+                }
             }
             Value::Text(t) => {
                 self.value.append_null();
-                self.text.append_value(t);
+                let rows = self.keys.len() - 1;
+                let text = self.text.get_or_insert_with(|| {
+                    let mut text = StringBuilder::new();
+                    text.append_nulls(rows);
+                    text
+                });
+                text.append_value(t);
             }
         }
         self.min_time = self.min_time.min(time_ns);
@@ -451,7 +465,7 @@ impl ActiveChunk {
             keys: Int32Array::from(self.keys.clone()),
             time: self.time.finish_cloned(),
             value: self.value.finish_cloned(),
-            text: self.text.finish_cloned(),
+            text: self.text.as_ref().map(StringBuilder::finish_cloned),
             min_time: self.min_time,
             max_time: self.max_time,
             batch: OnceLock::new(),
@@ -464,7 +478,7 @@ impl ActiveChunk {
             keys: Int32Array::from(self.keys),
             time: self.time.finish(),
             value: self.value.finish(),
-            text: self.text.finish(),
+            text: self.text.as_mut().map(StringBuilder::finish),
             min_time: self.min_time,
             max_time: self.max_time,
             batch: OnceLock::new(),
@@ -719,7 +733,7 @@ pub fn sorted_batch(
 
     let times = TimestampNanosecondArray::from_iter_values(order.iter().map(|&p| time_of(p)))
         .with_timezone("UTC");
-    let has_text = chunks.iter().any(|c| c.text.null_count() < c.text.len());
+    let has_text = chunks.iter().any(|c| c.text.is_some());
     let series: Vec<Arc<SeriesKey>> = ids.iter().map(|id| Arc::clone(&keys[id])).collect();
     let keyed: Vec<&SeriesKey> = series.iter().map(AsRef::as_ref).collect();
     let labels = SeriesLabels::new(&keyed, tag_columns);
@@ -776,10 +790,8 @@ fn gather_texts(chunks: &[Arc<Chunk>], order: &[u32]) -> StringArray {
         .iter()
         .map(|&p| {
             let (c, row) = unpack(p);
-            chunks[c]
-                .text
-                .is_valid(row)
-                .then(|| chunks[c].text.value(row))
+            let text = chunks[c].text.as_ref()?;
+            text.is_valid(row).then(|| text.value(row))
         })
         .collect()
 }

@@ -94,6 +94,20 @@ fn chunks_seal_and_read_back() {
     );
     let text = last.column_by_name("text").unwrap().as_string::<i32>();
     assert_eq!(text.value(10), "OK");
+    assert_eq!(
+        text.null_count(),
+        10,
+        "the numeric rows before the text one"
+    );
+    // Only a chunk with a text sample holds a text column.
+    assert!(chunks[0].text.is_none());
+    let first = chunks[0]
+        .batch(b.table.keys(), b.table.tag_columns())
+        .unwrap();
+    assert_eq!(
+        first.column_by_name("text").unwrap().null_count(),
+        CHUNK_ROWS
+    );
     // Reading does not take: the buffer still holds everything.
     assert_eq!(b.buffer.chunks().len(), 2);
     let taken = b.buffer.take();
