@@ -182,8 +182,18 @@ pub(crate) struct Inner {
     flush_wanted: Notify,
     /// Notified (all waiters) when a flush has made room in the buffer.
     room: Notify,
-    /// Serializes catalog changes: flushes, compaction, retention.
+    /// Serializes flushes (one frozen buffer at a time, oldest first).
     flushing: tokio::sync::Mutex<()>,
+    /// Serializes compaction and retention rounds.
+    maintaining: tokio::sync::Mutex<()>,
+    /// Serializes catalog changes (a flush's, a compaction's, retention's): held from
+    /// reading the catalog to making the changed one live, never while encoding or merging,
+    /// so that a flush does not wait for a compaction.
+    committing: tokio::sync::Mutex<()>,
+    /// Notified after each flush: compaction may have files to merge.
+    maintenance_wanted: Notify,
+    /// Where flushes are sorted and encoded.
+    encoder: persist::EncoderThread,
     /// Files out of the catalog, deleted when due.
     pending_deletes: Mutex<Vec<(Instant, object_store::path::Path)>>,
     /// The metadata and series index of files read by [`Store::select_series`], by path.
@@ -500,8 +510,20 @@ impl Store {
     }
 
     /// Flushes every `flush_interval_secs`, and early when the buffer passes
-    /// `flush_max_rows`, until `shutdown` resolves. Failures are logged and retried.
+    /// `flush_max_rows`, until `shutdown` resolves. Once no frozen buffer waits, compacts
+    /// and applies retention ([`Store::maintain`]) beside the flushes, so that a long merge
+    /// never holds up a flush (and with it the writers waiting for room). Failures are logged
+    /// and retried. A compaction under way when `shutdown` resolves is finished first.
     pub async fn run_flusher(&self, shutdown: impl std::future::Future<Output = ()>) {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let flushes = async {
+            self.flush_loop(shutdown).await;
+            let _ = stop.send(true);
+        };
+        tokio::join!(flushes, self.maintenance_loop(stopped));
+    }
+
+    async fn flush_loop(&self, shutdown: impl std::future::Future<Output = ()>) {
         let period = Duration::from_secs_f64(self.inner.config.flush_interval_secs.max(0.1));
         let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -516,6 +538,21 @@ impl Store {
                 self.inner.metrics.flush_errors.inc();
                 tracing::warn!(%error, "Flush failed; the data stays in the WAL and will be retried.");
             }
+            self.inner.maintenance_wanted.notify_one();
+        }
+    }
+
+    async fn maintenance_loop(&self, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = stopped.changed() => return,
+                _ = self.inner.maintenance_wanted.notified() => {}
+            }
+            if !self.inner.state.read().frozen.is_empty() {
+                // Flushes first: a frozen buffer waits, and writers may wait for the room it
+                // takes. The flush of the last one asks again.
+                continue;
+            }
             if let Err(error) = self.maintain(exawatch_protocol::time::now_ns()).await {
                 tracing::warn!(%error, "Compaction or retention failed; retried on the next round.");
             }
@@ -528,7 +565,7 @@ impl Store {
         if self.readable().is_err() {
             return Ok(());
         }
-        let _flushing = self.inner.flushing.lock().await;
+        let _maintaining = self.inner.maintaining.lock().await;
         for _ in 0..MAX_COMPACTIONS_PER_ROUND {
             if !maintenance::compact_once(&self.inner).await? {
                 break;
@@ -595,6 +632,10 @@ impl Inner {
             flush_wanted: Notify::new(),
             room: Notify::new(),
             flushing: tokio::sync::Mutex::new(()),
+            maintaining: tokio::sync::Mutex::new(()),
+            committing: tokio::sync::Mutex::new(()),
+            maintenance_wanted: Notify::new(),
+            encoder: persist::EncoderThread::spawn(),
             pending_deletes: Mutex::new(Vec::new()),
             file_indexes: Mutex::new(std::collections::HashMap::new()),
             block_cache: block_cache::BlockCache::new(config.read_cache_mib << 20),

@@ -102,6 +102,7 @@ pub(crate) async fn compact_once(inner: &Arc<Inner>) -> Result<bool> {
     let (min_time, max_time) = group.iter().fold((i64::MAX, i64::MIN), |(lo, hi), f| {
         (lo.min(f.min_time), hi.max(f.max_time))
     });
+    let _committing = inner.committing.lock().await;
     let mut catalog = inner.state.read().catalog.clone();
     let path = set.path(catalog.next_file_id);
     let meta = FileMeta {
@@ -278,6 +279,7 @@ async fn merge(
 pub(crate) async fn apply_retention(inner: &Arc<Inner>, now_ns: i64) -> Result<usize> {
     let cutoff =
         |days: f64| (days > 0.0).then(|| now_ns.saturating_sub((days * DAY_NS as f64) as i64));
+    let _committing = inner.committing.lock().await;
     let mut catalog = inner.state.read().catalog.clone();
     let mut expired = Vec::new();
     let mut expired_raw_rows = 0;

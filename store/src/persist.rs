@@ -57,7 +57,7 @@ pub(crate) async fn load_catalog_at(store: &dyn ObjectStore, path: &ObjectPath) 
 pub(crate) async fn persist_frozen(inner: &Arc<Inner>) -> Result<()> {
     loop {
         let started = Instant::now();
-        let (chunks, last_segment, keys, tag_columns, file_id) = {
+        let (chunks, last_segment, keys, tag_columns) = {
             let state = inner.state.read();
             let Some(frozen) = state.frozen.front() else {
                 return Ok(());
@@ -67,19 +67,22 @@ pub(crate) async fn persist_frozen(inner: &Arc<Inner>) -> Result<()> {
                 frozen.last_segment,
                 state.table.keys_of(&frozen.chunks),
                 state.table.tag_columns().to_vec(),
-                state.catalog.next_file_id,
             )
         };
         let zstd_level = inner.config.zstd_level;
         let series = keys.len() as u64;
-        let encoded = tokio::task::spawn_blocking(move || {
-            encode_flush(&chunks, &keys, &tag_columns, zstd_level)
-        })
-        .await
-        .map_err(|e| Error::Encode {
-            message: e.to_string(),
-        })??;
+        let encoded = inner
+            .encoder
+            .run(move || encode_flush(&chunks, &keys, &tag_columns, zstd_level))
+            .await
+            .ok_or_else(|| Error::Encode {
+                message: "the flush encoder panicked".into(),
+            })??;
+        // A compaction may commit while this flush encodes: the catalog and the file id are
+        // read only now, under the commit lock.
+        let committing = inner.committing.lock().await;
         let mut catalog = inner.state.read().catalog.clone();
+        let file_id = catalog.next_file_id;
         let mut meta = None;
         for (kind, file) in encoded.files {
             let path = match kind {
@@ -128,7 +131,10 @@ pub(crate) async fn persist_frozen(inner: &Arc<Inner>) -> Result<()> {
             state.frozen.pop_front();
             inner.metrics.set_state(&state);
         }
+        drop(committing);
         inner.room.notify_waiters();
+        // Compaction runs beside the flushes (it has files to merge now, perhaps).
+        inner.maintenance_wanted.notify_one();
         delete_segments_through(inner, last_segment);
         inner.metrics.flushes.inc();
         inner.metrics.flushed_rows.inc_by(meta.rows);
@@ -141,6 +147,50 @@ pub(crate) async fn persist_frozen(inner: &Arc<Inner>) -> Result<()> {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "Flushed buffer to Parquet."
         );
+    }
+}
+
+/// A job for the [`EncoderThread`].
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The thread that sorts and encodes every flush: always the same one, so that each flush
+/// can reuse the pages the last one freed (mimalloc keeps freed pages per thread for
+/// `PURGE_DELAY_MS`, `src/main.rs`), where flushes on the blocking pool landed on any of its
+/// threads.
+#[derive(Debug)]
+pub(crate) struct EncoderThread {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl EncoderThread {
+    /// Starts the thread; it ends when this is dropped.
+    pub(crate) fn spawn() -> Self {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("exawatch-flush".into())
+            .spawn(move || {
+                for job in queue {
+                    job();
+                }
+            })
+            .expect("the flush thread starts");
+        Self { jobs }
+    }
+
+    /// Runs `work` on the thread; `None` if it panicked (the thread goes on).
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job = move || {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+            if let Ok(value) = outcome {
+                let _ = done.send(value);
+            }
+        };
+        self.jobs.send(Box::new(job)).ok()?;
+        result.await.ok()
     }
 }
 
@@ -167,10 +217,7 @@ fn encode_flush(
 ) -> Result<EncodedFlush> {
     let sorted = sorted_batch(chunks, keys, tag_columns).map_err(arrow_error)?;
     let index = SeriesIndex::of_sorted(&sorted);
-    let mut files = vec![(
-        None,
-        encode_raw(&sorted, &index, zstd_level, ROW_GROUP_ROWS)?,
-    )];
+    let mut files = vec![(None, encode_raw(&sorted, &index, zstd_level, ENCODE_ROWS)?)];
     for resolution in Resolution::ALL {
         let rolled = rollup::from_sorted(&sorted, resolution, tag_columns).map_err(arrow_error)?;
         if rolled.num_rows() > 0 {
@@ -199,8 +246,9 @@ fn arrow_error(e: arrow::error::ArrowError) -> Error {
     }
 }
 
-/// The raw file of sorted rows, built and encoded `group_rows` rows at a time (a row group):
-/// each series' run in a row group gets its own decimal scale.
+/// The raw file of sorted rows, built and encoded `group_rows` rows at a time (the writer
+/// cuts row groups of [`ROW_GROUP_ROWS`] from them): each series' run in such a slice gets
+/// its own decimal scale.
 fn encode_raw(
     sorted: &SortedRows,
     index: &SeriesIndex,
@@ -258,6 +306,11 @@ pub(crate) fn time_range(batch: &arrow::record_batch::RecordBatch) -> (i64, i64)
 
 /// Rows per row group of every file.
 const ROW_GROUP_ROWS: usize = 1 << 20;
+
+/// Rows a flush builds into a record batch (label columns, decimals) at a time: the batch is
+/// gone once the writer has encoded it, so a flush's memory beyond its sorted rows is that
+/// of one slice (a few MiB), not of a row group.
+const ENCODE_ROWS: usize = 1 << 16;
 
 /// How every Parquet file is written: ZSTD (but for dictionary keys and scales),
 /// dictionary-encoded tags and metric,
