@@ -91,12 +91,12 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             flush_interval_secs: 60.0,
-            flush_max_rows: 4_000_000,
+            flush_max_rows: 1_000_000,
             wal_fsync: FsyncPolicy::Interval,
             wal_fsync_interval_ms: 1000,
             wal_segment_bytes: 64 << 20,
             write_queue: 256,
-            max_buffer_rows: 12_000_000,
+            max_buffer_rows: 4_000_000,
             zstd_level: 3,
             object_store_url: String::new(),
             ingester: String::new(),
