@@ -219,7 +219,7 @@ fn encode_flush(
     let index = SeriesIndex::of_sorted(&sorted);
     let mut files = vec![(None, encode_raw(&sorted, &index, zstd_level, ENCODE_ROWS)?)];
     for resolution in Resolution::ALL {
-        let rolled = rollup::from_sorted(&sorted, resolution, tag_columns).map_err(arrow_error)?;
+        let rolled = rollup::from_sorted(&sorted, resolution).map_err(arrow_error)?;
         if rolled.num_rows() > 0 {
             let (min_time, max_time) = time_range(&rolled);
             let rolled = rollup::encode(&rolled).map_err(arrow_error)?;

@@ -29,7 +29,7 @@ use arrow::row::{RowConverter, SortField};
 use datafusion::common::{Column, Result as DfResult, exec_err};
 use datafusion::logical_expr::{Expr, ScalarUDF, lit};
 
-use crate::buffer::{SeriesKey, SortedRows, dictionary_type, series_batch, time_type};
+use crate::buffer::{SeriesLabels, SortedRows, dictionary_type, time_type};
 use crate::decimal;
 
 /// A rollup resolution.
@@ -398,11 +398,7 @@ impl Output {
         self.last_time.push(b.last_time);
     }
 
-    fn finish(
-        mut self,
-        series: &[&SeriesKey],
-        tag_columns: &[String],
-    ) -> Result<RecordBatch, ArrowError> {
+    fn finish(mut self, labels: &SeriesLabels) -> Result<RecordBatch, ArrowError> {
         let timestamps = |v: Vec<i64>| -> ArrayRef {
             Arc::new(TimestampNanosecondArray::from(v).with_timezone("UTC"))
         };
@@ -415,22 +411,16 @@ impl Output {
             Arc::new(self.last.finish()),
             timestamps(self.last_time),
         ];
-        series_batch(
-            series,
+        labels.batch(
             &Int32Array::from(self.keys),
             timestamps(self.time),
             fields.into_iter().zip(values).collect(),
-            tag_columns,
         )
     }
 }
 
 /// Rolls sorted raw rows up into buckets of `resolution` (text samples are skipped).
-pub fn from_sorted(
-    rows: &SortedRows,
-    resolution: Resolution,
-    tag_columns: &[String],
-) -> Result<RecordBatch, ArrowError> {
+pub fn from_sorted(rows: &SortedRows, resolution: Resolution) -> Result<RecordBatch, ArrowError> {
     let width = resolution.width_ns();
     let (times, values) = (&rows.times, &rows.values);
     let mut out = Output::default();
@@ -456,8 +446,7 @@ pub fn from_sorted(
     if let Some((k, s, bucket)) = current {
         out.push(k, s, &bucket);
     }
-    let series: Vec<&SeriesKey> = rows.series.iter().map(AsRef::as_ref).collect();
-    out.finish(&series, tag_columns)
+    out.finish(rows.labels())
 }
 
 /// Combines partial rows of the same series and bucket in a batch sorted by the table's sort
