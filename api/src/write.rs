@@ -130,13 +130,14 @@ pub(crate) async fn otlp_metrics(
         rejections,
         receipt,
     } = export;
-    for (rejection, count) in rejections.counts() {
-        state.store.count_dropped(rejection.reason(), count);
-    }
     if let Err(error) = state.store.write(batch).await {
-        // The client sends the request again: its delta points must count then.
+        // The client sends the request again: its delta points must count then, and its
+        // refused points are counted then.
         state.otlp_deltas.revert(receipt);
         return otlp_error(format, &ApiError::from(error));
+    }
+    for (rejection, count) in rejections.counts() {
+        state.store.count_dropped(rejection.reason(), count);
     }
     (
         [(CONTENT_TYPE, format.content_type())],

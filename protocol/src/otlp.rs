@@ -152,6 +152,8 @@ impl Rejection {
 pub struct Rejections {
     counts: BTreeMap<Rejection, u64>,
     messages: Vec<String>,
+    /// Reasons given after the first [`MAX_MESSAGES`].
+    untold: u64,
 }
 
 impl Rejections {
@@ -173,8 +175,8 @@ impl Rejections {
             return String::new();
         }
         let mut message = format!("{total} data points rejected: {}", self.messages.join("; "));
-        if total > self.messages.len() as u64 {
-            message.push_str("; …");
+        if self.untold > 0 {
+            message.push_str(&format!("; {} more", self.untold));
         }
         message
     }
@@ -183,6 +185,8 @@ impl Rejections {
         *self.counts.entry(rejection).or_default() += points;
         if self.messages.len() < MAX_MESSAGES {
             self.messages.push(format!("metric {metric:?}: {why}"));
+        } else {
+            self.untold += 1;
         }
     }
 }
@@ -379,10 +383,10 @@ impl DeltaTotals {
 
     fn apply(&self, points: Vec<DeltaPoint>, now_ns: i64, export: &mut Export) {
         let mut state = self.lock();
-        if now_ns - state.swept_ns > DELTA_IDLE_NS / 6 {
+        if now_ns.saturating_sub(state.swept_ns) > DELTA_IDLE_NS / 6 {
             state
                 .series
-                .retain(|_, running| now_ns - running.seen_ns <= DELTA_IDLE_NS);
+                .retain(|_, running| now_ns.saturating_sub(running.seen_ns) <= DELTA_IDLE_NS);
             state.swept_ns = now_ns;
         }
         for point in points {
