@@ -4,7 +4,7 @@
 //! | role | may |
 //! |---|---|
 //! | `read` | query (SQL, PromQL, KairosDB queries), `/metrics`, anomalies, models, reports |
-//! | `write` | the above, write (line protocol, remote write, KairosDB datapoints), make a report |
+//! | `write` | the above, write (line protocol, remote write, OTLP, KairosDB datapoints), make a report |
 //! | `admin` | everything, e.g. train a model |
 //!
 //! `/health` and the console's static pages are public (the console asks for a token).
@@ -152,6 +152,7 @@ pub(crate) fn required_role(method: &Method, path: &str) -> Option<Role> {
         paths::INFLUX_V2_WRITE,
         paths::INFLUX_V1_WRITE,
         paths::REMOTE_WRITE,
+        paths::OTLP_METRICS,
         paths::KAIROSDB_DATAPOINTS,
     ];
     let public = [
@@ -239,6 +240,10 @@ mod tests {
         );
         assert_eq!(
             required_role(&Method::POST, "/api/v2/write"),
+            Some(Role::Write)
+        );
+        assert_eq!(
+            required_role(&Method::POST, "/v1/metrics"),
             Some(Role::Write)
         );
         assert_eq!(

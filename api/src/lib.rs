@@ -1,6 +1,6 @@
 //! The exawatch HTTP API (axum): `POST /api/v1/sql`, Prometheus' query API (`/api/v1/query`,
 //! `/api/v1/query_range`, labels, series, metadata), KairosDB's REST API ([`kairosdb`]),
-//! the write endpoints, analytics (anomalies, models, reports), `/metrics`, `/health`, and
+//! the write endpoints (line protocol, remote write, OTLP), analytics (anomalies, models, reports), `/metrics`, `/health`, and
 //! the web console at `/` ([`console`]).
 //!
 //! Data flow: a handler parses the request once, runs it against the [`Store`] through a
@@ -30,6 +30,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use exawatch_analytics::AnalyticsHandlerRef;
 use exawatch_protocol::line_protocol::SeriesCache;
+use exawatch_protocol::otlp::DeltaTotals;
 use exawatch_protocol::settings::{InvalidSetting, Validate, at_least, within};
 use exawatch_store::Store;
 use prometheus_client::registry::Registry;
@@ -117,6 +118,8 @@ pub struct ApiState {
     analytics: Option<AnalyticsHandlerRef>,
     /// Series keys of the line-protocol texts writers sent before.
     line_series: Arc<SeriesCache>,
+    /// Running totals of OTLP delta series.
+    otlp_deltas: Arc<DeltaTotals>,
 }
 
 impl ApiState {
@@ -134,6 +137,7 @@ impl ApiState {
             config: Arc::new(config),
             analytics: None,
             line_series: Arc::default(),
+            otlp_deltas: Arc::default(),
         }
     }
 
@@ -153,6 +157,7 @@ pub fn router(state: ApiState) -> Router {
         .route(paths::INFLUX_V2_WRITE, post(write::line_protocol))
         .route(paths::INFLUX_V1_WRITE, post(write::line_protocol))
         .route(paths::REMOTE_WRITE, post(write::remote_write))
+        .route(paths::OTLP_METRICS, post(write::otlp_metrics))
         .route(paths::ANOMALIES, get(anomalies::list_anomalies))
         .route(
             paths::MODELS,

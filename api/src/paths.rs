@@ -8,6 +8,8 @@ pub const INFLUX_V2_WRITE: &str = "/api/v2/write";
 pub const INFLUX_V1_WRITE: &str = "/write";
 /// Prometheus remote write.
 pub const REMOTE_WRITE: &str = "/api/v1/write";
+/// OpenTelemetry metrics over HTTP (OTLP/HTTP's default path).
+pub const OTLP_METRICS: &str = "/v1/metrics";
 /// Prometheus text exposition of the server's own meters.
 pub const METRICS: &str = "/metrics";
 /// Liveness and a few figures.

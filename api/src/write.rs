@@ -1,18 +1,21 @@
-//! Write endpoints: Influx line protocol (`/api/v2/write`, `/write`, as Telegraf sends it)
-//! and Prometheus remote write (`/api/v1/write`). Each answers only once the samples are in
-//! the WAL: 204 on success, 400 for bad input (good lines of a line-protocol body are still
-//! stored), 429/503 when the store is behind (clients retry).
+//! Write endpoints: Influx line protocol (`/api/v2/write`, `/write`, as Telegraf sends it),
+//! Prometheus remote write (`/api/v1/write`) and OpenTelemetry metrics (`/v1/metrics`,
+//! OTLP/HTTP). Each answers only once the samples are in the WAL: 204 on success (OTLP: 200
+//! with an `ExportMetricsServiceResponse`), 400 for bad input (good lines of a line-protocol
+//! body are still stored; refused OTLP points are a `partial_success` of a 200), 429/503 when
+//! the store is behind (clients retry).
 
 use std::borrow::Cow;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::header::CONTENT_ENCODING;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use exawatch_protocol::Batch;
 use exawatch_protocol::compression::{GunzipError, gunzip};
 use exawatch_protocol::line_protocol::Precision;
+use exawatch_protocol::otlp::{self, Format};
 use exawatch_protocol::remote_write;
 use exawatch_protocol::time::now_ns;
 use serde::Deserialize;
@@ -87,6 +90,92 @@ pub(crate) async fn remote_write(
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(error) => error.into_response(),
     }
+}
+
+/// OTLP/HTTP metrics: protobuf or JSON (`Content-Type`), gzipped or not. Points the decoder
+/// refuses are counted per reason and answered as `partial_success`; a body that is not a
+/// request gets 400 with a `google.rpc.Status` in the request's format.
+pub(crate) async fn otlp_metrics(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let Some(format) = Format::from_content_type(content_type) else {
+        // No format to answer in: JSON, which a person reading the error can read.
+        let message = format!(
+            "unsupported Content-Type {content_type:?} (application/x-protobuf, application/json)"
+        );
+        return otlp_status(Format::Json, StatusCode::UNSUPPORTED_MEDIA_TYPE, &message);
+    };
+    let body = match inflate(&headers, &body) {
+        Ok(body) => body,
+        Err(error) => {
+            state.store.count_dropped(otlp::DecodeError::REASON, 1);
+            return otlp_error(format, &error);
+        }
+    };
+    let export = match otlp::decode(&body, format, now_ns(), &state.otlp_deltas) {
+        Ok(export) => export,
+        Err(error) => {
+            state.store.count_dropped(otlp::DecodeError::REASON, 1);
+            return otlp_error(format, &ApiError::BadRequest(error.to_string()));
+        }
+    };
+    let otlp::Export {
+        batch,
+        rejections,
+        receipt,
+    } = export;
+    if let Err(error) = state.store.write(batch).await {
+        // The client sends the request again: its delta points must count then, and its
+        // refused points are counted then.
+        state.otlp_deltas.revert(receipt);
+        return otlp_error(format, &ApiError::from(error));
+    }
+    for (rejection, count) in rejections.counts() {
+        state.store.count_dropped(rejection.reason(), count);
+    }
+    (
+        [(CONTENT_TYPE, format.content_type())],
+        otlp::encode_response(format, &rejections),
+    )
+        .into_response()
+}
+
+/// An OTLP error answer: the status `error` has, a `google.rpc.Status` body, and
+/// `Retry-After` when the client should retry.
+fn otlp_error(format: Format, error: &ApiError) -> Response {
+    let status = error.status();
+    let mut response = otlp_status(format, status, error.message());
+    if matches!(
+        error,
+        ApiError::TooManyRequests(_) | ApiError::Unavailable(_)
+    ) {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+fn otlp_status(format: Format, status: StatusCode, message: &str) -> Response {
+    // google.rpc.Code: INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNAVAILABLE, INTERNAL.
+    let code = match status.as_u16() {
+        400 | 404 | 415 => 3,
+        413 | 422 => 8,
+        429 | 503 => 14,
+        _ => 13,
+    };
+    (
+        status,
+        [(CONTENT_TYPE, format.content_type())],
+        otlp::encode_status(format, code, message),
+    )
+        .into_response()
 }
 
 /// The body, gunzipped if `Content-Encoding: gzip`.

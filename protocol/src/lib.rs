@@ -16,6 +16,7 @@ pub mod examon_v3;
 pub mod kairosdb;
 pub mod line_protocol;
 pub mod mqtt;
+pub mod otlp;
 pub mod remote_write;
 mod sample;
 pub mod settings;

@@ -467,6 +467,16 @@ impl Store {
         MqttIngest::new(self.clone(), rules)
     }
 
+    /// Counts `count` messages or data points a writer sent that were refused, as
+    /// `exawatch_messages_dropped_total{reason}` (the HTTP writes' decoders name the reason).
+    pub fn count_dropped(&self, reason: &'static str, count: u64) {
+        self.inner
+            .metrics
+            .messages_dropped
+            .get_or_create(&metrics::ReasonLabel { reason })
+            .inc_by(count);
+    }
+
     /// Rows waiting in memory (buffer and frozen buffers not yet in files), and rows in the
     /// WAL that will be when the history is loaded.
     pub fn buffered_rows(&self) -> usize {

@@ -57,7 +57,13 @@ impl StoreMetrics {
     pub(crate) fn new(registry: &mut Registry) -> Self {
         let m = Self::default();
         let reasons = exawatch_protocol::examon::DecodeError::REASONS;
-        for reason in reasons.into_iter().chain(["line_protocol"]) {
+        let otlp = exawatch_protocol::otlp::Rejection::REASONS;
+        let otlp_request = exawatch_protocol::otlp::DecodeError::REASON;
+        for reason in reasons
+            .into_iter()
+            .chain(["line_protocol", otlp_request])
+            .chain(otlp)
+        {
             let _ = m.messages_dropped.get_or_create(&ReasonLabel { reason });
         }
         let r = registry.sub_registry_with_prefix("exawatch");
@@ -78,7 +84,7 @@ impl StoreMetrics {
         );
         r.register(
             "messages_dropped",
-            "Malformed messages dropped, by reason",
+            "Malformed messages (MQTT), requests and data points (OTLP) dropped, by reason",
             m.messages_dropped.clone(),
         );
         r.register(

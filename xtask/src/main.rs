@@ -7,8 +7,9 @@
 //! - Debian packages, with `apt-get` as root or through password-less `sudo`; otherwise it
 //!   prints the `apt-get` line to run as root and stops;
 //! - `playwright-core` for the web console test, with `npm ci` in `tests/console`;
-//! - moto's S3 server, with `pip` in a virtual environment of its own (under the target
-//!   directory), so the system's Python is left alone.
+//! - moto's S3 server and the OpenTelemetry Python SDK with its OTLP/HTTP exporter, with
+//!   `pip` in a virtual environment of its own (under the target directory, first on the
+//!   tests' `PATH`), so the system's Python is left alone.
 //!
 //! `cargo xtask test ARGS…` passes `ARGS` to `cargo test --no-fail-fast` (a filter,
 //! `-p CRATE`, `-- --nocapture`; `--workspace` unless they name a package) and then skips
@@ -73,8 +74,40 @@ const TOOLS: &[Tool] = &[
     },
 ];
 
-/// The package that lets `python3 -m venv` make moto's environment.
+/// The package that lets `python3 -m venv` make the tests' Python environment.
 const VENV_PACKAGE: &str = "python3-venv";
+
+/// What the tests need from PyPI: what shows it is there, and the pip packages.
+struct PythonPackage {
+    installed: Installed,
+    pip: &'static [&'static str],
+}
+
+/// How to tell that a Python package is installed.
+enum Installed {
+    /// Its program is on `PATH` (or in the environment's `bin`).
+    Program(&'static str),
+    /// `python3` imports these modules (the system's or the environment's).
+    Modules(&'static str),
+}
+
+const PYTHON_PACKAGES: &[PythonPackage] = &[
+    // The object-store tests' S3 server.
+    PythonPackage {
+        installed: Installed::Program("moto_server"),
+        pip: &["moto[server]"],
+    },
+    // tests/otlp.rs: the OpenTelemetry SDK's own OTLP/HTTP exporter sends to exawatch.
+    PythonPackage {
+        installed: Installed::Modules(
+            "opentelemetry.sdk.metrics, opentelemetry.exporter.otlp.proto.http",
+        ),
+        pip: &[
+            "opentelemetry-sdk",
+            "opentelemetry-exporter-otlp-proto-http",
+        ],
+    },
+];
 
 /// Where the build goes unless `CARGO_TARGET_DIR` says otherwise: outside the clone, so
 /// that clones share it and a fresh clone does not rebuild DataFusion.
@@ -116,12 +149,12 @@ fn test(args: Vec<String>) -> Result {
         Some(dir) => PathBuf::from(dir),
         None => home()?.join(TARGET_DIR),
     };
-    let venv = target_dir.join("xtask").join("moto-venv");
+    let venv = target_dir.join("xtask").join("python-venv");
 
     install_packages(&missing_packages(&venv))?;
     npm_ci(&root.join("tests/console"))?;
     let mut path = std::env::var_os("PATH").unwrap_or_default();
-    if let Some(bin) = moto_server(&venv)? {
+    if let Some(bin) = python_venv(&venv)? {
         path = prepend(&bin, &path)?;
     }
     // Debian installs the mosquitto broker in /usr/sbin, which a user's PATH may lack.
@@ -178,8 +211,11 @@ fn missing_packages(venv: &Path) -> Vec<(&'static str, &'static str)> {
         .args(["-c", "import ensurepip, venv"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if find("moto_server").is_none() && !venv.join("bin/moto_server").exists() && !venv_works {
-        missing.push((VENV_PACKAGE, "a Python environment for moto's S3 server"));
+    if !python_missing(venv).is_empty() && !venv.join("bin/python3").exists() && !venv_works {
+        missing.push((
+            VENV_PACKAGE,
+            "a Python environment for moto's S3 server and the OpenTelemetry SDK",
+        ));
     }
     missing
 }
@@ -242,21 +278,49 @@ fn npm_ci(dir: &Path) -> Result {
         .current_dir(dir))
 }
 
-/// moto's S3 server: on `PATH` already (`None`), or installed with pip into `venv`, whose
-/// `bin` is returned.
-fn moto_server(venv: &Path) -> Result<Option<PathBuf>> {
-    if find("moto_server").is_some() {
-        return Ok(None);
-    }
+/// The Python packages the tests need that neither the system nor `venv` has.
+fn python_missing(venv: &Path) -> Vec<&'static PythonPackage> {
+    let has_module = |python: &Path, module: &str| {
+        Command::new(python)
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let venv_python = venv.join("bin/python3");
+    PYTHON_PACKAGES
+        .iter()
+        .filter(|package| match package.installed {
+            Installed::Program(program) => {
+                find(program).is_none() && !venv.join("bin").join(program).exists()
+            }
+            Installed::Modules(modules) => {
+                let system = has_module(Path::new("python3"), modules);
+                !(system || venv_python.exists() && has_module(&venv_python, modules))
+            }
+        })
+        .collect()
+}
+
+/// The tests' Python environment: `None` when the system has every package, otherwise
+/// `venv`'s `bin` (made and filled with pip as needed), to put first on `PATH`.
+fn python_venv(venv: &Path) -> Result<Option<PathBuf>> {
     let bin = venv.join("bin");
-    if !bin.join("moto_server").exists() {
-        println!(
-            "cargo xtask: installing moto[server] into {}",
-            venv.display()
-        );
-        run(Command::new("python3").args(["-m", "venv"]).arg(venv))?;
-        run(Command::new(bin.join("pip")).args(["install", "--quiet", "moto[server]"]))?;
+    let missing = python_missing(venv);
+    if missing.is_empty() {
+        return Ok(bin.join("python3").exists().then_some(bin));
     }
+    if !bin.join("python3").exists() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(venv))?;
+    }
+    let pip: Vec<&str> = missing.iter().flat_map(|p| p.pip.iter().copied()).collect();
+    println!(
+        "cargo xtask: installing {} into {}",
+        pip.join(" "),
+        venv.display()
+    );
+    run(Command::new(bin.join("pip"))
+        .args(["install", "--quiet"])
+        .args(&pip))?;
     Ok(Some(bin))
 }
 
