@@ -5,6 +5,7 @@
 mod analytics;
 mod config;
 mod query;
+mod scrape;
 mod stats;
 mod tls;
 mod up;

@@ -71,8 +71,9 @@ pub struct ScrapeJob {
     /// `exported_<name>`.
     #[serde(default)]
     pub honor_labels: bool,
-    /// Whether every series without a `node` label gets one: the host of `instance`
-    /// (`cn01:9100` → `cn01`), so exawatch's per-node views and analytics see it.
+    /// Whether every series without a `node` label gets one: the host of its `instance`
+    /// (`cn01:9100` → `cn01`; the exporter's own `instance` with `honor_labels`), so that
+    /// exawatch's per-node views and analytics see it.
     #[serde(default = "default_true")]
     pub node_label: bool,
     /// Rules applied to each scraped sample after the target labels, in order.
@@ -462,7 +463,7 @@ pub fn parse_targets_file(text: &str) -> Result<Vec<TargetGroup>, String> {
 pub struct Labeller {
     target: Vec<(String, String)>,
     honor_labels: bool,
-    node: Option<String>,
+    node_label: bool,
     relabel: Vec<Relabel>,
 }
 
@@ -498,14 +499,10 @@ impl Labeller {
             }
         }
         target.sort();
-        let node = job
-            .node_label
-            .then(|| get(&target, "instance").map(host_of))
-            .flatten();
         Self {
             target,
             honor_labels: job.honor_labels,
-            node,
+            node_label: job.node_label,
             relabel,
         }
     }
@@ -513,10 +510,12 @@ impl Labeller {
     /// The target's labels, sorted (those of its `up` and `scrape_*` series, with `node`).
     pub fn target_labels(&self) -> Vec<(String, String)> {
         let mut labels = self.target.clone();
-        if let Some(node) = &self.node
+        if self.node_label
             && get(&labels, NODE_TAG).is_none()
+            && let Some(instance) = get(&labels, "instance")
         {
-            labels.push((NODE_TAG.into(), node.clone()));
+            let node = host_of(instance);
+            labels.push((NODE_TAG.into(), node));
             labels.sort();
         }
         labels
@@ -545,10 +544,13 @@ impl Labeller {
             }
             labels.push((name.clone(), value.clone()));
         }
-        if let Some(node) = &self.node
+        // The host of the series' own `instance` (the exporter's, with honor_labels).
+        if self.node_label
             && get(&labels, NODE_TAG).is_none()
+            && let Some(instance) = get(&labels, "instance")
         {
-            labels.push((NODE_TAG.into(), node.clone()));
+            let node = host_of(instance);
+            labels.push((NODE_TAG.into(), node));
         }
         for rule in &self.relabel {
             if !rule.apply(&mut labels) {
