@@ -1,10 +1,11 @@
-//! `[scrape]`: the server scrapes Prometheus exporters. Each job watches its targets (static,
+//! `[scrape]`: the server (and `exawatch collect` on a node, [`run_on_node`]) scrapes
+//! Prometheus exporters. Each job watches its targets (static,
 //! and its targets file, re-read when its modification time changes); each target is a task
 //! of its own, scraping every `interval_secs` at an offset within the interval taken from
 //! its address (so that a job's targets are spread over it). A scrape is an HTTP GET on a
 //! blocking thread (`ureq`, as the rest of the binary uses; a target that hangs is cut off
 //! at `timeout_secs`), parsed by [`exposition`], labelled by [`Labeller`] and written
-//! through the [`ScrapeSink`] (the store's WAL), with the target's `up`,
+//! through the [`ScrapeSink`] (the store's WAL; a node's MQTT publisher), with the target's `up`,
 //! `scrape_duration_seconds`, `scrape_samples_scraped` and
 //! `scrape_samples_post_metric_relabeling` series as Prometheus writes them. Failures are
 //! counted per job and reason and logged once per change of a target's state.
@@ -16,9 +17,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
+use exawatch_collectors::CollectorConfig;
+use exawatch_collectors::publisher::{Publisher, PublisherConfig};
 use exawatch_protocol::exposition::{self, Exposed, Format};
 use exawatch_protocol::scrape::{
-    Labelled, Labeller, Relabel, ScrapeConfig, ScrapeJob, UrlScheme, parse_targets_file,
+    Labelled, Labeller, NODE_TAG, Relabel, ScrapeConfig, ScrapeJob, UrlScheme, parse_targets_file,
 };
 use exawatch_protocol::time::now_ns;
 use exawatch_protocol::{Batch, SeriesKey, Value};
@@ -114,6 +117,8 @@ struct Job {
 pub(crate) struct Scraper {
     jobs: Vec<Arc<Job>>,
     metrics: ScrapeMetrics,
+    /// Labels every target gets unless its group sets them (a node's own name on a node).
+    labels: BTreeMap<String, String>,
 }
 
 impl Scraper {
@@ -130,7 +135,11 @@ impl Scraper {
                     .map(Arc::new)
             })
             .collect::<Result<_>>()?;
-        Ok(Self { jobs, metrics })
+        Ok(Self {
+            jobs,
+            metrics,
+            labels: BTreeMap::new(),
+        })
     }
 
     /// Whether there is any job.
@@ -148,6 +157,7 @@ impl Scraper {
                     job,
                     sink: Arc::clone(&sink),
                     metrics: self.metrics.clone(),
+                    labels: Arc::new(self.labels.clone()),
                 };
                 tokio::spawn(run_job(context, stopped.clone()))
             })
@@ -155,6 +165,56 @@ impl Scraper {
         for job in jobs {
             let _ = job.await;
         }
+    }
+}
+
+/// `exawatch collect`'s scraping: `scraper`'s jobs scraped on this node, every target
+/// labelled with the collector's `node` (and `org`, `cluster` when set) unless its group
+/// sets them, the samples published as EXAMON messages on a connection of their own to the
+/// collector's broker, until `stopped`.
+pub(crate) async fn run_on_node(
+    mut scraper: Scraper,
+    collector: &CollectorConfig,
+    stopped: watch::Receiver<bool>,
+) -> Result<()> {
+    let node = collector.node_name();
+    scraper.labels.insert(NODE_TAG.into(), node.clone());
+    for (name, value) in [("org", &collector.org), ("cluster", &collector.cluster)] {
+        if !value.is_empty() {
+            scraper.labels.insert(name.into(), value.clone());
+        }
+    }
+    let publisher = Arc::new(
+        Publisher::start(PublisherConfig {
+            connection: collector.mqtt.clone(),
+            client_id: format!("exawatch-scrape-{node}-{}", std::process::id()),
+            qos: collector.qos,
+            offline_buffer_messages: collector.offline_buffer_messages,
+        })
+        .context("starting the MQTT publisher of the scraped samples")?,
+    );
+    scraper
+        .run(Arc::new(PublisherSink(Arc::clone(&publisher))), stopped)
+        .await;
+    if let Ok(publisher) = Arc::try_unwrap(publisher) {
+        publisher.close(PUBLISHER_DRAIN).await;
+    }
+    Ok(())
+}
+
+/// How long the node's publisher gets, when scraping stops, to send what it holds.
+const PUBLISHER_DRAIN: Duration = Duration::from_secs(5);
+
+/// Scraped samples published as EXAMON messages (`exawatch collect`): queued at once, sent
+/// by the publisher, held in its offline buffer while the broker is away.
+struct PublisherSink(Arc<Publisher>);
+
+impl ScrapeSink for PublisherSink {
+    fn write(&self, batch: Batch) -> BoxFuture<'static, Result<(), String>> {
+        for sample in batch.samples() {
+            self.0.publish_sample(&sample);
+        }
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 
@@ -247,6 +307,8 @@ struct TargetContext {
     job: Arc<Job>,
     sink: ScrapeSinkRef,
     metrics: ScrapeMetrics,
+    /// [`Scraper`]'s labels for every target.
+    labels: Arc<BTreeMap<String, String>>,
 }
 
 /// A target: its address and the labels of its group.
@@ -276,6 +338,14 @@ async fn run_job(context: TargetContext, mut stopped: watch::Receiver<bool>) {
         if let Some(file) = &mut file {
             file.refresh(&config.name);
             wanted.extend(file.targets.iter().cloned());
+        }
+        for target in &mut wanted {
+            for (name, value) in context.labels.iter() {
+                target
+                    .labels
+                    .entry(name.clone())
+                    .or_insert_with(|| value.clone());
+            }
         }
         running.retain(|target, task| {
             let keep = wanted.contains(target);

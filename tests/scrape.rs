@@ -458,3 +458,64 @@ fn a_bad_scrape_job_is_refused_at_start() {
         "{stderr}"
     );
 }
+
+/// On a node, `exawatch collect` scrapes too and publishes the samples over its MQTT
+/// connection; every series gets the collector's node name (and cluster) as target labels.
+#[test]
+fn collect_scrapes_on_a_node_and_publishes_over_mqtt() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let exporters = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || serve_exporters(listener, Arc::new(AtomicBool::new(false))));
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let config = dir.path().join("collect.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[collector]
+node = "gpu07"
+cluster = "e4red"
+
+[[scrape.jobs]]
+name = "dcgm"
+targets = ["{exporters}"]
+metrics_path = "/dcgm"
+interval_secs = 1
+timeout_secs = 1
+"#
+        ),
+    )
+    .unwrap();
+    let root =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("collectors/tests/fixtures/linux-node-exporter");
+    let log = dir.path().join("collect.log");
+    let mut collect = Command::new(support::server::EXAWATCH)
+        .arg("collect")
+        .arg("--config")
+        .arg(&config)
+        .arg("--broker")
+        .arg(format!("127.0.0.1:{}", server.mqtt))
+        .arg("--root")
+        .arg(&root)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let temperature = wait_for_series(&server, "DCGM_FI_DEV_GPU_TEMP{gpu=\"0\"}", 1);
+    let (labels, value) = &temperature[0];
+    assert_eq!(value, "58");
+    for (name, want) in [
+        ("node", "gpu07"),
+        ("cluster", "e4red"),
+        ("job", "dcgm"),
+        ("instance", exporters.as_str()),
+        ("modelName", "NVIDIA A100-SXM4-40GB"),
+        ("Hostname", "gpu01"),
+    ] {
+        assert_eq!(labels.get(name).map(String::as_str), Some(want), "{labels:?}");
+    }
+    let up = wait_for_series(&server, "up{job=\"dcgm\", node=\"gpu07\"}", 1);
+    assert_eq!(up[0].1, "1");
+    collect.kill().unwrap();
+    let _ = collect.wait();
+}
