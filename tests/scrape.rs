@@ -512,7 +512,11 @@ timeout_secs = 1
         ("modelName", "NVIDIA A100-SXM4-40GB"),
         ("Hostname", "gpu01"),
     ] {
-        assert_eq!(labels.get(name).map(String::as_str), Some(want), "{labels:?}");
+        assert_eq!(
+            labels.get(name).map(String::as_str),
+            Some(want),
+            "{labels:?}"
+        );
     }
     let up = wait_for_series(&server, "up{job=\"dcgm\", node=\"gpu07\"}", 1);
     assert_eq!(up[0].1, "1");

@@ -17,7 +17,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(body) = std::str::from_utf8(body) else {
         return;
     };
-    let format = if first & 1 == 0 { Format::Text } else { Format::OpenMetrics };
+    let format = if first & 1 == 0 {
+        Format::Text
+    } else {
+        Format::OpenMetrics
+    };
     let Ok(samples) = exposition::parse(body, format) else {
         return;
     };
@@ -28,12 +32,22 @@ fuzz_target!(|data: &[u8]| {
         assert!(valid_metric_name(&sample.name), "{:?}", sample.name);
         assert!(sample.labels.iter().all(|(k, _)| valid_label_name(k)));
         for (i, (k, _)) in sample.labels.iter().enumerate() {
-            assert!(sample.labels[..i].iter().all(|(other, _)| other != k), "unique");
+            assert!(
+                sample.labels[..i].iter().all(|(other, _)| other != k),
+                "unique"
+            );
         }
         if let Labelled::Series(key) = labeller.label(sample) {
             assert!(!key.metric.is_empty());
-            assert!(key.tags.windows(2).all(|w| w[0].0 < w[1].0), "tags sorted and unique");
-            assert!(key.tags.iter().all(|(k, v)| !v.is_empty() && !RESERVED_COLUMNS.contains(&k.as_str())));
+            assert!(
+                key.tags.windows(2).all(|w| w[0].0 < w[1].0),
+                "tags sorted and unique"
+            );
+            assert!(
+                key.tags
+                    .iter()
+                    .all(|(k, v)| !v.is_empty() && !RESERVED_COLUMNS.contains(&k.as_str()))
+            );
         }
     }
 });
