@@ -11,6 +11,7 @@ use exawatch_broker::BrokerConfig;
 use exawatch_broker::upstream::UpstreamConfig;
 use exawatch_collectors::{CollectorConfig, SimulateConfig};
 use exawatch_protocol::mqtt::IngestConfig;
+use exawatch_protocol::scrape::ScrapeConfig;
 use exawatch_protocol::settings::{InvalidSetting, Validate};
 use exawatch_store::StoreConfig;
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,8 @@ pub(crate) struct Config {
     pub(crate) upstream: UpstreamConfig,
     /// How MQTT topics are read (`[[ingest.mqtt]]` rules).
     pub(crate) ingest: IngestConfig,
+    /// Prometheus exporters the server scrapes (`[[scrape.jobs]]`).
+    pub(crate) scrape: ScrapeConfig,
     /// WAL, buffer and files.
     pub(crate) store: StoreConfig,
     /// The HTTP API.
@@ -53,6 +56,7 @@ impl Default for Config {
             broker: BrokerConfig::default(),
             upstream: UpstreamConfig::default(),
             ingest: IngestConfig::default(),
+            scrape: ScrapeConfig::default(),
             store: StoreConfig::default(),
             api: ApiConfig::default(),
             collector: CollectorConfig::default(),
@@ -105,9 +109,10 @@ impl Config {
     fn validate(&self) -> Result<(), InvalidSetting> {
         // A section plugs its own checks in here by implementing `Validate` (`[analytics]`
         // does not yet).
-        let sections: [(&str, &dyn Validate); 6] = [
+        let sections: [(&str, &dyn Validate); 7] = [
             ("broker", &self.broker),
             ("ingest", &self.ingest),
+            ("scrape", &self.scrape),
             ("store", &self.store),
             ("api", &self.api),
             ("collector", &self.collector),
@@ -221,6 +226,15 @@ mod tests {
                 "--set {set}"
             );
         }
+        let error = Config::load(
+            None,
+            &[r#"scrape.jobs=[{name = "n", targets = ["a:1"], timeout_secs = 20}]"#.into()],
+        )
+        .unwrap_err();
+        assert_eq!(
+            format!("{error:#}"),
+            "invalid configuration (from defaults and --set): scrape.jobs[0].timeout_secs = 20: allowed from 0.001 to 15"
+        );
         let error = Config::load(None, &["api.tls_cert=/etc/api.crt".into()]).unwrap_err();
         assert!(
             format!("{error:#}")
@@ -239,6 +253,8 @@ mod tests {
             "api-user-token",
             "api-user-password",
             "broker-user-password",
+            "scrape-password",
+            "scrape-token",
         ];
         let mut config = Config::load(
             None,
@@ -256,6 +272,10 @@ mod tests {
                 format!(
                     r#"broker.users=[{{name = "n01", password = "{}", node = "n01"}}]"#,
                     secrets[5]
+                ),
+                format!(
+                    r#"scrape.jobs=[{{name = "a", targets = ["a:1"], basic_auth = {{username = "u", password = "{}"}}}}, {{name = "b", targets = ["b:1"], bearer_token = "{}"}}]"#,
+                    secrets[6], secrets[7]
                 ),
             ],
         )

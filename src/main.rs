@@ -5,6 +5,7 @@
 mod analytics;
 mod config;
 mod query;
+mod scrape;
 mod stats;
 mod tls;
 mod up;
@@ -240,7 +241,9 @@ fn run(cli: Cli) -> Result<()> {
             runtime()?.block_on(up::run(config, simulate))
         }
         Command::Collect(args) => {
-            let mut config = args.config.load()?.collector;
+            let loaded = args.config.load()?;
+            let scrape = loaded.scrape;
+            let mut config = loaded.collector;
             if let Some(broker) = args.broker {
                 config.mqtt.broker = broker;
             }
@@ -255,11 +258,7 @@ fn run(cli: Cli) -> Result<()> {
                 return Ok(());
             }
             let once = args.once;
-            let stats = runtime()?.block_on(exawatch_collectors::run(
-                config,
-                once,
-                up::shutdown_signal(),
-            ))?;
+            let stats = runtime()?.block_on(collect(config, scrape, once))?;
             tracing::info!(
                 published = stats.published,
                 dropped = stats.dropped,
@@ -288,6 +287,31 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `exawatch collect`: the collector families and, unless `once`, the `[scrape]` jobs, until
+/// SIGINT or SIGTERM (or until the families stop).
+async fn collect(
+    config: exawatch_collectors::CollectorConfig,
+    scrape: exawatch_protocol::scrape::ScrapeConfig,
+    once: bool,
+) -> Result<exawatch_collectors::RunStats> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut scraping = None;
+    if !once && !scrape.jobs.is_empty() {
+        // Built first, so that a CA file that cannot be read stops the command at once.
+        let scraper = scrape::Scraper::new(&scrape, scrape::ScrapeMetrics::default())?;
+        let config = config.clone();
+        scraping = Some(tokio::spawn(async move {
+            scrape::run_on_node(scraper, &config, stopped).await
+        }));
+    }
+    let stats = exawatch_collectors::run(config, once, up::shutdown_signal()).await;
+    let _ = stop.send(true);
+    if let Some(scraping) = scraping {
+        scraping.await.context("the scraper panicked")??;
+    }
+    Ok(stats?)
 }
 
 /// `listen` with its port replaced.

@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{Config, Role};
+use crate::scrape::{ScrapeMetrics, ScrapeSink, Scraper};
 use crate::tls;
 
 /// How long MQTT connections get, when the server stops, to hand what they read to the store.
@@ -146,6 +147,7 @@ async fn run_storing(mut config: Config, simulate: usize) -> Result<()> {
         &mut registry,
     )
     .await?;
+    let scraper = Scraper::new(&config.scrape, ScrapeMetrics::new(&mut registry))?;
     let (state, analytics) = api_state(&config, &store, registry)?;
 
     let (stop_sources, sources_stopped) = watch::channel(false);
@@ -181,6 +183,11 @@ async fn run_storing(mut config: Config, simulate: usize) -> Result<()> {
             exawatch_broker::upstream::run(upstream, ingest, stopped).await;
         }));
     }
+    if !scraper.is_empty() {
+        let sink = Arc::new(StoreSink(store.clone()));
+        let stopped = sources_stopped.clone();
+        sources.push(tokio::spawn(scraper.run(sink, stopped)));
+    }
     if config.local_collector {
         let collector = exawatch_collectors::CollectorConfig {
             mqtt: local_broker.clone(),
@@ -213,6 +220,7 @@ async fn run_storing(mut config: Config, simulate: usize) -> Result<()> {
         http = %config.api.listen,
         data_dir = %config.data_dir.display(),
         local_collector = config.local_collector,
+        scrape_jobs = config.scrape.jobs.len(),
         simulated_nodes = simulate,
         live_models = ?config.analytics.models,
         "exawatch is up."
@@ -259,6 +267,16 @@ impl IngestConnection for StoreConnection {
                 message: error.to_string(),
             })
         })
+    }
+}
+
+/// The store as where scraped samples go: through the WAL, like every write.
+struct StoreSink(Store);
+
+impl ScrapeSink for StoreSink {
+    fn write(&self, batch: exawatch_protocol::Batch) -> BoxFuture<'static, Result<(), String>> {
+        let store = self.0.clone();
+        Box::pin(async move { store.write(batch).await.map_err(|e| e.to_string()) })
     }
 }
 

@@ -13,12 +13,14 @@ mod batch;
 pub mod compression;
 pub mod examon;
 pub mod examon_v3;
+pub mod exposition;
 pub mod kairosdb;
 pub mod line_protocol;
 pub mod mqtt;
 pub mod otlp;
 pub mod remote_write;
 mod sample;
+pub mod scrape;
 pub mod settings;
 pub mod time;
 

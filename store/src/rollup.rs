@@ -556,7 +556,8 @@ pub fn view(
         .iter()
         .map(|f| f.name().as_str())
         .filter(|name| !["min", "max", "sum", "count", "last", "last_time"].contains(name))
-        .map(col)
+        // As named: `col` would read `modelName` as SQL and look for `modelname`.
+        .map(|name| Expr::Column(datafusion::common::Column::new_unqualified(name)))
         .collect();
     let aggregates = vec![
         min(col("min")).alias("min"),
@@ -612,6 +613,18 @@ mod tests {
             ],
         )
         .unwrap()
+    }
+
+    /// A tag named in capitals (DCGM exporter's `modelName`) is a key of the view as named:
+    /// the view failed to build, and with it every SQL query (issue 26).
+    #[test]
+    fn tags_keep_their_capitals_in_the_view() {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let schema = schema(&["modelName".to_owned()]);
+        let partial =
+            Arc::new(datafusion::datasource::MemTable::try_new(schema, vec![vec![]]).unwrap());
+        let view = view(&ctx, partial).unwrap();
+        assert!(view.schema().field_with_name("modelName").is_ok());
     }
 
     #[test]

@@ -48,6 +48,11 @@ const TOOLS: &[Tool] = &[
         why: "the PromQL differential test",
     },
     Tool {
+        program: "prometheus-node-exporter",
+        package: "prometheus-node-exporter",
+        why: "the scrape test scrapes it",
+    },
+    Tool {
         program: "chromium",
         package: "chromium",
         why: "reports and the web console rendered headless",
