@@ -140,6 +140,13 @@ impl Config {
                 &self.store.ingester,
             ));
         }
+        if self.role == Role::Query && !self.scrape.jobs.is_empty() {
+            return Err(needs(
+                "scrape.jobs",
+                "none for role = \"query\" (a querier stores nothing: scrape from an ingester)",
+                &format!("{} jobs", self.scrape.jobs.len()),
+            ));
+        }
         if !self.upstream.broker.is_empty() && self.upstream.client_id.is_empty() {
             return Err(needs(
                 "upstream.client_id",
@@ -234,6 +241,20 @@ mod tests {
         assert_eq!(
             format!("{error:#}"),
             "invalid configuration (from defaults and --set): scrape.jobs[0].timeout_secs = 20: allowed from 0.001 to 15"
+        );
+        let error = Config::load(
+            None,
+            &[
+                "role=query".into(),
+                r#"scrape.jobs=[{name = "n", targets = ["a:1"]}]"#.into(),
+            ],
+        )
+        .unwrap_err();
+        assert!(
+            format!("{error:#}").ends_with(
+                r#"scrape.jobs = "1 jobs": allowed none for role = "query" (a querier stores nothing: scrape from an ingester)"#
+            ),
+            "{error:#}"
         );
         let error = Config::load(None, &["api.tls_cert=/etc/api.crt".into()]).unwrap_err();
         assert!(
