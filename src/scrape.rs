@@ -259,7 +259,7 @@ impl Job {
 }
 
 /// TLS with rustls (ring), trusting the certificates of `ca_file` or of the system.
-fn tls_config(ca_file: Option<&Path>) -> Result<ureq::tls::TlsConfig> {
+pub(crate) fn tls_config(ca_file: Option<&Path>) -> Result<ureq::tls::TlsConfig> {
     let path = ca_file.unwrap_or(Path::new(SYSTEM_CA_FILE));
     let pem = std::fs::read(path)
         .with_context(|| format!("reading the CA certificates of ca_file {}", path.display()))?;

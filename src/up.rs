@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use exawatch_analytics::Analytics;
 use exawatch_api::{ApiMetrics, ApiState};
 use exawatch_broker::{EmbeddedBroker, Ingest, IngestConnection, IngestError};
-use exawatch_store::{MqttConnection, MqttIngest, Store};
+use exawatch_store::{MqttConnection, MqttIngest, Store, UnflushedRequest};
 use futures::future::BoxFuture;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -25,8 +25,11 @@ use crate::tls;
 /// How long MQTT connections get, when the server stops, to hand what they read to the store.
 const MQTT_DRAIN: Duration = Duration::from_secs(5);
 
-/// How often a querier re-reads the ingesters' catalogs.
-const CATALOG_REFRESH: Duration = Duration::from_secs(2);
+/// How often a querier asks the ingesters for what they hold and re-reads their catalogs.
+const REFRESH: Duration = Duration::from_secs(1);
+
+/// How long a querier waits for an ingester's answer before answering from its files.
+const INGESTER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs the server until SIGINT or SIGTERM, then stops in order and flushes.
 pub(crate) async fn run(config: Config, simulate: usize) -> Result<()> {
@@ -36,9 +39,9 @@ pub(crate) async fn run(config: Config, simulate: usize) -> Result<()> {
     }
 }
 
-/// The querier: the API over every ingester's files, re-read every [`CATALOG_REFRESH`].
-/// Models can be trained and reports made on demand; live scoring runs where samples are
-/// stored.
+/// The querier: the API over every ingester's files and what each holds in memory, asked
+/// for every [`REFRESH`]. Models can be trained and reports made on demand; live scoring
+/// runs where samples are stored.
 async fn run_querier(config: Config) -> Result<()> {
     let http = bind_http(&config).await?;
     let store = Store::open_querier(&config.data_dir, &config.store)
@@ -49,10 +52,9 @@ async fn run_querier(config: Config) -> Result<()> {
     let api = serve_api(&config, http, state, until(stopped.clone()))?;
     let refresh = {
         let store = store.clone();
+        let fetch = ingester_fetcher(config.store.cluster_token.clone());
         tokio::spawn(async move {
-            store
-                .run_catalog_refresh(CATALOG_REFRESH, until(stopped))
-                .await;
+            store.run_refresh(REFRESH, fetch, until(stopped)).await;
         })
     };
     tracing::info!(
@@ -65,6 +67,92 @@ async fn run_querier(config: Config) -> Result<()> {
     let _ = refresh.await;
     let _ = api.await;
     Ok(())
+}
+
+/// How a querier asks an ingester (its base URL) for what it holds in memory, presenting
+/// `token` if set.
+fn ingester_fetcher(
+    token: String,
+) -> impl Fn(String, UnflushedRequest) -> BoxFuture<'static, Result<Vec<u8>, String>> {
+    let mut agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(INGESTER_TIMEOUT))
+        .user_agent(concat!("exawatch/", env!("CARGO_PKG_VERSION")));
+    // HTTPS ingesters are checked against the system's certificates.
+    if let Ok(tls) = crate::scrape::tls_config(None) {
+        agent = agent.tls_config(tls);
+    }
+    let agent: ureq::Agent = agent.build().into();
+    move |url, request| {
+        let (agent, token) = (agent.clone(), token.clone());
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let endpoint = format!(
+                    "{}{}",
+                    url.trim_end_matches('/'),
+                    exawatch_api::paths::INTERNAL_UNFLUSHED
+                );
+                let mut call = agent
+                    .get(&endpoint)
+                    .query("epoch", request.epoch.to_string())
+                    .query("from", request.from.to_string())
+                    .query("catalog_version", request.catalog_version.to_string());
+                if !token.is_empty() {
+                    call = call.header("Authorization", format!("Bearer {token}"));
+                }
+                let mut response = call.call().map_err(|e| e.to_string())?;
+                let status = response.status();
+                let body = response
+                    .body_mut()
+                    .with_config()
+                    .limit(u64::MAX)
+                    .read_to_vec()
+                    .map_err(|e| e.to_string())?;
+                if !status.is_success() {
+                    return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
+                }
+                Ok(body)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        })
+    }
+}
+
+/// The URL queriers reach this process's API at: `store.advertise_url`, else the address it
+/// listens on (this machine's host name when that is every address).
+fn advertise_url(config: &Config, http: &TcpListener) -> Result<String> {
+    if !config.store.advertise_url.is_empty() {
+        return Ok(config.store.advertise_url.clone());
+    }
+    let address = http.local_addr()?;
+    let scheme = if config.api.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let host = if address.ip().is_unspecified() {
+        exawatch_collectors::hostname(std::path::Path::new("/"))
+    } else if address.is_ipv6() {
+        format!("[{}]", address.ip())
+    } else {
+        address.ip().to_string()
+    };
+    Ok(format!("{scheme}://{host}:{}", address.port()))
+}
+
+/// Writes where queriers reach this ingester, retrying every 5 s while the object store
+/// cannot be written (it may be down at start).
+async fn advertise(store: Store, url: String) {
+    loop {
+        match store.advertise(&url).await {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(%error, %url, "Cannot write this ingester's URL to the object store; queriers see only its files until it is written. Retrying in 5 s.");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    }
 }
 
 /// The API's state over `store`, with analytics, and its metrics in `registry`.
@@ -134,6 +222,10 @@ async fn run_storing(mut config: Config, simulate: usize) -> Result<()> {
     let store = Store::open(&config.data_dir, config.store.clone(), &mut registry)
         .await
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    if config.role == Role::Ingest {
+        let url = advertise_url(&config, &http)?;
+        tokio::spawn(advertise(store.clone(), url));
+    }
     let mqtt_tls = match (&config.broker.tls_cert, &config.broker.tls_key) {
         (Some(cert), Some(key)) if config.broker.tls_listen.is_some() => {
             Some(tls::server_config(cert, key)?)

@@ -1,7 +1,8 @@
 //! Several `exawatch` processes over one object store (a shared directory): Debian's
 //! mosquitto as the front broker, two ingesters (`--role ingest`) each taking a share of its
 //! stream with an MQTT 5 shared subscription at QoS 1, and a querier (`--role query`) started
-//! afterwards with no local state, answering from the ingesters' files alone.
+//! afterwards with no local state, answering from the ingesters' files and what they hold in
+//! memory.
 
 mod support {
     pub mod server;
@@ -67,7 +68,18 @@ fn objects_url(dir: &Path) -> String {
     format!("store.object_store_url=file://{}", dir.display())
 }
 
+/// Ingester `name` flushing every second.
 fn ingester(dir: &Path, objects: &Path, name: &str, front: u16) -> Server {
+    ingester_flushing(dir, objects, name, front, 1)
+}
+
+fn ingester_flushing(
+    dir: &Path,
+    objects: &Path,
+    name: &str,
+    front: u16,
+    flush_secs: u32,
+) -> Server {
     Server::start(
         &dir.join(name),
         &[
@@ -78,7 +90,7 @@ fn ingester(dir: &Path, objects: &Path, name: &str, front: u16) -> Server {
             "--set",
             &format!("store.ingester={name}"),
             "--set",
-            "store.flush_interval_secs=1",
+            &format!("store.flush_interval_secs={flush_secs}"),
             "--set",
             &format!("upstream.broker=127.0.0.1:{front}"),
             "--set",
@@ -318,4 +330,53 @@ fn an_ingester_killed_mid_stream_loses_and_doubles_nothing() {
         a.count(""),
         b.count("")
     );
+}
+
+#[test]
+fn a_querier_answers_with_what_ingesters_hold_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = dir.path().join("objects");
+    let front = Mosquitto::start(dir.path());
+    // Nothing is flushed during the test: every answer comes from the ingesters' memory.
+    let a = ingester_flushing(dir.path(), &objects, "a", front.port, 3600);
+    let b = ingester_flushing(dir.path(), &objects, "b", front.port, 3600);
+    let q = querier(dir.path(), &objects);
+    std::thread::sleep(Duration::from_secs(1));
+    let data = messages(100);
+    let total = data.len() as u64;
+    let acked = publish_all(front.port, data);
+    wait_until("mosquitto acknowledged every message", 60, || {
+        acked.load(Ordering::Relaxed) == total
+    });
+    wait_until("the querier answers every sample", 30, || {
+        q.count("") == total
+    });
+    let distinct = "SELECT count(*) AS n FROM (SELECT DISTINCT node, metric, time FROM samples)";
+    assert_eq!(q.sql(distinct)[0]["n"].as_u64(), Some(total));
+    for name in ["a", "b"] {
+        let catalog = objects.join("ingesters").join(name).join("catalog.json");
+        assert!(!catalog.exists(), "{name} flushed nothing");
+    }
+    let from_b = b.count("");
+    assert!(from_b > 0 && from_b < total, "b holds a share: {from_b}");
+    // PromQL answers from the same rows.
+    let sum = promql(&q, "count(m0)", 5);
+    let counts: Vec<u64> = sum["result"][0]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v[1].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(counts.contains(&(NODES as u64)), "every node's m0: {sum}");
+
+    // An ingester killed: the querier answers from the others; restarted, its WAL is back.
+    a.kill();
+    wait_until("the querier answers without a", 30, || {
+        q.count("") == from_b
+    });
+    let a = ingester_flushing(dir.path(), &objects, "a", front.port, 3600);
+    wait_until("the querier answers with a's replayed WAL", 30, || {
+        q.count("") == total
+    });
+    assert_eq!(a.count("") + from_b, total);
 }

@@ -170,6 +170,7 @@ pub fn router(state: ApiState) -> Router {
         .route(paths::REPORT_PAGE, get(anomalies::report_page))
         .route(paths::METRICS, get(metrics_text))
         .route(paths::HEALTH, get(health))
+        .route(paths::INTERNAL_UNFLUSHED, get(unflushed))
         .merge(prometheus::routes())
         .merge(kairosdb::routes())
         .merge(console::routes())
@@ -244,6 +245,19 @@ async fn metrics_text(State(state): State<ApiState>) -> impl IntoResponse {
         )],
         text,
     )
+}
+
+/// An ingester's rows in memory after those a querier holds, and its catalog
+/// ([`exawatch_store::Store::unflushed`]); 503 on a store that holds none of its own.
+async fn unflushed(
+    State(state): State<ApiState>,
+    axum::extract::Query(request): axum::extract::Query<exawatch_store::UnflushedRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let store = state.store.clone();
+    let body = tokio::task::spawn_blocking(move || store.unflushed(request))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(([(CONTENT_TYPE, "application/octet-stream")], body))
 }
 
 async fn health(State(state): State<ApiState>) -> impl IntoResponse {

@@ -14,6 +14,8 @@ pub const OTLP_METRICS: &str = "/v1/metrics";
 pub const METRICS: &str = "/metrics";
 /// Liveness and a few figures.
 pub const HEALTH: &str = "/health";
+/// An ingester's rows in memory and its catalog, for queriers.
+pub const INTERNAL_UNFLUSHED: &str = "/api/v1/internal/unflushed";
 /// PromQL instant query.
 pub const PROM_QUERY: &str = "/api/v1/query";
 /// PromQL range query.

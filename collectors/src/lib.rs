@@ -455,7 +455,7 @@ pub(crate) fn period(period_secs: f64) -> Result<Duration> {
 
 /// This node's name without libc: procfs (under `root`, then the real one), `/etc/hostname`,
 /// `$HOSTNAME`, then `localhost`.
-fn hostname(root: &Path) -> String {
+pub fn hostname(root: &Path) -> String {
     let files = [
         root.join("proc/sys/kernel/hostname"),
         PathBuf::from("/proc/sys/kernel/hostname"),

@@ -290,6 +290,15 @@ impl SeriesTable {
         self.keys.is_empty()
     }
 
+    /// Adds the tag columns of `columns` the table lacks, in their order.
+    pub fn add_tag_columns(&mut self, columns: &[String]) {
+        for column in columns {
+            if !self.tag_columns.contains(column) {
+                self.tag_columns.push(column.clone());
+            }
+        }
+    }
+
     /// Tag keys in order of first appearance.
     pub fn tag_columns(&self) -> &[String] {
         &self.tag_columns
@@ -385,6 +394,22 @@ impl Chunk {
     /// True when the chunk has no rows.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+
+    /// The rows from `offset` on (no copy); the time bounds stay the whole chunk's.
+    pub fn tail(&self, offset: usize) -> Chunk {
+        let rows = self.len().saturating_sub(offset);
+        let offset = offset.min(self.len());
+        Chunk {
+            series: self.series.clone(),
+            keys: self.keys.slice(offset, rows),
+            time: self.time.slice(offset, rows),
+            value: self.value.slice(offset, rows),
+            text: self.text.as_ref().map(|text| text.slice(offset, rows)),
+            min_time: self.min_time,
+            max_time: self.max_time,
+            batch: OnceLock::new(),
+        }
     }
 }
 

@@ -52,6 +52,13 @@ pub struct StoreConfig {
     /// --role ingest`): its files and catalog go under `ingesters/<name>/`, its WAL stays in
     /// `data_dir`. Empty (one process): at the object store's root.
     pub ingester: String,
+    /// An ingester's: the base URL of its HTTP API as queriers reach it, written to the
+    /// object store so that queriers answer with what it holds in memory. Empty:
+    /// `http(s)://<api.listen>`, with this machine's host name if it listens on every address.
+    pub advertise_url: String,
+    /// A querier's: bearer token it presents to ingesters that require API users (a `read`
+    /// user's token on them). Never logged.
+    pub cluster_token: String,
     /// S3 endpoint for S3-compatible servers (MinIO, Ceph, …); empty for AWS.
     pub s3_endpoint: String,
     /// S3 region.
@@ -100,6 +107,8 @@ impl Default for StoreConfig {
             zstd_level: 3,
             object_store_url: String::new(),
             ingester: String::new(),
+            advertise_url: String::new(),
+            cluster_token: String::new(),
             s3_endpoint: String::new(),
             s3_region: "us-east-1".into(),
             s3_access_key_id: String::new(),
@@ -132,6 +141,8 @@ impl std::fmt::Debug for StoreConfig {
             zstd_level,
             object_store_url,
             ingester,
+            advertise_url,
+            cluster_token,
             s3_endpoint,
             s3_region,
             s3_access_key_id,
@@ -158,6 +169,8 @@ impl std::fmt::Debug for StoreConfig {
             .field("zstd_level", zstd_level)
             .field("object_store_url", object_store_url)
             .field("ingester", ingester)
+            .field("advertise_url", advertise_url)
+            .field("cluster_token", &redacted(cluster_token))
             .field("s3_endpoint", s3_endpoint)
             .field("s3_region", s3_region)
             .field("s3_access_key_id", s3_access_key_id)
@@ -206,6 +219,14 @@ impl Validate for StoreConfig {
                 key: "ingester".into(),
                 value: format!("{:?}", self.ingester),
                 allowed: "letters, digits, '.', '_' and '-', not first '.'".into(),
+            });
+        }
+        let url = &self.advertise_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(InvalidSetting {
+                key: "advertise_url".into(),
+                value: format!("{url:?}"),
+                allowed: "empty, or a URL starting with http:// or https://".into(),
             });
         }
         Ok(())

@@ -45,7 +45,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use exawatch_protocol::Batch;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use parking_lot::{Mutex, RwLock};
 use prometheus_client::registry::Registry;
 use snafu::{ResultExt, Snafu};
@@ -58,6 +58,7 @@ use crate::objects::{object_store, open_objects, root_objects};
 use crate::wal::SegmentWriter;
 use crate::writer::{Command, replay, wal_thread};
 
+pub use cluster::UnflushedRequest;
 pub use config::{FsyncPolicy, StoreConfig};
 pub use ingest::{MqttConnection, MqttIngest};
 pub use objects::ObjectInfo;
@@ -168,6 +169,16 @@ struct State {
     buffer: Buffer,
     frozen: VecDeque<Frozen>,
     catalog: Catalog,
+    /// Names this state's row numbering: rows are numbered from 0 in the order they entered
+    /// the buffer, files take the oldest first, so the rows in memory are always those from
+    /// `flushed_rows` on. A new state (start, late history) has a new epoch.
+    epoch: u64,
+    /// Rows of this epoch now in files.
+    flushed_rows: u64,
+    /// Changes whenever `catalog` does.
+    catalog_version: u64,
+    /// On a querier: what the ingesters hold in memory, as last fetched from them.
+    mirrored: Vec<Arc<Chunk>>,
 }
 
 #[derive(Debug)]
@@ -310,35 +321,176 @@ impl Store {
         }
     }
 
-    /// Re-reads every ingester's catalog every `interval` until `shutdown` resolves (a store
-    /// opened with [`Store::open_querier`]); a failed read is logged and the previous files
-    /// stay in use.
-    pub async fn run_catalog_refresh(
+    /// On a querier ([`Store::open_querier`]): every `interval` until `shutdown` resolves,
+    /// asks each ingester that advertises its API ([`Store::advertise`]) with `fetch` (its
+    /// base URL, what to ask) for what it holds in memory and its catalog, and reads the
+    /// catalogs of the others from the object store. Queries then see every file plus what
+    /// the reachable ingesters hold, each row once. A failed round is logged and the previous
+    /// view stays in use; an ingester that cannot be reached is answered from its files.
+    pub async fn run_refresh<F, Fut>(
         &self,
         interval: Duration,
+        fetch: F,
         shutdown: impl std::future::Future<Output = ()>,
-    ) {
+    ) where
+        F: Fn(String, UnflushedRequest) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<Vec<u8>, String>>,
+    {
         tokio::pin!(shutdown);
+        let mut mirrors = std::collections::HashMap::new();
         loop {
+            if let Err(error) = self.refresh(&mut mirrors, &fetch).await {
+                tracing::warn!(%error, "Cannot re-read the ingesters' catalogs; answering from the files known so far.");
+            }
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = tokio::time::sleep(interval) => {}
             }
-            match cluster::load_union(self.inner.object_store.as_ref()).await {
-                Ok(catalog) => {
-                    let mut state = self.inner.state.write();
-                    if state.table.tag_columns() != catalog.tag_columns.as_slice() {
-                        state.table =
-                            SeriesTable::new(catalog.tag_columns.clone(), Limits::default());
+        }
+    }
+
+    /// One round of [`Store::run_refresh`]. `mirrors` holds, by ingester prefix, what each
+    /// reachable ingester held at the last round.
+    async fn refresh<F, Fut>(
+        &self,
+        mirrors: &mut std::collections::HashMap<String, cluster::Mirror>,
+        fetch: &F,
+    ) -> Result<()>
+    where
+        F: Fn(String, UnflushedRequest) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<Vec<u8>, String>>,
+    {
+        let root = self.inner.object_store.as_ref();
+        let root_catalog =
+            persist::load_catalog_at(root, &object_store::path::Path::from(catalog::CATALOG_PATH))
+                .await?;
+        let prefixes = cluster::ingester_prefixes(root).await?;
+        let asked = prefixes.iter().map(|prefix| {
+            let request = mirrors
+                .get(prefix.as_ref())
+                .map(cluster::Mirror::request)
+                .unwrap_or_default();
+            async move {
+                let url = cluster::endpoint(root, prefix).await?;
+                let answer = fetch(url.clone(), request)
+                    .await
+                    .and_then(|bytes| cluster::decode_unflushed(&bytes));
+                Some((url, answer))
+            }
+        });
+        let answers = futures::future::join_all(asked).await;
+        let mut fetched = Vec::new();
+        let mut catalogs = Vec::new();
+        for (prefix, answer) in prefixes.into_iter().zip(answers) {
+            let name = prefix.to_string();
+            match answer {
+                Some((_, Ok(unflushed))) => {
+                    if !mirrors.contains_key(&name) {
+                        tracing::info!(ingester = %name, "Answering with what this ingester holds in memory.");
                     }
-                    state.catalog = catalog;
-                    self.inner.metrics.set_state(&state);
+                    let hashed = HashedBatch::new(unflushed.rows, &self.inner.series_hasher);
+                    fetched.push((name, unflushed.header, hashed));
                 }
-                Err(error) => {
-                    tracing::warn!(%error, "Cannot re-read the ingesters' catalogs; answering from the files known so far.");
+                failed => {
+                    if mirrors.remove(&name).is_some() {
+                        let (url, error) = match failed {
+                            Some((url, Err(error))) => (url, error),
+                            _ => (String::new(), "no endpoint.json".to_owned()),
+                        };
+                        tracing::warn!(ingester = %name, %url, %error, "Cannot reach this ingester; answering from its files only.");
+                    }
+                    catalogs.push((
+                        prefix.clone(),
+                        cluster::ingester_catalog(root, &prefix).await?,
+                    ));
                 }
             }
         }
+        let mut state = self.inner.state.write();
+        for (name, header, hashed) in fetched {
+            let mut buffer = Buffer::default();
+            buffer
+                .insert(&hashed, &mut state.table)
+                .map_err(|e| Error::WriteFailed {
+                    message: e.to_string(),
+                })?;
+            mirrors
+                .entry(name)
+                .or_default()
+                .apply(header, buffer.take());
+        }
+        let listed: std::collections::HashSet<String> = catalogs
+            .iter()
+            .map(|(prefix, _)| prefix.to_string())
+            .collect();
+        mirrors.retain(|name, _| !listed.contains(name));
+        let mut names: Vec<&String> = mirrors.keys().collect();
+        names.sort();
+        catalogs.extend(names.iter().map(|name| {
+            (
+                object_store::path::Path::from(name.as_str()),
+                mirrors[*name].catalog.clone(),
+            )
+        }));
+        catalogs.sort_by(|a, b| a.0.cmp(&b.0));
+        let union = cluster::union(root_catalog, catalogs);
+        state.table.add_tag_columns(&union.tag_columns);
+        state.set_catalog(union);
+        state.mirrored = names
+            .iter()
+            .flat_map(|name| mirrors[*name].chunks.iter().cloned())
+            .collect();
+        self.inner.metrics.set_state(&state);
+        Ok(())
+    }
+
+    /// On an ingester: writes where queriers reach its API (`url`) under its prefix, for
+    /// [`Store::run_refresh`].
+    pub async fn advertise(&self, url: &str) -> Result<()> {
+        let endpoint = cluster::Endpoint {
+            url: url.to_owned(),
+        };
+        let json = serde_json::to_vec(&endpoint).expect("an endpoint serializes");
+        self.inner
+            .object_store
+            .put(
+                &object_store::path::Path::from(cluster::ENDPOINT_PATH),
+                bytes::Bytes::from(json).into(),
+            )
+            .await
+            .context(ObjectStoreSnafu)?;
+        Ok(())
+    }
+
+    /// On an ingester: what it holds in memory after the rows `request` says the querier
+    /// holds, and its catalog if the querier's copy is not the current one, read under one
+    /// lock so that each row is either in the catalog's files or sent (or held), never both
+    /// or neither. Encoded for [`Store::run_refresh`].
+    pub fn unflushed(&self, request: UnflushedRequest) -> Result<Vec<u8>> {
+        self.writable()?;
+        let (header, chunks, keys) = {
+            let state = self.inner.state.read();
+            let chunks = state.unflushed_chunks();
+            let end = state.flushed_rows + chunk_rows(&chunks) as u64;
+            let same_epoch = request.epoch == state.epoch;
+            let start = if same_epoch && (state.flushed_rows..=end).contains(&request.from) {
+                request.from
+            } else {
+                state.flushed_rows
+            };
+            let header = cluster::UnflushedHeader {
+                epoch: state.epoch,
+                flushed: state.flushed_rows,
+                start,
+                catalog_version: state.catalog_version,
+                catalog: (!same_epoch || request.catalog_version != state.catalog_version)
+                    .then(|| state.catalog.clone()),
+            };
+            let keys = state.table.keys_of(&chunks);
+            (header, chunks, keys)
+        };
+        let skip = (header.start - header.flushed) as usize;
+        Ok(cluster::encode_unflushed(&header, &chunks, skip, &keys))
     }
 
     /// Stores samples and returns once they are in the WAL (fsynced if the policy is
@@ -610,10 +762,15 @@ impl State {
             buffer: Buffer::default(),
             frozen: VecDeque::new(),
             catalog,
+            epoch: fastrand::u64(1..),
+            flushed_rows: 0,
+            catalog_version: 1,
+            mirrored: Vec::new(),
         }
     }
 
-    /// Every row not yet in a file: the frozen chunks (oldest first), then the buffer's.
+    /// Every row not yet in a file: the frozen chunks (oldest first), then the buffer's, then
+    /// on a querier what the ingesters hold.
     fn unflushed_chunks(&self) -> Vec<Arc<Chunk>> {
         let mut chunks: Vec<Arc<Chunk>> = self
             .frozen
@@ -621,7 +778,14 @@ impl State {
             .flat_map(|f| f.chunks.iter().cloned())
             .collect();
         chunks.extend(self.buffer.chunks());
+        chunks.extend(self.mirrored.iter().cloned());
         chunks
+    }
+
+    /// Makes `catalog` the live one.
+    fn set_catalog(&mut self, catalog: Catalog) {
+        self.catalog = catalog;
+        self.catalog_version += 1;
     }
 }
 

@@ -322,7 +322,7 @@ pub(crate) async fn replace_catalog(inner: &Inner, catalog: Catalog) -> Result<(
         .await
         .context(ObjectStoreSnafu)?;
     let mut state = inner.state.write();
-    state.catalog = catalog;
+    state.set_catalog(catalog);
     inner.metrics.set_state(&state);
     Ok(())
 }

@@ -127,8 +127,10 @@ pub(crate) async fn persist_frozen(inner: &Arc<Inner>) -> Result<()> {
         {
             // One lock: queries see the frozen rows or the file, never both or neither.
             let mut state = inner.state.write();
-            state.catalog = catalog;
-            state.frozen.pop_front();
+            state.set_catalog(catalog);
+            if let Some(flushed) = state.frozen.pop_front() {
+                state.flushed_rows += crate::chunk_rows(&flushed.chunks) as u64;
+            }
             inner.metrics.set_state(&state);
         }
         drop(committing);

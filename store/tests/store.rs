@@ -375,3 +375,154 @@ async fn rollups_agree_with_the_raw_data_before_and_after_compaction() {
     }
     store.shutdown().await.unwrap();
 }
+
+/// Rows (count and sum of values) a store answers with.
+async fn rows(store: &Store) -> (u64, u64) {
+    let ctx = SessionContext::new();
+    store.register(&ctx).unwrap();
+    let batches = ctx
+        .sql("SELECT count(*) AS n, CAST(coalesce(sum(value), 0) AS BIGINT) AS s FROM samples")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let column = |i: usize| {
+        let array = batches[0].column(i);
+        arrow::array::cast::AsArray::as_primitive::<arrow::datatypes::Int64Type>(array.as_ref())
+            .value(0) as u64
+    };
+    (column(0), column(1))
+}
+
+/// Waits (up to 10 s) until `store` answers with `expected` rows, checking at every look
+/// that it never answers with more: a row counted twice would show.
+async fn settles_at(store: &Store, expected: (u64, u64), what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let seen = rows(store).await;
+        assert!(
+            seen.0 <= expected.0,
+            "{what}: {seen:?} rows, more than {expected:?}"
+        );
+        if seen == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {seen:?}, not {expected:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_querier_answers_with_an_ingesters_memory_each_row_once() {
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        object_store_url: format!("file://{}", dir.path().join("objects").display()),
+        ingester: "a".into(),
+        compaction_min_files: 2,
+        ..StoreConfig::test_config()
+    };
+    let ingester = open(&dir.path().join("a"), config.clone()).await;
+    ingester.advertise("http://a.example:9090").await.unwrap();
+    let querier_config = StoreConfig {
+        ingester: String::new(),
+        ..config.clone()
+    };
+    let querier = Store::open_querier(&dir.path().join("q"), &querier_config)
+        .await
+        .unwrap();
+    // The ingester as the querier reaches it: in-process here, `None` while "down".
+    let reachable = Arc::new(Mutex::new(Some(ingester.clone())));
+    let fetch = {
+        let reachable = Arc::clone(&reachable);
+        move |url: String, request| {
+            let ingester = reachable.lock().unwrap().clone();
+            async move {
+                assert_eq!(url, "http://a.example:9090");
+                let ingester = ingester.ok_or("connection refused")?;
+                ingester.unflushed(request).map_err(|e| e.to_string())
+            }
+        }
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let refresh = {
+        let querier = querier.clone();
+        tokio::spawn(async move {
+            let interval = std::time::Duration::from_millis(5);
+            querier
+                .run_refresh(interval, fetch, async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        })
+    };
+
+    // Distinct values: a lost or doubled row changes the sum as well as the count.
+    let mut written = (0u64, 0u64);
+    let mut next = 0i64;
+    let mut write = async |store: &Store, points: i64, written: &mut (u64, u64)| {
+        let samples: Vec<Sample> = (next..next + points)
+            .map(|i| {
+                sample(
+                    "temp",
+                    &format!("n{}", i % 7),
+                    1_000 + i,
+                    Value::Float(i as f64),
+                )
+            })
+            .collect();
+        store.write(samples).await.unwrap();
+        written.0 += points as u64;
+        written.1 += (next..next + points).sum::<i64>() as u64;
+        next += points;
+    };
+    write(&ingester, 1_000, &mut written).await;
+    settles_at(&querier, written, "nothing flushed yet").await;
+    assert!(querier.catalog().files.is_empty());
+
+    // Flushes while the querier keeps asking, some with rows written while they run.
+    for round in 0..4 {
+        write(&ingester, 300, &mut written).await;
+        let flushing = {
+            let ingester = ingester.clone();
+            tokio::spawn(async move { ingester.flush().await.unwrap() })
+        };
+        write(&ingester, 50, &mut written).await;
+        flushing.await.unwrap();
+        settles_at(&querier, written, &format!("flush {round}")).await;
+    }
+    assert!(
+        !querier.catalog().files.is_empty(),
+        "the querier sees the files"
+    );
+
+    // Compaction replaces files: the same rows.
+    ingester.maintain(i64::MAX / 2).await.unwrap();
+    settles_at(&querier, written, "after compaction").await;
+
+    // Unreachable: the files only; back: everything again.
+    ingester.flush().await.unwrap();
+    let flushed = written;
+    *reachable.lock().unwrap() = None;
+    write(&ingester, 100, &mut written).await;
+    settles_at(&querier, flushed, "ingester unreachable").await;
+    *reachable.lock().unwrap() = Some(ingester.clone());
+    settles_at(&querier, written, "ingester back").await;
+
+    // A restart: a new numbering of rows (epoch), the files as they were.
+    ingester.shutdown().await.unwrap();
+    drop(ingester);
+    let ingester = open(&dir.path().join("a"), config).await;
+    write(&ingester, 70, &mut written).await;
+    *reachable.lock().unwrap() = Some(ingester.clone());
+    settles_at(&querier, written, "after a restart").await;
+    ingester.shutdown().await.unwrap();
+
+    let _ = stop.send(());
+    refresh.await.unwrap();
+}
