@@ -18,6 +18,7 @@ pub mod kairosdb;
 pub mod line_protocol;
 pub mod mqtt;
 pub mod otlp;
+pub mod record;
 pub mod remote_write;
 mod sample;
 pub mod scrape;

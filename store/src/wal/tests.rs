@@ -1,6 +1,6 @@
 use std::io::Write;
 
-use exawatch_protocol::Sample;
+use exawatch_protocol::{Sample, Value};
 
 use super::*;
 
@@ -119,22 +119,54 @@ fn a_file_without_the_magic_is_discarded_whole() {
     assert_eq!(contents.discarded_bytes, 7);
 }
 
-/// A record body of format 1, as versions before format 2 wrote it.
+/// A record body of format 1, as versions before format 2 wrote it: `n_strings, (len,
+/// bytes)*, n_samples, (metric, n_tags, (key, value)*, zigzag(time_ns), kind, value)*`.
 fn encode_v1(samples: &[Sample]) -> Vec<u8> {
-    let mut interner = Interner::default();
+    fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    let mut strings: Vec<String> = Vec::new();
+    let mut index = |s: &str| match strings.iter().position(|t| t == s) {
+        Some(i) => i as u64,
+        None => {
+            strings.push(s.to_owned());
+            (strings.len() - 1) as u64
+        }
+    };
     let mut rows = Vec::new();
     put_varint(&mut rows, samples.len() as u64);
     for sample in samples {
-        put_varint(&mut rows, interner.get(&sample.metric));
+        put_varint(&mut rows, index(&sample.metric));
         put_varint(&mut rows, sample.tags.len() as u64);
         for (key, value) in &sample.tags {
-            put_varint(&mut rows, interner.get(key));
-            put_varint(&mut rows, interner.get(value));
+            put_varint(&mut rows, index(key));
+            put_varint(&mut rows, index(value));
         }
-        put_varint(&mut rows, zigzag(sample.time_ns));
-        interner.put_value(&mut rows, &sample.value);
+        let t = sample.time_ns;
+        put_varint(&mut rows, ((t << 1) ^ (t >> 63)) as u64);
+        match &sample.value {
+            Value::Float(v) => {
+                rows.push(0);
+                rows.extend_from_slice(&v.to_le_bytes());
+            }
+            Value::Text(text) => {
+                rows.push(1);
+                put_varint(&mut rows, index(text));
+            }
+        }
     }
-    interner.table_then(&rows)
+    let mut body = Vec::new();
+    put_varint(&mut body, strings.len() as u64);
+    for s in &strings {
+        put_varint(&mut body, s.len() as u64);
+        body.extend_from_slice(s.as_bytes());
+    }
+    body.extend_from_slice(&rows);
+    body
 }
 
 #[test]
@@ -155,10 +187,8 @@ fn segments_of_format_1_still_replay() {
 
 #[test]
 fn a_point_naming_a_missing_series_is_refused() {
-    let mut body = Vec::new();
-    for v in [0u64, 0, 1, 5, 0, 0] {
-        put_varint(&mut body, v);
-    }
+    // Each a one-byte varint.
+    let mut body = vec![0u8, 0, 1, 5, 0, 0];
     body.extend_from_slice(&1f64.to_le_bytes());
     // strings 0, series 0, points 1: series 5 (there is none).
     assert!(decode_batch(&body).is_none());
