@@ -338,8 +338,9 @@ impl Store {
     {
         tokio::pin!(shutdown);
         let mut mirrors = std::collections::HashMap::new();
+        let mut unreachable = std::collections::HashSet::new();
         loop {
-            if let Err(error) = self.refresh(&mut mirrors, &fetch).await {
+            if let Err(error) = self.refresh(&mut mirrors, &mut unreachable, &fetch).await {
                 tracing::warn!(%error, "Cannot re-read the ingesters' catalogs; answering from the files known so far.");
             }
             tokio::select! {
@@ -350,10 +351,12 @@ impl Store {
     }
 
     /// One round of [`Store::run_refresh`]. `mirrors` holds, by ingester prefix, what each
-    /// reachable ingester held at the last round.
+    /// reachable ingester held at the last round; `unreachable` the prefixes of those that
+    /// could not be asked (each logged once).
     async fn refresh<F, Fut>(
         &self,
         mirrors: &mut std::collections::HashMap<String, cluster::Mirror>,
+        unreachable: &mut std::collections::HashSet<String>,
         fetch: &F,
     ) -> Result<()>
     where
@@ -384,18 +387,20 @@ impl Store {
         for (prefix, answer) in prefixes.into_iter().zip(answers) {
             let name = prefix.to_string();
             match answer {
-                Some((_, Ok(unflushed))) => {
+                Some((url, Ok(unflushed))) => {
                     if !mirrors.contains_key(&name) {
-                        tracing::info!(ingester = %name, "Answering with what this ingester holds in memory.");
+                        unreachable.remove(&name);
+                        tracing::info!(ingester = %name, %url, "Answering with what this ingester holds in memory.");
                     }
                     let hashed = HashedBatch::new(unflushed.rows, &self.inner.series_hasher);
                     fetched.push((name, unflushed.header, hashed));
                 }
                 failed => {
-                    if mirrors.remove(&name).is_some() {
+                    mirrors.remove(&name);
+                    if unreachable.insert(name.clone()) {
                         let (url, error) = match failed {
                             Some((url, Err(error))) => (url, error),
-                            _ => (String::new(), "no endpoint.json".to_owned()),
+                            _ => (String::new(), format!("no {}", cluster::ENDPOINT_PATH)),
                         };
                         tracing::warn!(ingester = %name, %url, %error, "Cannot reach this ingester; answering from its files only.");
                     }
