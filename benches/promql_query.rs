@@ -14,8 +14,11 @@
 //! latencies go into one hdrhistogram per query and system. The number of series each system
 //! returns is shown (and flagged where they differ).
 //!
+//! With `BENCH_PEER=querier` the peer is instead an exawatch querier (`--role query`) over
+//! the same object store as the single process: what answering through a querier costs.
+//!
 //! Run: `cargo bench --bench promql_query` (env: `BENCH_NODES`, `BENCH_SECONDS`, `BENCH_REPS`
-//! rounds, default 50). Prints a Markdown table for `benches/RESULTS.md`.
+//! rounds, default 50, `BENCH_PEER`). Prints a Markdown table for `benches/RESULTS.md`.
 
 #[path = "support.rs"]
 mod support;
@@ -122,40 +125,58 @@ fn main() {
     let nodes: usize = env_or("BENCH_NODES", 100);
     let seconds: usize = env_or("BENCH_SECONDS", 3600);
     let reps: usize = env_or("BENCH_REPS", 50);
+    let querier_peer = std::env::var("BENCH_PEER").is_ok_and(|p| p == "querier");
     let file = line_protocol(nodes, seconds);
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("exawatch.log");
+    let objects = format!(
+        "store.object_store_url=file://{}",
+        dir.path().join("objects").display()
+    );
 
     // Load both, then restart both on their data.
     let exawatch_data = dir.path().join("exawatch");
-    let (exawatch, http, _) = start_exawatch(&exawatch_data, &log, &[]);
+    let exawatch_args = ["--set", objects.as_str()];
+    let (exawatch, http, _) = start_exawatch(&exawatch_data, &log, &exawatch_args);
     let url = format!("http://127.0.0.1:{http}/api/v2/write?bucket=bench&precision=ns");
     let loaded = load_lp(&url, &file, exawatch.pid(), "exawatch");
     exawatch.terminate();
-    let vm_data = dir.path().join("victoria-metrics");
-    let vm_log = dir.path().join("victoria-metrics.log");
-    let (mut vm, port) = start_victoria_metrics(&vm_data, &vm_log);
-    load_lp(
-        &format!("http://127.0.0.1:{port}/write"),
-        &file,
-        vm.0.id(),
-        "victoria-metrics",
-    );
     let agent = agent();
-    let _ = agent
-        .get(&format!("http://127.0.0.1:{port}/internal/force_flush"))
-        .call();
-    terminate(&mut vm);
-    let (_exawatch, http, _) = start_exawatch(&exawatch_data, &log, &[]);
-    let (_vm, port) = start_victoria_metrics(&vm_data, &vm_log);
+    let (_exawatch, http, _) = start_exawatch(&exawatch_data, &log, &exawatch_args);
+    // The peer's process lives (and is stopped when dropped) with `_querier` or `_vm`.
+    let (_querier, _vm, peer) = if querier_peer {
+        let querier = Server::start_logged(
+            &dir.path().join("querier"),
+            &dir.path().join("querier.log"),
+            &["--role", "query", "--set", objects.as_str()],
+        );
+        let base = format!("http://127.0.0.1:{}", querier.http);
+        (Some(querier), None, (base, Vec::new(), "querier"))
+    } else {
+        let vm_data = dir.path().join("victoria-metrics");
+        let vm_log = dir.path().join("victoria-metrics.log");
+        let (mut vm, port) = start_victoria_metrics(&vm_data, &vm_log);
+        load_lp(
+            &format!("http://127.0.0.1:{port}/write"),
+            &file,
+            vm.0.id(),
+            "victoria-metrics",
+        );
+        let _ = agent
+            .get(&format!("http://127.0.0.1:{port}/internal/force_flush"))
+            .call();
+        terminate(&mut vm);
+        let (vm, port) = start_victoria_metrics(&vm_data, &vm_log);
+        let base = format!("http://127.0.0.1:{port}");
+        let peer = (base, vec![("nocache", "1".to_owned())], "VictoriaMetrics");
+        (None, Some(vm), peer)
+    };
     eprintln!("loaded {} samples into both", loaded["samples"]);
 
+    let (peer_base, peer_extra, peer_name) = peer;
     let systems = [
         (format!("http://127.0.0.1:{http}"), Vec::new()),
-        (
-            format!("http://127.0.0.1:{port}"),
-            vec![("nocache", "1".to_owned())],
-        ),
+        (peer_base, peer_extra),
     ];
     let queries = queries(nodes, seconds);
     let mut histograms = vec![
@@ -184,7 +205,7 @@ fn main() {
         }
     }
     println!(
-        "| query ({nodes} nodes × {seconds} s, {reps} rounds) | series | exawatch p50 / p99 ms | VictoriaMetrics p50 / p99 ms | p50 ratio exawatch / VM |"
+        "| query ({nodes} nodes × {seconds} s, {reps} rounds) | series | exawatch p50 / p99 ms | {peer_name} p50 / p99 ms | p50 ratio exawatch / {peer_name} |"
     );
     println!("|---|---|---|---|---|");
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
@@ -195,7 +216,7 @@ fn main() {
         let count = if se == sv {
             se.to_string()
         } else {
-            format!("{se} (VM: {sv})")
+            format!("{se} ({peer_name}: {sv})")
         };
         println!(
             "| {name} | {count} | {:.1} / {:.1} | {:.1} / {:.1} | {:.2} |",
