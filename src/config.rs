@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use exawatch_alerting::{AlertmanagerConfig, RulesConfig};
 use exawatch_analytics::AnalyticsConfig;
 use exawatch_api::ApiConfig;
 use exawatch_broker::BrokerConfig;
@@ -45,6 +46,10 @@ pub(crate) struct Config {
     pub(crate) simulate: SimulateConfig,
     /// Anomaly detection and reports.
     pub(crate) analytics: AnalyticsConfig,
+    /// Alerting and recording rules.
+    pub(crate) rules: RulesConfig,
+    /// Where alerts are sent.
+    pub(crate) alertmanager: AlertmanagerConfig,
 }
 
 impl Default for Config {
@@ -62,6 +67,8 @@ impl Default for Config {
             collector: CollectorConfig::default(),
             simulate: SimulateConfig::default(),
             analytics: AnalyticsConfig::default(),
+            rules: RulesConfig::default(),
+            alertmanager: AlertmanagerConfig::default(),
         }
     }
 }
@@ -109,7 +116,7 @@ impl Config {
     fn validate(&self) -> Result<(), InvalidSetting> {
         // A section plugs its own checks in here by implementing `Validate` (`[analytics]`
         // does not yet).
-        let sections: [(&str, &dyn Validate); 7] = [
+        let sections: [(&str, &dyn Validate); 9] = [
             ("broker", &self.broker),
             ("ingest", &self.ingest),
             ("scrape", &self.scrape),
@@ -117,6 +124,8 @@ impl Config {
             ("api", &self.api),
             ("collector", &self.collector),
             ("simulate", &self.simulate),
+            ("rules", &self.rules),
+            ("alertmanager", &self.alertmanager),
         ];
         for (name, section) in sections {
             section.validate().map_err(|e| e.in_section(name))?;
@@ -145,6 +154,13 @@ impl Config {
                 "scrape.jobs",
                 "none for role = \"query\" (a querier stores nothing: scrape from an ingester)",
                 &format!("{} jobs", self.scrape.jobs.len()),
+            ));
+        }
+        if self.role == Role::Query && !self.rules.files.is_empty() {
+            return Err(needs(
+                "rules.files",
+                "none for role = \"query\" (rules write what they produce: evaluate them on an ingester)",
+                &format!("{} patterns", self.rules.files.len()),
             ));
         }
         if !self.upstream.broker.is_empty() && self.upstream.client_id.is_empty() {

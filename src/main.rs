@@ -1,5 +1,6 @@
 //! The `exawatch` command: the server (`up`), the node collector (`collect`), a SQL client
-//! (`query`), store inspection (`store stats`), the PromQL test runner (`promqltest`) and
+//! (`query`), store inspection (`store stats`), the PromQL test runner (`promqltest`), the
+//! rule checker and unit-test runner (`check-rules`, `test-rules`) and
 //! analytics (`train`, `models`, `report`, `eval`). Wiring only; the work is in the crates.
 
 mod analytics;
@@ -90,6 +91,10 @@ enum Command {
     Store(StoreCommand),
     /// Run Prometheus test-language files against the PromQL engine over a real store.
     Promqltest(PromqltestArgs),
+    /// Check rule files (Prometheus' format), as `promtool check rules` does.
+    CheckRules(RuleFilesArgs),
+    /// Run rule unit-test files (`promtool test rules` format) through exawatch's evaluator.
+    TestRules(RuleFilesArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,6 +194,13 @@ struct PromqltestArgs {
     files: Vec<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+struct RuleFilesArgs {
+    /// The files.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
 /// Logging when `RUST_LOG` is not set.
 const DEFAULT_LOG_FILTER: &str = "info";
 
@@ -196,7 +208,10 @@ fn main() -> std::process::ExitCode {
     tune_allocator();
     let cli = Cli::parse();
     // The test runner's output is its report: keep the store's INFO lines out of it.
-    let default_filter = if matches!(cli.command, Command::Promqltest(_)) {
+    let default_filter = if matches!(
+        cli.command,
+        Command::Promqltest(_) | Command::TestRules(_) | Command::CheckRules(_)
+    ) {
         "warn"
     } else {
         DEFAULT_LOG_FILTER
@@ -283,6 +298,40 @@ fn run(cli: Cli) -> Result<()> {
             ))?;
             if totals.failed > 0 {
                 anyhow::bail!("{} eval(s) failed", totals.failed);
+            }
+            Ok(())
+        }
+        Command::CheckRules(args) => {
+            for file in &args.files {
+                let groups = exawatch_alerting::file::load_file(file)?;
+                let rules: usize = groups.iter().map(|g| g.rules.len()).sum();
+                println!(
+                    "Checking {}\n  SUCCESS: {rules} rules found",
+                    file.display()
+                );
+            }
+            Ok(())
+        }
+        Command::TestRules(args) => {
+            let runtime = runtime()?;
+            let mut failed = 0;
+            for file in &args.files {
+                println!("Unit Testing: {}", file.display());
+                let report = runtime
+                    .block_on(exawatch_alerting::unittest::run_file(file))
+                    .map_err(anyhow::Error::msg)?;
+                if report.failures.is_empty() {
+                    println!("  SUCCESS ({} tests)", report.passed);
+                } else {
+                    println!("  FAILED:");
+                    for failure in &report.failures {
+                        println!("{failure}");
+                    }
+                }
+                failed += report.failures.len();
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} rule test(s) failed");
             }
             Ok(())
         }

@@ -2,13 +2,14 @@
 //! optionally a local collector and simulated nodes, in one process (role `all`); or one role
 //! of several processes over one object store: an ingester (`ingest`: the same, its files
 //! under its own prefix, optionally taking a share of a front broker) or a querier (`query`:
-//! the API over every ingester's files). Shutdown order: collectors, ingest drain, store
-//! flush, API.
+//! the API over every ingester's files). Alerting and recording rules are evaluated where
+//! samples are stored. Shutdown order: collectors and rules, ingest drain, store flush, API.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use exawatch_alerting::{RuleManager, RuleManagerArgs};
 use exawatch_analytics::Analytics;
 use exawatch_api::{ApiMetrics, ApiState};
 use exawatch_broker::{EmbeddedBroker, Ingest, IngestConnection, IngestError};
@@ -240,7 +241,17 @@ async fn run_storing(mut config: Config, simulate: usize) -> Result<()> {
     )
     .await?;
     let scraper = Scraper::new(&config.scrape, ScrapeMetrics::new(&mut registry))?;
+    let rules = RuleManager::new(RuleManagerArgs {
+        store: store.clone(),
+        rules: config.rules.clone(),
+        alertmanager: config.alertmanager.clone(),
+        query_memory_bytes: config.api.query_memory_bytes,
+        max_samples: config.api.promql_max_samples,
+        registry: &mut registry,
+    })
+    .context("invalid rule files (rules.files)")?;
     let (state, analytics) = api_state(&config, &store, registry)?;
+    let state = state.with_rules(Arc::new(rules.clone()));
 
     let (stop_sources, sources_stopped) = watch::channel(false);
     let (stop_api, api_stopped) = watch::channel(false);
@@ -260,6 +271,13 @@ async fn run_storing(mut config: Config, simulate: usize) -> Result<()> {
         let stopped = until(sources_stopped.clone());
         tokio::spawn(async move { analytics.run_reports(stopped).await })
     };
+    let rule_groups = rules.group_count().await;
+    let evaluation = {
+        let rules = rules.clone();
+        let stopped = until(sources_stopped.clone());
+        tokio::spawn(async move { rules.run(stopped).await })
+    };
+    let reloads = tokio::spawn(reload_on_hangup(rules, until(sources_stopped.clone())));
 
     let local_broker = exawatch_collectors::MqttConnection {
         broker: format!("127.0.0.1:{}", broker.listen().port()),
@@ -315,6 +333,7 @@ async fn run_storing(mut config: Config, simulate: usize) -> Result<()> {
         scrape_jobs = config.scrape.jobs.len(),
         simulated_nodes = simulate,
         live_models = ?config.analytics.models,
+        rule_groups,
         "exawatch is up."
     );
 
@@ -327,6 +346,8 @@ async fn run_storing(mut config: Config, simulate: usize) -> Result<()> {
     broker.shutdown(MQTT_DRAIN).await;
     let _ = scoring.await;
     let _ = reports.await;
+    let _ = evaluation.await;
+    let _ = reloads.await;
     let _ = flusher.await;
     let flushed = store.shutdown().await;
     let _ = stop_api.send(true);
@@ -379,6 +400,26 @@ fn random_password() -> Result<String> {
         .and_then(|mut urandom| std::io::Read::read_exact(&mut urandom, &mut bytes))
         .context("reading /dev/urandom for the internal broker password")?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Re-reads the rule files on each SIGHUP until `stopped` (a bad file is logged and the
+/// running rules stay).
+async fn reload_on_hangup(rules: RuleManager, stopped: impl std::future::Future<Output = ()>) {
+    use exawatch_alerting::RulesHandler as _;
+    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        return;
+    };
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            () = &mut stopped => return,
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading the rule files.");
+                let _ = rules.reload().await;
+            }
+        }
+    }
 }
 
 /// Resolves when the watched flag turns true (or its sender is gone).

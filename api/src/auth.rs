@@ -164,8 +164,11 @@ pub(crate) fn required_role(method: &Method, path: &str) -> Option<Role> {
     ];
     if public.contains(&path) || path.starts_with("/console") {
         None
-    } else if *method == Method::DELETE || (*method == Method::POST && path == paths::MODELS) {
-        // Training runs a long query and a fit, and changes what the live scoring uses.
+    } else if *method == Method::DELETE
+        || (*method == Method::POST && (path == paths::MODELS || path == paths::RELOAD))
+    {
+        // Training runs a long query and a fit, and changes what the live scoring uses; a
+        // reload changes which rules run.
         Some(Role::Admin)
     } else if *method == Method::POST && (write_paths.contains(&path) || path == paths::REPORTS) {
         Some(Role::Write)

@@ -1,6 +1,7 @@
 //! The exawatch HTTP API (axum): `POST /api/v1/sql`, Prometheus' query API (`/api/v1/query`,
 //! `/api/v1/query_range`, labels, series, metadata), KairosDB's REST API ([`kairosdb`]),
-//! the write endpoints (line protocol, remote write, OTLP), analytics (anomalies, models, reports), `/metrics`, `/health`, and
+//! the write endpoints (line protocol, remote write, OTLP), analytics (anomalies, models, reports),
+//! rules and alerts ([`rules`]: `/api/v1/rules`, `/api/v1/alerts`, `/-/reload`), `/metrics`, `/health`, and
 //! the web console at `/` ([`console`]).
 //!
 //! Data flow: a handler parses the request once, runs it against the [`Store`] through a
@@ -15,6 +16,7 @@ mod kairosdb;
 mod metrics;
 pub mod paths;
 mod prometheus;
+mod rules;
 mod sql;
 #[cfg(test)]
 mod testutil;
@@ -28,6 +30,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use exawatch_alerting::RulesHandlerRef;
 use exawatch_analytics::AnalyticsHandlerRef;
 use exawatch_protocol::line_protocol::SeriesCache;
 use exawatch_protocol::otlp::DeltaTotals;
@@ -116,6 +119,8 @@ pub struct ApiState {
     metrics: ApiMetrics,
     config: Arc<ApiConfig>,
     analytics: Option<AnalyticsHandlerRef>,
+    /// Alerting and recording rules, where this server evaluates them.
+    rules: Option<RulesHandlerRef>,
     /// Series keys of the line-protocol texts writers sent before.
     line_series: Arc<SeriesCache>,
     /// Running totals of OTLP delta series.
@@ -136,9 +141,16 @@ impl ApiState {
             metrics,
             config: Arc::new(config),
             analytics: None,
+            rules: None,
             line_series: Arc::default(),
             otlp_deltas: Arc::default(),
         }
+    }
+
+    /// Serves the rules' routes (rules, alerts, reload) with `handler`.
+    pub fn with_rules(mut self, handler: RulesHandlerRef) -> Self {
+        self.rules = Some(handler);
+        self
     }
 
     /// Serves the analytics routes (anomalies, models, reports) with `handler`.
@@ -172,6 +184,7 @@ pub fn router(state: ApiState) -> Router {
         .route(paths::HEALTH, get(health))
         .route(paths::INTERNAL_UNFLUSHED, get(unflushed))
         .merge(prometheus::routes())
+        .merge(rules::routes())
         .merge(kairosdb::routes())
         .merge(console::routes())
         .layer(DefaultBodyLimit::max(body_limit))

@@ -30,6 +30,12 @@ pub const PROM_SERIES: &str = "/api/v1/series";
 pub const PROM_METADATA: &str = "/api/v1/metadata";
 /// Build information (Grafana reads the version).
 pub const PROM_BUILDINFO: &str = "/api/v1/status/buildinfo";
+/// Rule groups with their rules' state (Prometheus' `/api/v1/rules`).
+pub const PROM_RULES: &str = "/api/v1/rules";
+/// Pending and firing alerts.
+pub const PROM_ALERTS: &str = "/api/v1/alerts";
+/// Re-reads the rule files (Prometheus' lifecycle endpoint).
+pub const RELOAD: &str = "/-/reload";
 /// Exemplars (exawatch stores none).
 pub const PROM_EXEMPLARS: &str = "/api/v1/query_exemplars";
 /// Anomaly events (analytics).

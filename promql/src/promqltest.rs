@@ -53,6 +53,22 @@ pub async fn run_file(path: &Path) -> FileReport {
     }
 }
 
+/// Parses a series description in the test language's expanding notation, as Prometheus'
+/// rule unit tests write them too: `name{label="v"} 1 2+3x4 _ stale` gives the labels and
+/// one value per step (`None` where `_` leaves the step empty).
+pub fn parse_series(text: &str) -> Result<(Labels, Vec<Option<f64>>), String> {
+    let (labels, rest) = script::parse_labels(text.trim())?;
+    let values = script::parse_items(rest.trim())?
+        .into_iter()
+        .map(|item| match item {
+            Item::Value(v) => Ok(Some(v)),
+            Item::Omitted => Ok(None),
+            Item::Histogram => Err(format!("native histograms are not stored: {text}")),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((labels, values))
+}
+
 /// An empty store on a temporary directory, dropped with it: what each test file runs on,
 /// and what the crate's own tests over a real store start from.
 #[derive(Debug)]

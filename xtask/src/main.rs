@@ -53,6 +53,11 @@ const TOOLS: &[Tool] = &[
         why: "the scrape test scrapes it",
     },
     Tool {
+        program: "prometheus-alertmanager",
+        package: "prometheus-alertmanager",
+        why: "the alerting test sends alerts to it",
+    },
+    Tool {
         program: "chromium",
         package: "chromium",
         why: "reports and the web console rendered headless",
