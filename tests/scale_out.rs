@@ -324,7 +324,9 @@ fn an_ingester_killed_mid_stream_loses_and_doubles_nothing() {
         .as_u64()
         .unwrap();
     assert_eq!(distinct, total, "every acknowledged sample");
-    assert_eq!(q.count(""), total, "each exactly once");
+    // What the front broker sent again (stored, but its PUBACK lost in the kill) is in the
+    // restarted ingester's memory twice until its next flush keeps one of each.
+    wait_until("each exactly once", 30, || q.count("") == total);
     eprintln!(
         "killed at {at_kill} of {total} acknowledged; ingester a holds {}, b {}",
         a.count(""),
