@@ -13,6 +13,7 @@ mod batch;
 pub mod compression;
 pub mod examon;
 pub mod examon_v3;
+pub mod job;
 pub mod exposition;
 pub mod kairosdb;
 pub mod line_protocol;
