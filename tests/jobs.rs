@@ -43,24 +43,29 @@ fn series(node: usize, k: i64) -> [(&'static str, &'static str, Option<&'static 
     ]
 }
 
-/// One examon-common `bulk` message with every sample of `node`.
-fn bulk(node: usize, base: i64) -> String {
-    let mut items = Vec::new();
-    for k in 0..POINTS {
-        for (plugin, metric, socket, value) in series(node, k) {
-            let mut tags = json!({"node": format!("cn{:02}", node + 1), "plugin": plugin});
-            if let Some(socket) = socket {
-                tags["socket"] = socket.into();
+/// examon-common `bulk` messages with every sample of `node`, ten points of each series
+/// apiece (MQTT clients limit packet sizes).
+fn bulk(node: usize, base: i64) -> Vec<String> {
+    let mut messages = Vec::new();
+    for chunk in (0..POINTS).collect::<Vec<_>>().chunks(10) {
+        let mut items = Vec::new();
+        for &k in chunk {
+            for (plugin, metric, socket, value) in series(node, k) {
+                let mut tags = json!({"node": format!("cn{:02}", node + 1), "plugin": plugin});
+                if let Some(socket) = socket {
+                    tags["socket"] = socket.into();
+                }
+                items.push(json!({
+                    "name": metric,
+                    "value": value,
+                    "timestamp": (base + k * STEP) * 1000,
+                    "tags": tags,
+                }));
             }
-            items.push(json!({
-                "name": metric,
-                "value": value,
-                "timestamp": (base + k * STEP) * 1000,
-                "tags": tags,
-            }));
         }
+        messages.push(Value::Array(items).to_string());
     }
-    Value::Array(items).to_string()
+    messages
 }
 
 fn get(server: &Server, path: &str, params: &[(&str, &str)]) -> Value {
@@ -80,11 +85,11 @@ fn ids(jobs: &Value) -> Vec<String> {
     ids
 }
 
-fn wait_for(server: &Server, query: &str, want: &str) {
+fn wait_for(server: &Server, query: &str, want: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let rows = server.sql(query);
-        if rows[0]["v"].to_string() == want {
+        if rows[0]["v"] == want {
             return;
         }
         assert!(Instant::now() < deadline, "{query}: {rows:?}, want {want}");
@@ -131,7 +136,9 @@ fn published_jobs_are_stored_summarised_and_kept() {
     let base = (now_s() - 3600) / STEP * STEP;
     let client = mqtt_client(server.mqtt, "jobs-test");
     for node in 0..3 {
-        publish(&client, "examon/bulk", bulk(node, base));
+        for message in bulk(node, base) {
+            publish(&client, "examon/bulk", message);
+        }
     }
     server.wait_for_count("WHERE node IN ('cn01', 'cn02', 'cn03')", 3 * POINTS as u64 * 6);
 
@@ -155,7 +162,7 @@ fn published_jobs_are_stored_summarised_and_kept() {
         r#"[{"id": "7", "state": "RUNNING", "nodes": "cn[1-"}, {"id": "x"}]"#,
     );
     publish(&client, "exawatch/jobs", "not json");
-    wait_for(&server, "SELECT count(*) AS v FROM jobs", "2");
+    wait_for(&server, "SELECT count(*) AS v FROM jobs", 2);
     for (reason, n) in [("job_bad_nodes", 1.0), ("job_bad_id", 1.0), ("job_not_json", 1.0)] {
         let line = format!("exawatch_messages_dropped_total{{reason=\"{reason}\"}}");
         assert_eq!(server.metric(&line), n, "{reason}");
@@ -192,11 +199,12 @@ fn published_jobs_are_stored_summarised_and_kept() {
     );
     let rows = server.sql(
         "WITH job_nodes AS (
-           SELECT job_id, unnest(nodes) AS node, start_time, coalesce(end_time, now()) AS end_time
+           SELECT job_id, unnest(nodes) AS node, start_time, end_time
            FROM jobs)
          SELECT j.job_id, s.node, max(s.value) AS peak_w, count(*) AS n
          FROM samples s JOIN job_nodes j
-           ON s.node = j.node AND s.time >= j.start_time AND s.time <= j.end_time
+           ON s.node = j.node AND s.time >= j.start_time
+           AND (j.end_time IS NULL OR s.time <= j.end_time)
          WHERE s.metric = 'node_power'
          GROUP BY j.job_id, s.node ORDER BY j.job_id, s.node",
     );
@@ -284,12 +292,12 @@ fn published_jobs_are_stored_summarised_and_kept() {
     b_done["state"] = "COMPLETED".into();
     b_done["end"] = (base + 1800).into();
     publish(&client, "exawatch/jobs/c1", b_done.to_string());
-    wait_for(&server, "SELECT count(*) AS v FROM jobs WHERE state = 'COMPLETED'", "2");
+    wait_for(&server, "SELECT count(*) AS v FROM jobs WHERE state = 'COMPLETED'", 2);
     let mut late = b_done.clone();
     late["state"] = "RUNNING".into();
     publish(&client, "exawatch/jobs/c1", late.to_string());
     publish(&client, "exawatch/jobs/c1", json!({"id": "102", "state": "PENDING"}).to_string());
-    wait_for(&server, "SELECT count(*) AS v FROM jobs", "3");
+    wait_for(&server, "SELECT count(*) AS v FROM jobs", 3);
     let before = get(&server, "/api/v1/jobs", &[]);
     assert!(server.terminate().success());
     let server = Server::start(&data, &[]);
@@ -360,7 +368,7 @@ fn the_collector_publishes_sacct_and_squeue_and_a_restart_adds_nothing() {
         ])
     };
     collect();
-    wait_for(&server, "SELECT count(*) AS v FROM jobs", "12");
+    wait_for(&server, "SELECT count(*) AS v FROM jobs", 12);
     let first = get(&server, "/api/v1/jobs", &[("cluster", "c1")]);
     assert_eq!(first.as_array().unwrap().len(), 12);
     assert_eq!(std::fs::read_to_string(&cursor).unwrap(), "1716480130\n");

@@ -1,6 +1,6 @@
 //! A job's summary, from the samples of its nodes over its time (up to now while it runs).
 //!
-//! Energy, per source present (see [`SOURCES`]): the source's power samples of one node at
+//! Energy, per source present (see [`sources`]): the source's power samples of one node at
 //! one time are added up (packages and DRAM, every GPU), then integrated per node with left
 //! rectangles, `Σ wᵢ·(tᵢ₊₁ − tᵢ)`, over consecutive samples inside the job's time that are at
 //! most [`MAX_GAP_NS`] apart; `coverage` is the share of the job's node-time those intervals
@@ -22,33 +22,30 @@ use crate::{ApiError, ApiState, sql};
 /// Longest gap between two power samples still counted as measured.
 pub(crate) const MAX_GAP_NS: i64 = 300_000_000_000;
 
-/// An energy source: its name and which power samples (watts) it reads, as SQL over the
-/// `samples` columns it needs.
-struct Source {
-    name: &'static str,
-    /// Columns the condition needs besides `metric`.
-    columns: &'static [&'static str],
-    condition: &'static str,
+/// The energy sources whose samples `has` (a column test) allows: each a name and the SQL
+/// condition selecting its power samples (watts), with the metric names the collectors and
+/// the simulator publish.
+fn sources(has: impl Fn(&str) -> bool) -> Vec<(&'static str, &'static str)> {
+    if !has("plugin") {
+        return Vec::new();
+    }
+    let rapl = if has("domain") {
+        "plugin = 'rapl' AND (metric IN ('pkg_power', 'dram_power') OR (metric = 'power_w' AND domain IN ('package', 'dram')))"
+    } else {
+        "plugin = 'rapl' AND metric IN ('pkg_power', 'dram_power')"
+    };
+    vec![
+        (
+            "ipmi",
+            "plugin = 'ipmi' AND metric IN ('node_power', 'total_power', 'sys_power', 'pwr_consumption', 'system_power')",
+        ),
+        ("rapl", rapl),
+        (
+            "gpu",
+            "(plugin = 'nvml' AND metric = 'power') OR (plugin = 'nvidia' AND metric = 'power_w')",
+        ),
+    ]
 }
-
-/// The energy sources, with the metric names the collectors and the simulator publish.
-const SOURCES: [Source; 3] = [
-    Source {
-        name: "ipmi",
-        columns: &["plugin"],
-        condition: "plugin = 'ipmi' AND metric IN ('node_power', 'total_power', 'sys_power', 'pwr_consumption', 'system_power')",
-    },
-    Source {
-        name: "rapl",
-        columns: &["plugin", "domain"],
-        condition: "plugin = 'rapl' AND (metric IN ('pkg_power', 'dram_power') OR (metric = 'power_w' AND domain IN ('package', 'dram')))",
-    },
-    Source {
-        name: "gpu",
-        columns: &["plugin"],
-        condition: "(plugin = 'nvml' AND metric = 'power') OR (plugin = 'nvidia' AND metric = 'power_w')",
-    },
-];
 
 fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
@@ -88,11 +85,10 @@ pub(crate) async fn summarize(
     let node_time = (end - start) as f64 * job.nodes.len() as f64;
 
     let mut energy = serde_json::Map::new();
-    for source in SOURCES.iter().filter(|s| s.columns.iter().all(|c| has(c))) {
+    for (name, condition) in sources(has) {
         let query = format!(
-            "SELECT node, CAST(time AS BIGINT), sum(value) FROM samples \
-             WHERE ({}) AND {window} AND value IS NOT NULL GROUP BY node, time ORDER BY node, time",
-            source.condition
+            "SELECT node AS n, CAST(time AS BIGINT) AS t, sum(value) AS w FROM samples \
+             WHERE ({condition}) AND {window} AND value IS NOT NULL GROUP BY node, time ORDER BY n, t"
         );
         let (_, batches) = sql::run(state, &query).await?;
         let mut series: HashMap<String, Vec<(i64, f64)>> = HashMap::new();
@@ -127,7 +123,7 @@ pub(crate) async fn summarize(
             }
         }
         energy.insert(
-            source.name.to_owned(),
+            name.to_owned(),
             json!({
                 "joules": joules,
                 "kwh": joules / 3.6e6,

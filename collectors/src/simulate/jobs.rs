@@ -127,7 +127,7 @@ impl SimJobs {
         }
         let id = self.next_id;
         self.next_id += 1;
-        let id = if id % 5 == 0 {
+        let id = if id.is_multiple_of(5) {
             format!("{id}_{}", self.rng.u32(1..10))
         } else {
             id.to_string()

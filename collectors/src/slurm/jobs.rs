@@ -54,7 +54,7 @@ pub fn memory_bytes(field: &str, cpus: Option<u64>, nodes: usize) -> Option<u64>
     };
     let per = |unit: u64, digits: &str| -> Option<u64> {
         let n: f64 = digits.parse().ok()?;
-        (n.is_finite() && n >= 0.0).then(|| (n * unit as f64) as u64)
+        (n.is_finite() && n >= 0.0).then_some((n * unit as f64) as u64)
     };
     let bytes = match field.char_indices().last()? {
         (i, 'K') => per(1 << 10, &field[..i]),

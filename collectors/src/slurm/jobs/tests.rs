@@ -44,7 +44,7 @@ fn sacct_fixture() {
     let het = by_id(&jobs, "4713+0");
     assert_eq!(het.nodes, ["a1b3", "a1b4", "a2b3", "a2b4"]);
     assert_eq!(het.name, "het|pipe", "a name holding the separator stays whole");
-    assert_eq!(het.mem_bytes, Some(16 * 1000 << 20), "1000Mc: per CPU");
+    assert_eq!(het.mem_bytes, Some((16 * 1000) << 20), "1000Mc: per CPU");
 
     let never = by_id(&jobs, "4714");
     assert_eq!(never.state, "CANCELLED");
