@@ -77,7 +77,10 @@ fn time(value: &Value) -> String {
     value
         .as_f64()
         .and_then(|s| chrono::DateTime::from_timestamp(s.floor() as i64, 0))
-        .map_or_else(|| "-".to_owned(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .map_or_else(
+            || "-".to_owned(),
+            |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        )
 }
 
 fn text(value: &Value) -> String {
@@ -106,7 +109,9 @@ pub(crate) fn list(args: &JobsArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&jobs)?);
         return Ok(());
     }
-    let jobs = jobs.as_array().context("the server's answer is not a list")?;
+    let jobs = jobs
+        .as_array()
+        .context("the server's answer is not a list")?;
     println!(
         "{:<14} {:<10} {:<10} {:<12} {:<20} {:<20} {:>5} {:>5}  nodes",
         "id", "user", "partition", "state", "start", "end", "cpus", "gpus"

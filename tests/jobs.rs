@@ -34,11 +34,26 @@ fn now_s() -> i64 {
 fn series(node: usize, k: i64) -> [(&'static str, &'static str, Option<&'static str>, f64); 6] {
     let n = node as i64;
     [
-        ("rapl", "pkg_power", Some("0"), 100.0 + ((k * 7 + n) % 13) as f64),
-        ("rapl", "pkg_power", Some("1"), 90.0 + ((k + n) % 5 * 3) as f64),
+        (
+            "rapl",
+            "pkg_power",
+            Some("0"),
+            100.0 + ((k * 7 + n) % 13) as f64,
+        ),
+        (
+            "rapl",
+            "pkg_power",
+            Some("1"),
+            90.0 + ((k + n) % 5 * 3) as f64,
+        ),
         ("rapl", "dram_power", Some("0"), 10.0 + (k % 3) as f64),
         ("rapl", "dram_power", Some("1"), 11.5),
-        ("ipmi", "node_power", None, 300.0 + ((k * 11 + n) % 17) as f64),
+        (
+            "ipmi",
+            "node_power",
+            None,
+            300.0 + ((k * 11 + n) % 17) as f64,
+        ),
         ("procfs", "cpu_util", None, 20.0 + ((k * 3 + n) % 50) as f64),
     ]
 }
@@ -115,7 +130,14 @@ fn close(a: f64, b: f64) -> bool {
 /// `Σ w·Δt` per node in SQL, with the window function and its own share rule: the part of
 /// each interval starting at `t` that `share_sql` (an SQL expression of `node` and `t`)
 /// gives the job.
-fn sql_energy(server: &Server, source: &str, nodes: &str, from: i64, to: i64, share_sql: &str) -> f64 {
+fn sql_energy(
+    server: &Server,
+    source: &str,
+    nodes: &str,
+    from: i64,
+    to: i64,
+    share_sql: &str,
+) -> f64 {
     let query = format!(
         "SELECT sum(w * (next_t - t) / 1e9 * ({share_sql})) AS joules FROM (
            SELECT node, t, w, lead(t) OVER (PARTITION BY node ORDER BY t) AS next_t FROM (
@@ -140,7 +162,10 @@ fn published_jobs_are_stored_summarised_and_kept() {
             publish(&client, "examon/bulk", message);
         }
     }
-    server.wait_for_count("WHERE node IN ('cn01', 'cn02', 'cn03')", 3 * POINTS as u64 * 6);
+    server.wait_for_count(
+        "WHERE node IN ('cn01', 'cn02', 'cn03')",
+        3 * POINTS as u64 * 6,
+    );
 
     // Job 100 on cn01 and cn02 for 20 minutes; array task 101_3 on cn02 from minute 10, still
     // running: cn02 is shared, 32 cores each, for the last 11 minutes of job 100.
@@ -163,7 +188,11 @@ fn published_jobs_are_stored_summarised_and_kept() {
     );
     publish(&client, "exawatch/jobs", "not json");
     wait_for(&server, "SELECT count(*) AS v FROM jobs", 2);
-    for (reason, n) in [("job_bad_nodes", 1.0), ("job_bad_id", 1.0), ("job_not_json", 1.0)] {
+    for (reason, n) in [
+        ("job_bad_nodes", 1.0),
+        ("job_bad_id", 1.0),
+        ("job_not_json", 1.0),
+    ] {
         let line = format!("exawatch_messages_dropped_total{{reason=\"{reason}\"}}");
         assert_eq!(server.metric(&line), n, "{reason}");
     }
@@ -178,11 +207,20 @@ fn published_jobs_are_stored_summarised_and_kept() {
     assert_eq!(node1[0]["end"], a_end);
     let running = get(&server, "/api/v1/jobs", &[("state", "running")]);
     assert_eq!(ids(&running), ["101_3"]);
-    assert_eq!(ids(&get(&server, "/api/v1/jobs", &[("user", "ada")])), ["100"]);
+    assert_eq!(
+        ids(&get(&server, "/api/v1/jobs", &[("user", "ada")])),
+        ["100"]
+    );
     let after_a = (a_end + 1).to_string();
-    assert_eq!(ids(&get(&server, "/api/v1/jobs", &[("from", &after_a)])), ["101_3"]);
+    assert_eq!(
+        ids(&get(&server, "/api/v1/jobs", &[("from", &after_a)])),
+        ["101_3"]
+    );
     let before_b = (b_start - 1).to_string();
-    assert_eq!(ids(&get(&server, "/api/v1/jobs", &[("to", &before_b)])), ["100"]);
+    assert_eq!(
+        ids(&get(&server, "/api/v1/jobs", &[("to", &before_b)])),
+        ["100"]
+    );
     let (status, _) = server.get("/api/v1/jobs/999", &[]);
     assert_eq!(status, 404);
 
@@ -212,7 +250,10 @@ fn published_jobs_are_stored_summarised_and_kept() {
         let ks: Vec<i64> = (0..POINTS)
             .filter(|k| (from..=to).contains(&(base + k * STEP)))
             .collect();
-        let peak = ks.iter().map(|&k| series(node, k)[4].3).fold(f64::MIN, f64::max);
+        let peak = ks
+            .iter()
+            .map(|&k| series(node, k)[4].3)
+            .fold(f64::MIN, f64::max);
         (peak, ks.len() as u64)
     };
     let want = [
@@ -235,15 +276,24 @@ fn published_jobs_are_stored_summarised_and_kept() {
     let summary = &job["summary"];
     assert_eq!(summary["running"], false);
     let nodes = "'cn01', 'cn02'";
-    let share = format!("CASE WHEN node = 'cn02' AND t >= {} THEN 0.5 ELSE 1.0 END", b_start * S);
+    let share = format!(
+        "CASE WHEN node = 'cn02' AND t >= {} THEN 0.5 ELSE 1.0 END",
+        b_start * S
+    );
     for (source, condition) in [
-        ("rapl", "plugin = 'rapl' AND metric IN ('pkg_power', 'dram_power')"),
+        (
+            "rapl",
+            "plugin = 'rapl' AND metric IN ('pkg_power', 'dram_power')",
+        ),
         ("ipmi", "plugin = 'ipmi' AND metric = 'node_power'"),
     ] {
         let want = sql_energy(&server, condition, nodes, a_start * S, a_end * S, &share);
         let energy = &summary["energy"][source];
         let joules = energy["joules"].as_f64().unwrap();
-        assert!(close(joules, want), "{source}: {joules} J, SQL says {want} J");
+        assert!(
+            close(joules, want),
+            "{source}: {joules} J, SQL says {want} J"
+        );
         assert!(close(energy["kwh"].as_f64().unwrap(), want / 3.6e6));
         assert!(close(energy["coverage"].as_f64().unwrap(), 1.0), "{energy}");
         assert!(want > 1e5, "{source}: {want} J is a real figure");
@@ -253,7 +303,10 @@ fn published_jobs_are_stored_summarised_and_kept() {
         "SELECT avg(value) AS mean, max(value) AS peak FROM samples WHERE metric = 'cpu_util'
          AND node IN ({nodes}) AND time >= to_timestamp({a_start}) AND time <= to_timestamp({a_end})"
     ));
-    assert!(close(summary["cpu_util_mean"].as_f64().unwrap(), cpu[0]["mean"].as_f64().unwrap()));
+    assert!(close(
+        summary["cpu_util_mean"].as_f64().unwrap(),
+        cpu[0]["mean"].as_f64().unwrap()
+    ));
     assert_eq!(summary["cpu_util_peak"], cpu[0]["peak"]);
 
     // The running job: figures up to now, its time only partly covered by samples.
@@ -271,16 +324,25 @@ fn published_jobs_are_stored_summarised_and_kept() {
         &share,
     );
     let energy = &summary["energy"]["rapl"];
-    assert!(close(energy["joules"].as_f64().unwrap(), want), "{energy} vs {want}");
+    assert!(
+        close(energy["joules"].as_f64().unwrap(), want),
+        "{energy} vs {want}"
+    );
     let coverage = energy["coverage"].as_f64().unwrap();
     let measured = (base + (POINTS - 1) * STEP - b_start) as f64;
     let expected = measured / (to as f64 / 1e9 - b_start as f64);
-    assert!((coverage - expected).abs() < 0.01, "coverage {coverage}, want {expected}");
+    assert!(
+        (coverage - expected).abs() < 0.01,
+        "coverage {coverage}, want {expected}"
+    );
 
     // The command line.
     let url = server.url("");
     let table = exawatch(&["jobs", "--url", &url, "--user", "bob"]);
-    assert!(table.lines().nth(1).unwrap().starts_with("101_3"), "{table}");
+    assert!(
+        table.lines().nth(1).unwrap().starts_with("101_3"),
+        "{table}"
+    );
     assert_eq!(table.lines().count(), 2, "{table}");
     let shown: Value = serde_json::from_str(&exawatch(&["job", "101_3", "--url", &url])).unwrap();
     assert_eq!(shown["summary"]["running"], true);
@@ -292,18 +354,31 @@ fn published_jobs_are_stored_summarised_and_kept() {
     b_done["state"] = "COMPLETED".into();
     b_done["end"] = (base + 1800).into();
     publish(&client, "exawatch/jobs/c1", b_done.to_string());
-    wait_for(&server, "SELECT count(*) AS v FROM jobs WHERE state = 'COMPLETED'", 2);
+    wait_for(
+        &server,
+        "SELECT count(*) AS v FROM jobs WHERE state = 'COMPLETED'",
+        2,
+    );
     let mut late = b_done.clone();
     late["state"] = "RUNNING".into();
     publish(&client, "exawatch/jobs/c1", late.to_string());
-    publish(&client, "exawatch/jobs/c1", json!({"id": "102", "state": "PENDING"}).to_string());
+    publish(
+        &client,
+        "exawatch/jobs/c1",
+        json!({"id": "102", "state": "PENDING"}).to_string(),
+    );
     wait_for(&server, "SELECT count(*) AS v FROM jobs", 3);
     let before = get(&server, "/api/v1/jobs", &[]);
     assert!(server.terminate().success());
     let server = Server::start(&data, &[]);
     let after = get(&server, "/api/v1/jobs", &[]);
     assert_eq!(after, before);
-    let b_after = after.as_array().unwrap().iter().find(|j| j["id"] == "101_3").unwrap();
+    let b_after = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] == "101_3")
+        .unwrap();
     assert_eq!(b_after["state"], "COMPLETED");
     assert_eq!(
         server.sql("SELECT count(*) AS v FROM jobs WHERE end_time IS NOT NULL")[0]["v"],
@@ -373,12 +448,20 @@ fn the_collector_publishes_sacct_and_squeue_and_a_restart_adds_nothing() {
     assert_eq!(first.as_array().unwrap().len(), 12);
     assert_eq!(std::fs::read_to_string(&cursor).unwrap(), "1716480130\n");
     let job = |jobs: &Value, id: &str| -> Value {
-        jobs.as_array().unwrap().iter().find(|j| j["id"] == id).unwrap().clone()
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["id"] == id)
+            .unwrap()
+            .clone()
     };
     let het = job(&first, "4713+0");
     assert_eq!(het["nodes"], json!(["a1b3", "a1b4", "a2b3", "a2b4"]));
     assert_eq!(het["name"], "het|pipe");
-    assert_eq!(job(&first, "4715")["name"], "\u{fffd}t\u{fffd}_\u{fffd}_run");
+    assert_eq!(
+        job(&first, "4715")["name"],
+        "\u{fffd}t\u{fffd}_\u{fffd}_run"
+    );
     assert_eq!(job(&first, "4715")["state"], "OUT_OF_MEMORY");
     assert_eq!(job(&first, "4721_3")["state"], "RUNNING");
     assert_eq!(job(&first, "4712_2")["exit_signal"], 15);
@@ -408,7 +491,10 @@ fn the_simulator_runs_slurm_like_jobs() {
             "SELECT count(*) AS jobs, max(node_count) AS widest, count(DISTINCT user) AS users
              FROM jobs WHERE cluster = 'sim'",
         );
-        let (jobs, widest) = (rows[0]["jobs"].as_u64().unwrap(), rows[0]["widest"].as_u64());
+        let (jobs, widest) = (
+            rows[0]["jobs"].as_u64().unwrap(),
+            rows[0]["widest"].as_u64(),
+        );
         if jobs >= 3 && widest.is_some_and(|w| w > 1) {
             assert!(rows[0]["users"].as_u64().unwrap() >= 2, "{rows:?}");
             break;
@@ -421,6 +507,10 @@ fn the_simulator_runs_slurm_like_jobs() {
     let node = first["nodes"][0].as_str().unwrap();
     assert!(node.starts_with("node0"), "{first}");
     assert!(["cpu", "gpu"].contains(&first["partition"].as_str().unwrap()));
-    let summary = get(&server, &format!("/api/v1/jobs/{}", first["id"].as_str().unwrap()), &[]);
+    let summary = get(
+        &server,
+        &format!("/api/v1/jobs/{}", first["id"].as_str().unwrap()),
+        &[],
+    );
     assert_eq!(summary["summary"]["running"], true);
 }

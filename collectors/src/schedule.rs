@@ -380,7 +380,14 @@ mod tests {
         );
         let (tx, rx) = command_channel();
         let (stop_tx, stop_rx) = watch::channel(false);
-        let handle = tokio::spawn(drive(task, publisher, SharedJobs::default(), Outbox::default(), rx, stop_rx));
+        let handle = tokio::spawn(drive(
+            task,
+            publisher,
+            SharedJobs::default(),
+            Outbox::default(),
+            rx,
+            stop_rx,
+        ));
         let settle = || async {
             for _ in 0..20 {
                 tokio::task::yield_now().await;

@@ -112,7 +112,10 @@ impl JobRecord {
                 map.insert(key.into(), text.clone().into());
             }
         }
-        for (key, code) in [("exit_code", self.exit_code), ("exit_signal", self.exit_signal)] {
+        for (key, code) in [
+            ("exit_code", self.exit_code),
+            ("exit_signal", self.exit_signal),
+        ] {
             if let Some(code) = code {
                 map.insert(key.into(), code.into());
             }
@@ -341,12 +344,10 @@ fn record(fields: &Map<String, Json>) -> Result<JobRecord, JobError> {
     }
     let nodes = match fields.get("nodes") {
         None | Some(Json::Null) => Vec::new(),
-        Some(Json::String(list)) => {
-            expand_hostlist(list).map_err(|source| JobError::BadNodes {
-                id: id.clone(),
-                source,
-            })?
-        }
+        Some(Json::String(list)) => expand_hostlist(list).map_err(|source| JobError::BadNodes {
+            id: id.clone(),
+            source,
+        })?,
         Some(Json::Array(names)) => names
             .iter()
             .map(|name| match name {
@@ -480,12 +481,16 @@ fn bracket_numbers(inner: &str) -> Result<Vec<String>, HostlistError> {
             range: range.to_owned(),
         };
         let (low, high) = range.split_once('-').unwrap_or((range, range));
-        let digits = |s: &str| !s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit());
+        let digits =
+            |s: &str| !s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit());
         if !digits(low) || !digits(high) {
             return Err(bad());
         }
         let width = low.len();
-        let (from, to): (u64, u64) = (low.parse().map_err(|_| bad())?, high.parse().map_err(|_| bad())?);
+        let (from, to): (u64, u64) = (
+            low.parse().map_err(|_| bad())?,
+            high.parse().map_err(|_| bad())?,
+        );
         if from > to {
             return Err(bad());
         }

@@ -15,8 +15,8 @@ use arrow::array::{
     Array, ArrayRef, AsArray, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
     TimestampNanosecondBuilder,
 };
-use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit};
 use arrow::datatypes::TimestampNanosecondType;
+use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -123,7 +123,7 @@ impl Jobs {
             .await
             .context(ObjectStoreSnafu)?;
         listed.retain(|path| sequence(path).is_some());
-        listed.sort_by_key(|path| sequence(path));
+        listed.sort_by_key(sequence);
         for path in &listed {
             let bytes = store
                 .get(path)
@@ -177,7 +177,9 @@ impl Jobs {
             return Ok(());
         }
         let mut jobs: Vec<StoredJob> = changed.into_values().collect();
-        jobs.sort_by(|a, b| (&a.record.cluster, &a.record.id).cmp(&(&b.record.cluster, &b.record.id)));
+        jobs.sort_by(|a, b| {
+            (&a.record.cluster, &a.record.id).cmp(&(&b.record.cluster, &b.record.id))
+        });
         let path = self.put(store, &mut files, &jobs).await?;
         files.paths.push(path);
         {
@@ -319,7 +321,8 @@ fn to_batch(jobs: &[StoredJob]) -> Result<RecordBatch> {
     };
     let codes = |get: fn(&JobRecord) -> Option<i32>| -> ArrayRef {
         let mut builder = Int32Builder::new();
-        jobs.iter().for_each(|job| builder.append_option(get(&job.record)));
+        jobs.iter()
+            .for_each(|job| builder.append_option(get(&job.record)));
         Arc::new(builder.finish())
     };
     let times = |get: fn(&StoredJob) -> Option<i64>| -> ArrayRef {
@@ -399,9 +402,17 @@ fn decode_file(bytes: Bytes) -> Result<Vec<StoredJob>> {
                 .ok_or_else(|| bad(format!("no column {name}")))
         };
         let text = |name: &str| -> Result<Vec<String>> {
-            let array = column(name)?.as_string_opt::<i32>().ok_or_else(|| bad(name.into()))?;
+            let array = column(name)?
+                .as_string_opt::<i32>()
+                .ok_or_else(|| bad(name.into()))?;
             Ok((0..array.len())
-                .map(|i| if array.is_null(i) { String::new() } else { array.value(i).to_owned() })
+                .map(|i| {
+                    if array.is_null(i) {
+                        String::new()
+                    } else {
+                        array.value(i).to_owned()
+                    }
+                })
                 .collect())
         };
         let code = |name: &str| -> Result<Vec<Option<i32>>> {
@@ -586,9 +597,13 @@ mod tests {
         let store = object_store::memory::InMemory::new();
         let jobs = Jobs::default();
         for i in 0..=COMPACT_FILES {
-            jobs.write(&store, vec![job(&i.to_string(), "RUNNING", &["n1"])], i as i64)
-                .await
-                .unwrap();
+            jobs.write(
+                &store,
+                vec![job(&i.to_string(), "RUNNING", &["n1"])],
+                i as i64,
+            )
+            .await
+            .unwrap();
         }
         assert_eq!(jobs.files.lock().await.paths.len(), 1);
         let listed: Vec<_> = store
@@ -599,7 +614,10 @@ mod tests {
         assert_eq!(listed.len(), 1);
         let reloaded = Jobs::default();
         reloaded.load(&store).await.unwrap();
-        assert_eq!(reloaded.select(&JobFilter::default()).len(), COMPACT_FILES + 1);
+        assert_eq!(
+            reloaded.select(&JobFilter::default()).len(),
+            COMPACT_FILES + 1
+        );
         assert_eq!(reloaded.batch().unwrap().num_rows(), COMPACT_FILES + 1);
     }
 }

@@ -52,8 +52,7 @@ fn quote(text: &str) -> String {
 }
 
 fn rfc3339(ns: i64) -> String {
-    chrono::DateTime::from_timestamp_nanos(ns)
-        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+    chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
 fn column(batch: &RecordBatch, index: usize, to: &DataType) -> Result<Arc<dyn Array>, ApiError> {
@@ -75,7 +74,12 @@ pub(crate) async fn summarize(
     if !has("node") {
         return Ok(json!({"running": job.end_ns.is_none(), "energy": {}}));
     }
-    let nodes = job.nodes.iter().map(|n| quote(n)).collect::<Vec<_>>().join(", ");
+    let nodes = job
+        .nodes
+        .iter()
+        .map(|n| quote(n))
+        .collect::<Vec<_>>()
+        .join(", ");
     let window = format!(
         "node IN ({nodes}) AND time >= {} AND time <= {}",
         quote(&rfc3339(start)),

@@ -111,7 +111,8 @@ impl SimJobs {
                 break;
             }
             let other = (leader + step) % nodes.len();
-            let busy = nodes[other].in_job() || self.running.iter().any(|r| r.nodes.contains(&other));
+            let busy =
+                nodes[other].in_job() || self.running.iter().any(|r| r.nodes.contains(&other));
             if !busy {
                 let (first, second) = if other < leader {
                     let (a, b) = nodes.split_at_mut(leader);

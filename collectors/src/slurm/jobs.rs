@@ -38,7 +38,11 @@ pub const SACCT_STATES: &str = "BF,CA,CD,DL,F,NF,OOM,PR,RV,TO";
 
 /// Unix seconds as ns; `Unknown`, `None`, `N/A` and empty are none.
 fn seconds(field: &str) -> Option<i64> {
-    field.trim().parse::<i64>().ok().and_then(|s| s.checked_mul(1_000_000_000))
+    field
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .and_then(|s| s.checked_mul(1_000_000_000))
 }
 
 /// Slurm's memory form (`4000M`, `8G`, `512Mc` per CPU, `2Gn` per node) in bytes; a bare
@@ -85,7 +89,10 @@ pub fn gpus(tres: &str) -> Option<u64> {
                 total = Some(n);
             }
         } else if total.is_none()
-            && let Some(n) = rest.rsplit([':', '=']).next().and_then(|n| n.parse::<u64>().ok())
+            && let Some(n) = rest
+                .rsplit([':', '='])
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
         {
             total = Some(n);
         }
@@ -270,11 +277,7 @@ impl JobPoller {
 
     /// The messages for what `sacct` (ended jobs) and `squeue` (running jobs; `None` when
     /// it failed) returned that was not published yet; advances and saves the cursor.
-    pub fn poll(
-        &mut self,
-        ended: Vec<JobRecord>,
-        running: Option<Vec<JobRecord>>,
-    ) -> Vec<Message> {
+    pub fn poll(&mut self, ended: Vec<JobRecord>, running: Option<Vec<JobRecord>>) -> Vec<Message> {
         let mut out = Vec::new();
         let mut cursor = self.cursor_ns;
         let window_start = self.sacct_from_ns();

@@ -6,13 +6,19 @@ fn expand(list: &str) -> Vec<String> {
 
 #[test]
 fn hostlists_expand_as_slurm_does() {
-    assert_eq!(expand("cn[01-04,07]"), ["cn01", "cn02", "cn03", "cn04", "cn07"]);
+    assert_eq!(
+        expand("cn[01-04,07]"),
+        ["cn01", "cn02", "cn03", "cn04", "cn07"]
+    );
     assert_eq!(expand("a[1-2]b[3-4]"), ["a1b3", "a1b4", "a2b3", "a2b4"]);
     assert_eq!(
         expand("cn[8-10],gpu07,login[1,3]"),
         ["cn8", "cn9", "cn10", "gpu07", "login1", "login3"]
     );
-    assert_eq!(expand("rack1-n[009-011]"), ["rack1-n009", "rack1-n010", "rack1-n011"]);
+    assert_eq!(
+        expand("rack1-n[009-011]"),
+        ["rack1-n009", "rack1-n010", "rack1-n011"]
+    );
     assert_eq!(expand("node1"), ["node1"]);
     assert!(expand("").is_empty());
     assert!(expand("None assigned").is_empty());
@@ -21,7 +27,9 @@ fn hostlists_expand_as_slurm_does() {
 
 #[test]
 fn bad_hostlists_are_refused() {
-    for list in ["cn[01-04", "cn]01[", "cn[[1]]", "cn[4-1]", "cn[a-b]", "cn[]", "cn[1--2]"] {
+    for list in [
+        "cn[01-04", "cn]01[", "cn[[1]]", "cn[4-1]", "cn[a-b]", "cn[]", "cn[1--2]",
+    ] {
         assert!(expand_hostlist(list).is_err(), "{list}");
     }
     assert_eq!(

@@ -18,7 +18,12 @@ const S: i64 = 1_000_000_000;
 fn sacct_fixture() {
     let jobs = parse_sacct(&read("slurm/sacct.parsable2.txt"));
     let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
-    assert_eq!(ids, ["4711", "4712_1", "4712_2", "4713+0", "4713+1", "4714", "4715"]);
+    assert_eq!(
+        ids,
+        [
+            "4711", "4712_1", "4712_2", "4713+0", "4713+1", "4714", "4715"
+        ]
+    );
 
     let md = by_id(&jobs, "4711");
     assert_eq!(md.nodes, ["cn01", "cn02", "cn03", "cn04", "cn07"]);
@@ -43,7 +48,10 @@ fn sacct_fixture() {
 
     let het = by_id(&jobs, "4713+0");
     assert_eq!(het.nodes, ["a1b3", "a1b4", "a2b3", "a2b4"]);
-    assert_eq!(het.name, "het|pipe", "a name holding the separator stays whole");
+    assert_eq!(
+        het.name, "het|pipe",
+        "a name holding the separator stays whole"
+    );
     assert_eq!(het.mem_bytes, Some((16 * 1000) << 20), "1000Mc: per CPU");
 
     let never = by_id(&jobs, "4714");
@@ -52,9 +60,15 @@ fn sacct_fixture() {
     assert!(never.nodes.is_empty());
 
     let odd = by_id(&jobs, "4715");
-    assert_eq!(odd.nodes, ["rack1-n009", "rack1-n010", "rack1-n011", "login2"]);
+    assert_eq!(
+        odd.nodes,
+        ["rack1-n009", "rack1-n010", "rack1-n011", "login2"]
+    );
     assert_eq!(odd.state, "OUT_OF_MEMORY");
-    assert_eq!(odd.name, "\u{fffd}t\u{fffd}_\u{fffd}_run", "invalid bytes replaced");
+    assert_eq!(
+        odd.name, "\u{fffd}t\u{fffd}_\u{fffd}_run",
+        "invalid bytes replaced"
+    );
 }
 
 #[test]
@@ -90,7 +104,10 @@ fn memory_and_gpus() {
 #[test]
 fn sacct_starts_at_the_cursor_less_the_overlap_in_utc() {
     let args = sacct_args(1_716_480_060 * S);
-    assert!(args.contains(&"--starttime=2024-05-23T16:01:00".to_owned()), "{args:?}");
+    assert!(
+        args.contains(&"--starttime=2024-05-23T16:01:00".to_owned()),
+        "{args:?}"
+    );
     assert!(args.contains(&format!("--format={SACCT_FORMAT}")));
 }
 
@@ -113,7 +130,11 @@ fn the_cursor_survives_a_restart() {
     let now = 1_716_490_000 * S;
 
     let mut poller = JobPoller::new(&file, "c1", 600 * S, 86_400 * S, now);
-    assert_eq!(poller.cursor_ns(), now - 86_400 * S, "no cursor yet: the lookback");
+    assert_eq!(
+        poller.cursor_ns(),
+        now - 86_400 * S,
+        "no cursor yet: the lookback"
+    );
     let first = decode(&poller.poll(ended[..3].to_vec(), Some(running.clone())));
     assert_eq!(first.len(), 3 + 5);
     assert_eq!(first[0].cluster, "c1", "from the topic");
