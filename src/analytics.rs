@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 pub(crate) struct UrlArgs {
     /// Server URL.
     #[arg(long, default_value = "http://127.0.0.1:8080", env = "EXAWATCH_URL")]
-    url: String,
+    pub(crate) url: String,
 }
 
 #[derive(Debug, Args)]
@@ -65,7 +65,8 @@ pub(crate) struct ReportArgs {
     to: String,
 }
 
-fn call(url: &UrlArgs, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+/// Calls the server's API and returns its JSON answer; a refusal is an error with its reason.
+pub(crate) fn call(url: &UrlArgs, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
     let endpoint = format!("{}{path}", url.url.trim_end_matches('/'));
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)

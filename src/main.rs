@@ -5,6 +5,7 @@
 
 mod analytics;
 mod config;
+mod jobs;
 mod query;
 mod scrape;
 mod stats;
@@ -78,6 +79,10 @@ enum Command {
     Collect(CollectArgs),
     /// Run SQL against a running server.
     Query(QueryArgs),
+    /// List the job records of a running server.
+    Jobs(jobs::JobsArgs),
+    /// One job of a running server, with its energy and utilisation summary (JSON).
+    Job(jobs::JobArgs),
     /// Train an anomaly model from the store of a running server (a new version if it exists).
     Train(analytics::TrainArgs),
     /// List the trained models of a running server.
@@ -282,6 +287,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Query(args) => query::run(&args.url, args.format, &args.sql),
+        Command::Jobs(args) => jobs::list(&args),
+        Command::Job(args) => jobs::show(&args),
         Command::Train(args) => analytics::train(&args),
         Command::Models(args) => analytics::models(&args),
         Command::Report(args) => analytics::report(&args),

@@ -1,7 +1,8 @@
 //! The exawatch HTTP API (axum): `POST /api/v1/sql`, Prometheus' query API (`/api/v1/query`,
 //! `/api/v1/query_range`, labels, series, metadata), KairosDB's REST API ([`kairosdb`]),
-//! the write endpoints (line protocol, remote write, OTLP), analytics (anomalies, models, reports),
-//! rules and alerts ([`rules`]: `/api/v1/rules`, `/api/v1/alerts`, `/-/reload`), `/metrics`, `/health`, and
+//! the write endpoints (line protocol, remote write, OTLP), HPC jobs ([`jobs`]), analytics
+//! (anomalies, models, reports), rules and alerts ([`rules`]: `/api/v1/rules`,
+//! `/api/v1/alerts`, `/-/reload`), `/metrics`, `/health`, and
 //! the web console at `/` ([`console`]).
 //!
 //! Data flow: a handler parses the request once, runs it against the [`Store`] through a
@@ -12,6 +13,7 @@ mod anomalies;
 mod auth;
 mod console;
 mod error;
+mod jobs;
 mod kairosdb;
 mod metrics;
 pub mod paths;
@@ -170,6 +172,8 @@ pub fn router(state: ApiState) -> Router {
         .route(paths::INFLUX_V1_WRITE, post(write::line_protocol))
         .route(paths::REMOTE_WRITE, post(write::remote_write))
         .route(paths::OTLP_METRICS, post(write::otlp_metrics))
+        .route(paths::JOBS, get(jobs::list_jobs))
+        .route(paths::JOB, get(jobs::get_job))
         .route(paths::ANOMALIES, get(anomalies::list_anomalies))
         .route(
             paths::MODELS,

@@ -38,6 +38,10 @@ pub const PROM_ALERTS: &str = "/api/v1/alerts";
 pub const RELOAD: &str = "/-/reload";
 /// Exemplars (exawatch stores none).
 pub const PROM_EXEMPLARS: &str = "/api/v1/query_exemplars";
+/// Job records (`?from=&to=&user=&node=&state=&cluster=&limit=`).
+pub const JOBS: &str = "/api/v1/jobs";
+/// One job with its summary.
+pub const JOB: &str = "/api/v1/jobs/{id}";
 /// Anomaly events (analytics).
 pub const ANOMALIES: &str = "/api/v1/anomalies";
 /// Models: list (GET) and train (POST).

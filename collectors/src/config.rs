@@ -152,6 +152,16 @@ impl Validate for CollectorConfig {
             "slurm.timeout_secs",
             self.slurm.timeout_secs,
             COMMAND_TIMEOUT_SECS,
+        )?;
+        within(
+            "slurm.jobs_overlap_secs",
+            self.slurm.jobs_overlap_secs,
+            0.0..=30.0 * 86_400.0,
+        )?;
+        within(
+            "slurm.jobs_lookback_secs",
+            self.slurm.jobs_lookback_secs,
+            0.0..=366.0 * 86_400.0,
         )
     }
 }
@@ -289,6 +299,18 @@ pub struct SlurmConfig {
     /// Add a `job` tag (the running job ids, comma-separated) to every other family's
     /// samples while jobs run on this node.
     pub tag_metrics: bool,
+    /// Publish every job of the cluster as a job record (`sacct` and `squeue`); turn on
+    /// for one node per cluster (a login or controller node).
+    pub job_records: bool,
+    /// `sacct`, a name looked up in `PATH` or a path.
+    pub sacct: String,
+    /// Where the `sacct` cursor (end of the latest ended job seen, Unix seconds) is kept.
+    pub cursor_file: PathBuf,
+    /// Each `sacct` poll starts this long before the cursor (records published again are
+    /// ignored by the store).
+    pub jobs_overlap_secs: f64,
+    /// Without a cursor file, the first poll reaches this far back.
+    pub jobs_lookback_secs: f64,
 }
 
 impl Default for SlurmConfig {
@@ -300,6 +322,11 @@ impl Default for SlurmConfig {
             scontrol: "scontrol".to_owned(),
             timeout_secs: 5.0,
             tag_metrics: true,
+            job_records: false,
+            sacct: "sacct".to_owned(),
+            cursor_file: PathBuf::from("/var/lib/exawatch/slurm_jobs.cursor"),
+            jobs_overlap_secs: 600.0,
+            jobs_lookback_secs: 86_400.0,
         }
     }
 }

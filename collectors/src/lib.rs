@@ -58,7 +58,7 @@ pub use error::{Error, Result};
 
 use crate::error::{NoFamilySnafu, PeriodSnafu};
 use crate::publisher::{Publisher, PublisherConfig, PublisherStats};
-use crate::schedule::{FamilyTask, SharedJobs};
+use crate::schedule::{FamilyTask, Outbox, SharedJobs};
 
 /// How long `run(.., once = true, ..)` waits between its two reads, so that utilisation and
 /// rates have a delta to work from (50 scheduler ticks per core at `USER_HZ` = 100).
@@ -186,6 +186,8 @@ pub(crate) struct BuildContext {
     pub(crate) runtime: tokio::runtime::Handle,
     /// Written by `slurm`, read by the scheduler for the `job` tag.
     pub(crate) jobs: SharedJobs,
+    /// Job records from `slurm`, published by the scheduler.
+    pub(crate) outbox: Outbox,
 }
 
 /// One sensor family: its name, whether it can run here, its settings and its constructor.
@@ -257,6 +259,7 @@ pub async fn run(
         tags: tags.clone(),
         runtime: tokio::runtime::Handle::current(),
         jobs: SharedJobs::default(),
+        outbox: Outbox::default(),
     });
     for family in FAMILIES {
         let (enabled, period_secs) = (family.settings)(&config);
@@ -305,7 +308,7 @@ pub async fn run(
         return run_once(
             tasks,
             publisher,
-            &context.jobs,
+            &context,
             config.mqtt.broker,
             &mut shutdown,
         )
@@ -323,6 +326,7 @@ pub async fn run(
             task,
             Arc::clone(&publisher),
             Arc::clone(&context.jobs),
+            Arc::clone(&context.outbox),
             rx,
             stop_rx.clone(),
         )));
@@ -348,7 +352,7 @@ pub async fn run(
 async fn run_once(
     tasks: Vec<FamilyTask>,
     publisher: Publisher,
-    jobs: &SharedJobs,
+    context: &BuildContext,
     broker: String,
     shutdown: &mut std::pin::Pin<&mut (impl Future<Output = ()> + Send)>,
 ) -> Result<RunStats> {
@@ -369,8 +373,9 @@ async fn run_once(
     (collectors, readings) = collect_blocking(collectors).await;
     drop(collectors);
     for (tag_jobs, samples) in readings {
-        schedule::publish(&publisher, samples, tag_jobs.then_some(jobs));
+        schedule::publish(&publisher, samples, tag_jobs.then_some(&context.jobs));
     }
+    schedule::publish_outbox(&publisher, &context.outbox);
     let flushed = tokio::select! {
         flushed = publisher.flush(ONCE_FLUSH_TIMEOUT) => flushed,
         () = &mut *shutdown => false,

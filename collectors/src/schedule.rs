@@ -24,6 +24,18 @@ use crate::{Collector, NodeTags};
 /// The job ids running on this node, comma-separated, as the `slurm` family last saw them.
 pub(crate) type SharedJobs = Arc<RwLock<Option<String>>>;
 
+/// Messages other than samples that families hand over for publishing (the `slurm`
+/// family's job records); drained after every collection.
+pub(crate) type Outbox = Arc<std::sync::Mutex<Vec<Message>>>;
+
+/// Publishes what waits in `outbox`.
+pub(crate) fn publish_outbox(publisher: &Publisher, outbox: &Outbox) {
+    let messages = std::mem::take(&mut *outbox.lock().unwrap_or_else(PoisonError::into_inner));
+    if !messages.is_empty() {
+        publisher.publish_many(messages);
+    }
+}
+
 /// Commands a family task may receive at most before the dispatcher drops them.
 const COMMAND_QUEUE: usize = 8;
 
@@ -116,6 +128,7 @@ pub(crate) async fn drive(
     mut task: FamilyTask,
     publisher: Arc<Publisher>,
     jobs: SharedJobs,
+    outbox: Outbox,
     mut commands: mpsc::Receiver<Command>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -153,6 +166,7 @@ pub(crate) async fn drive(
                     Ok((back, samples)) => {
                         collector = Some(back);
                         publish(&publisher, samples, task.tag_jobs.then_some(&jobs));
+                        publish_outbox(&publisher, &outbox);
                     }
                     Err(error) => {
                         warn!(family = task.name, %error, "Collector family failed; it stays off.");
@@ -366,7 +380,14 @@ mod tests {
         );
         let (tx, rx) = command_channel();
         let (stop_tx, stop_rx) = watch::channel(false);
-        let handle = tokio::spawn(drive(task, publisher, SharedJobs::default(), rx, stop_rx));
+        let handle = tokio::spawn(drive(
+            task,
+            publisher,
+            SharedJobs::default(),
+            Outbox::default(),
+            rx,
+            stop_rx,
+        ));
         let settle = || async {
             for _ in 0..20 {
                 tokio::task::yield_now().await;

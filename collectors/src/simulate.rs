@@ -9,7 +9,10 @@
 //! the wall clock; node `i` publishes `i / N` of a period after node 0, so the broker sees a
 //! steady stream rather than bursts. The model runs one step per simulated second, so
 //! counters grow at the same rate whatever the period.
+//!
+//! The nodes' job phases are also published as Slurm-like job records (`simulate/jobs.rs`).
 
+mod jobs;
 mod model;
 #[cfg(test)]
 mod tests;
@@ -23,6 +26,7 @@ use tracing::warn;
 
 pub use model::{SERIES_PER_NODE, SLOTS, SimNode, Slot};
 
+use self::jobs::SimJobs;
 use crate::SimulateConfig;
 use crate::publisher::{Message, Publisher};
 
@@ -106,14 +110,13 @@ impl Fault {
 /// Publishes every node once per `period`, staggered across it, until the future is
 /// dropped. Cycles that are already over when reached are skipped, not caught up in a burst.
 pub(crate) async fn drive(config: &SimulateConfig, period: Duration, publisher: &Publisher) {
-    let mut nodes: Vec<(SimNode, Vec<String>)> = (0..config.nodes)
-        .map(|i| {
-            (
-                SimNode::new(i, config.seed),
-                node_topics(&config.org, &config.cluster, i),
-            )
-        })
+    let mut nodes: Vec<SimNode> = (0..config.nodes)
+        .map(|i| SimNode::new(i, config.seed))
         .collect();
+    let topics: Vec<Vec<String>> = (0..config.nodes)
+        .map(|i| node_topics(&config.org, &config.cluster, i))
+        .collect();
+    let mut jobs = SimJobs::new(&config.cluster, nodes.len(), config.seed);
     let spacing = period.div_f64(nodes.len().max(1) as f64);
     let start = Instant::now();
     let fault = config.fault_node.map(|node| Fault {
@@ -124,10 +127,12 @@ pub(crate) async fn drive(config: &SimulateConfig, period: Duration, publisher: 
     let mut warned_late = false;
     loop {
         let cycle_start = start + period.mul_f64(cycle as f64);
-        for (i, (node, topics)) in nodes.iter_mut().enumerate() {
+        for (i, topics) in topics.iter().enumerate() {
             tokio::time::sleep_until(cycle_start + spacing.mul_f64(i as f64)).await;
-            node.advance_to(start.elapsed().as_secs() + 1);
+            nodes[i].advance_to(start.elapsed().as_secs() + 1);
             let now_ns = exawatch_protocol::time::now_ns();
+            publisher.publish_many(jobs.after_step(i, &mut nodes, now_ns));
+            let node = &nodes[i];
             match fault {
                 Some(f) if f.node == i && start.elapsed().as_secs_f64() >= f.at_secs => {
                     let values = node.values().iter().zip(SLOTS.iter());

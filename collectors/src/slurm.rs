@@ -10,7 +10,11 @@
 //! `job_cpus`, `job_nodes`; node level `jobs_running`, and from `scontrol`: `cpus_alloc`,
 //! `cpus_total`, `cpu_load`, `mem_total_bytes`, `mem_alloc_bytes`, `mem_free_bytes`, and
 //! `state` (text, e.g. `MIXED`).
+//!
+//! With `slurm.job_records`, it also publishes every job of the cluster as a job record
+//! ([`jobs`]).
 
+pub mod jobs;
 #[cfg(test)]
 mod tests;
 
@@ -22,7 +26,7 @@ use tracing::debug;
 
 use crate::command;
 use crate::emit::{Emitter, base_tags};
-use crate::schedule::SharedJobs;
+use crate::schedule::{Outbox, SharedJobs};
 use crate::{Collector, Family, FamilyStatus, NodeTags, SlurmConfig};
 
 /// The family (and `plugin` tag) name.
@@ -34,12 +38,15 @@ pub(crate) const FAMILY_DEF: Family = Family {
     status: |config| status(&config.slurm),
     settings: |config| (config.slurm.enabled, config.slurm.period_secs),
     build: |cx| {
-        Ok(Box::new(SlurmCollector::new(
-            &cx.config.slurm,
-            &cx.tags,
-            cx.runtime.clone(),
-            std::sync::Arc::clone(&cx.jobs),
-        )))
+        Ok(Box::new(
+            SlurmCollector::new(
+                &cx.config.slurm,
+                &cx.tags,
+                cx.runtime.clone(),
+                std::sync::Arc::clone(&cx.jobs),
+            )
+            .with_job_records(std::sync::Arc::clone(&cx.outbox)),
+        ))
     },
 };
 
@@ -134,6 +141,10 @@ pub struct SlurmCollector {
     config: SlurmConfig,
     runtime: tokio::runtime::Handle,
     jobs: SharedJobs,
+    /// The `cluster` tag: the topic job records are published on.
+    cluster: String,
+    /// With `job_records`: the cursor and what was published, and where records go.
+    records: Option<(jobs::JobPoller, Outbox)>,
 }
 
 impl SlurmCollector {
@@ -150,14 +161,56 @@ impl SlurmCollector {
             config: config.clone(),
             runtime,
             jobs,
+            records: None,
+            cluster: tags.cluster.clone(),
         }
+    }
+
+    /// Publishes the cluster's job records into `outbox` when `slurm.job_records` is on.
+    pub(crate) fn with_job_records(mut self, outbox: Outbox) -> Self {
+        if self.config.job_records {
+            let poller = jobs::JobPoller::new(
+                &self.config.cursor_file,
+                &self.cluster,
+                (self.config.jobs_overlap_secs * 1e9) as i64,
+                (self.config.jobs_lookback_secs * 1e9) as i64,
+                exawatch_protocol::time::now_ns(),
+            );
+            self.records = Some((poller, outbox));
+        }
+        self
+    }
+
+    /// Polls `sacct` and `squeue` and queues the new job records.
+    fn poll_jobs(&mut self) {
+        let Some((poller, _)) = &self.records else {
+            return;
+        };
+        let sacct_args = jobs::sacct_args(poller.sacct_from_ns());
+        let ended = self
+            .run(&self.config.sacct, &sacct_args)
+            .map(|o| jobs::parse_sacct(&o));
+        let running = self
+            .run(&self.config.squeue, &jobs::squeue_args())
+            .map(|o| jobs::parse_squeue(&o));
+        let Some((poller, outbox)) = &mut self.records else {
+            return;
+        };
+        // Without sacct's answer the cursor stays; the next poll asks again.
+        let messages = poller.poll(ended.unwrap_or_default(), running);
+        outbox
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(messages);
     }
 
     fn run(&self, program: &str, args: &[String]) -> Option<String> {
         let timeout = Duration::from_secs_f64(self.config.timeout_secs.clamp(0.1, 3600.0));
+        // Times as Unix seconds, and `sacct -S` read as UTC.
+        let env = [("SLURM_TIME_FORMAT", "%s"), ("TZ", "UTC")];
         match self
             .runtime
-            .block_on(command::run(program, args, &[], timeout))
+            .block_on(command::run(program, args, &env, timeout))
         {
             Ok(output) => Some(output),
             Err(error) => {
@@ -230,5 +283,6 @@ impl Collector for SlurmCollector {
                 emitter.emit_text(&[], "state", state);
             }
         }
+        self.poll_jobs();
     }
 }

@@ -14,6 +14,7 @@ pub mod compression;
 pub mod examon;
 pub mod examon_v3;
 pub mod exposition;
+pub mod job;
 pub mod kairosdb;
 pub mod line_protocol;
 pub mod mqtt;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use exawatch_protocol::Batch;
 use exawatch_protocol::examon::{Decoded, TopicCache};
+use exawatch_protocol::job::{self, JobRecord};
 use exawatch_protocol::mqtt::{self, Scheme, TopicRule};
 
 use crate::Store;
@@ -60,6 +61,19 @@ impl MqttIngest {
         true
     }
 
+    /// Counts and logs a dropped job record.
+    fn count_job_error(&self, error: &job::JobError, topic: &[u8]) {
+        self.store
+            .inner
+            .metrics
+            .messages_dropped
+            .get_or_create(&ReasonLabel {
+                reason: error.reason(),
+            })
+            .inc();
+        tracing::debug!(%error, topic = %String::from_utf8_lossy(topic), "Dropped a job record.");
+    }
+
     /// A decoder for one MQTT connection's messages, committed to the store in batches.
     pub fn connection(&self) -> MqttConnection {
         MqttConnection {
@@ -67,6 +81,7 @@ impl MqttIngest {
             batch: Batch::new(),
             topics: TopicCache::default(),
             now_ns: None,
+            jobs: Vec::new(),
         }
     }
 }
@@ -81,6 +96,8 @@ pub struct MqttConnection {
     topics: TopicCache,
     /// The time given to samples without one, read once per batch.
     now_ns: Option<i64>,
+    /// Job records of the pending batch.
+    jobs: Vec<JobRecord>,
 }
 
 impl MqttConnection {
@@ -91,7 +108,14 @@ impl MqttConnection {
             batch,
             topics,
             now_ns,
+            jobs,
         } = self;
+        if job::is_job_topic(topic) {
+            for error in job::decode(topic, payload, jobs) {
+                ingest.count_job_error(&error, topic);
+            }
+            return;
+        }
         let rule = mqtt::scheme_of(&ingest.rules, topic);
         let default_scheme = rule.is_none_or(|r| r.scheme == Scheme::Examon);
         if default_scheme && topics.decode_csv(topic, payload, batch) {
@@ -101,14 +125,19 @@ impl MqttConnection {
         ingest.decode(rule, topic, payload, now_ns, batch);
     }
 
-    /// Takes the pending batch and stores it with [`Store::write_waiting`].
+    /// Takes the pending batch and stores it: its job records with [`Store::write_jobs`],
+    /// then its samples with [`Store::write_waiting`].
     pub fn commit(
         &mut self,
         durable: bool,
     ) -> impl std::future::Future<Output = crate::Result<()>> + Send + 'static {
         let batch = std::mem::take(&mut self.batch);
+        let jobs = std::mem::take(&mut self.jobs);
         self.now_ns = None;
         let store = self.ingest.store.clone();
-        async move { store.write_waiting(batch, durable).await }
+        async move {
+            store.write_jobs(jobs).await?;
+            store.write_waiting(batch, durable).await
+        }
     }
 }

@@ -23,6 +23,7 @@ mod cluster;
 mod config;
 mod decimal;
 mod ingest;
+pub mod jobs;
 mod late_catalog;
 mod maintenance;
 mod metrics;
@@ -61,6 +62,7 @@ use crate::writer::{Command, replay, wal_thread};
 pub use cluster::UnflushedRequest;
 pub use config::{FsyncPolicy, StoreConfig};
 pub use ingest::{MqttConnection, MqttIngest};
+pub use jobs::{JobFilter, StoredJob};
 pub use objects::ObjectInfo;
 pub use select::{SampleSink, SeriesSamples, Steps, in_parallel};
 pub use stats::{Figures, StoreStats};
@@ -215,6 +217,8 @@ pub(crate) struct Inner {
     history_loaded: AtomicBool,
     /// Rows written to the WAL while the history was not loaded, not yet in the buffer.
     wal_only_rows: AtomicUsize,
+    /// The `jobs` table.
+    jobs: jobs::Jobs,
 }
 
 /// The store. Cheap to clone.
@@ -618,6 +622,29 @@ impl Store {
         Ok(())
     }
 
+    /// Stores HPC job records (the latest state of each job wins, see [`jobs`]); returns
+    /// once they are durable in the object store and visible in the `jobs` table.
+    pub async fn write_jobs(&self, records: Vec<exawatch_protocol::job::JobRecord>) -> Result<()> {
+        self.writable()?;
+        if records.is_empty() {
+            return Ok(());
+        }
+        let now_ns = exawatch_protocol::time::now_ns();
+        self.inner
+            .jobs
+            .write(self.inner.object_store.as_ref(), records, now_ns)
+            .await
+    }
+
+    /// The stored jobs `filter` selects, sorted by cluster and id.
+    pub async fn jobs(&self, filter: &JobFilter) -> Result<Vec<StoredJob>> {
+        self.inner
+            .jobs
+            .load(self.inner.object_store.as_ref())
+            .await?;
+        Ok(self.inner.jobs.select(filter))
+    }
+
     /// A decoder for MQTT messages (EXAMON or line protocol; the topics of `rules` as they
     /// say) that counts what it rejects.
     pub fn mqtt_ingest(&self, rules: &[exawatch_protocol::mqtt::TopicRule]) -> MqttIngest {
@@ -820,6 +847,7 @@ impl Inner {
             block_cache: block_cache::BlockCache::new(config.read_cache_mib << 20),
             history_loaded: AtomicBool::new(true),
             wal_only_rows: AtomicUsize::new(0),
+            jobs: jobs::Jobs::default(),
             config,
         }
     }

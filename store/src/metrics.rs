@@ -63,6 +63,7 @@ impl StoreMetrics {
             .into_iter()
             .chain(["line_protocol", otlp_request])
             .chain(otlp)
+            .chain(exawatch_protocol::job::JobError::REASONS)
         {
             let _ = m.messages_dropped.get_or_create(&ReasonLabel { reason });
         }

@@ -12,7 +12,7 @@ use snafu::ResultExt;
 use crate::catalog::{self, Catalog};
 use crate::{
     DataDirSnafu, Error, ObjectPathSnafu, ObjectStoreSnafu, ObjectStoreUrlSnafu, Result, Store,
-    StoreConfig, cluster, persist,
+    StoreConfig, cluster, jobs, persist,
 };
 
 /// A named object kept in the store's object store by another component (models, reports).
@@ -29,7 +29,7 @@ pub struct ObjectInfo {
 impl Store {
     /// Stores `bytes` as the object `path` (replacing it) in the store's object store, for
     /// other components' objects such as models and reports. Durable when this returns.
-    /// Paths under `files/` and `rollups/` and the catalog belong to the store and are
+    /// Paths under `files/`, `rollups/` and `jobs/` and the catalog belong to the store and are
     /// refused.
     pub async fn put_object(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
         let path = object_path(path)?;
@@ -86,9 +86,9 @@ fn object_path(path: &str) -> Result<object_store::path::Path> {
     };
     let first = parsed.parts().next().map(|p| p.as_ref().to_owned());
     if parsed.as_ref() == catalog::CATALOG_PATH
-        || matches!(first.as_deref(), Some("files" | "rollups"))
+        || matches!(first.as_deref(), Some("files" | "rollups" | jobs::JOBS_DIR))
     {
-        return fail("belongs to the store (files/, rollups/, catalog.json)");
+        return fail("belongs to the store (files/, rollups/, jobs/, catalog.json)");
     }
     Ok(parsed)
 }

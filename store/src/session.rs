@@ -8,6 +8,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use snafu::ResultExt;
 
+use crate::jobs::JobsTable;
 use crate::rollup::{self, Resolution};
 use crate::{RegisterSnafu, Result, SamplesTable, Store, table};
 
@@ -41,7 +42,7 @@ impl Store {
     }
 
     /// Registers the `samples` table (as of now), the rollup views `samples_1m` and
-    /// `samples_1h`, and the store's object store in `ctx`.
+    /// `samples_1h`, the `jobs` table, and the store's object store in `ctx`.
     pub fn register(&self, ctx: &SessionContext) -> Result<()> {
         self.readable()?;
         for resolution in Resolution::ALL {
@@ -59,6 +60,8 @@ impl Store {
             Arc::new(SamplesTable::new(Arc::clone(&self.inner))),
         )
         .context(RegisterSnafu)?;
+        ctx.register_table("jobs", Arc::new(JobsTable::new(Arc::clone(&self.inner))))
+            .context(RegisterSnafu)?;
         Ok(())
     }
 }

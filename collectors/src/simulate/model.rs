@@ -231,6 +231,16 @@ impl SimNode {
         self.job && self.gpu_job
     }
 
+    /// Puts this node into `leader`'s job phase (same length, intensity, GPU use and
+    /// memory): both run one multi-node job.
+    pub fn join_job_of(&mut self, leader: &SimNode) {
+        self.job = true;
+        self.phase_left = leader.phase_left;
+        self.intensity = leader.intensity;
+        self.gpu_job = leader.gpu_job;
+        self.mem_target = leader.mem_target;
+    }
+
     /// Advances one simulated second.
     pub fn step(&mut self) {
         self.steps += 1;

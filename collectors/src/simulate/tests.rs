@@ -208,3 +208,57 @@ fn messages_decode_as_examon_samples() {
     let util = node.values()[0];
     assert_eq!((util * 100.0).round() / 100.0, util);
 }
+
+#[test]
+fn job_records_follow_the_nodes_job_phases() {
+    let count = 8;
+    let mut nodes: Vec<SimNode> = (0..count).map(|i| SimNode::new(i, 42)).collect();
+    let mut jobs = SimJobs::new("sim", count, 42);
+    let mut records = Vec::new();
+    for second in 1..=4 * 3600 {
+        for i in 0..count {
+            nodes[i].advance_to(second);
+            let messages = jobs.after_step(i, &mut nodes, second as i64 * 1_000_000_000);
+            for m in messages {
+                assert_eq!(m.topic, "exawatch/jobs/sim");
+                let errors =
+                    exawatch_protocol::job::decode(m.topic.as_bytes(), &m.payload, &mut records);
+                assert!(errors.is_empty(), "{errors:?}");
+            }
+        }
+    }
+    let started: Vec<_> = records.iter().filter(|r| r.state == "RUNNING").collect();
+    let ended: Vec<_> = records.iter().filter(|r| r.end_ns.is_some()).collect();
+    assert!(started.len() > 10, "{} jobs started", started.len());
+    assert!(
+        ended.len() + count >= started.len(),
+        "every job but the running ones ended"
+    );
+    assert!(started.iter().any(|r| r.nodes.len() > 1), "multi-node jobs");
+    assert!(started.iter().any(|r| r.id.contains('_')), "array tasks");
+    assert!(started.iter().any(|r| r.partition == "gpu"));
+    for end in &ended {
+        let start = started
+            .iter()
+            .find(|s| s.id == end.id)
+            .expect("started before");
+        assert_eq!(start.nodes, end.nodes);
+        assert!(end.end_ns > end.start_ns);
+        assert!(["COMPLETED", "FAILED", "TIMEOUT"].contains(&end.state.as_str()));
+        // While it ran, its nodes ran no other job.
+        for other in &ended {
+            let overlaps =
+                other.id != end.id && other.start_ns < end.end_ns && end.start_ns < other.end_ns;
+            if overlaps {
+                assert!(
+                    other.nodes.iter().all(|n| !end.nodes.contains(n)),
+                    "{} and {}",
+                    end.id,
+                    other.id
+                );
+            }
+        }
+    }
+    let ids: BTreeSet<&str> = started.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids.len(), started.len(), "ids are unique");
+}
