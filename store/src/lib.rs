@@ -400,7 +400,6 @@ impl Store {
                     fetched.push((name, unflushed.header, hashed));
                 }
                 failed => {
-                    mirrors.remove(&name);
                     if unreachable.insert(name.clone()) {
                         let (url, error) = match failed {
                             Some((url, Err(error))) => (url, error),
@@ -415,6 +414,10 @@ impl Store {
                 }
             }
         }
+        // Only the ingesters that answered now are mirrored (not one whose prefix is gone).
+        let answered: std::collections::HashSet<&String> =
+            fetched.iter().map(|(name, _, _)| name).collect();
+        mirrors.retain(|name, _| answered.contains(name));
         let mut state = self.inner.state.write();
         for (name, header, hashed) in fetched {
             let mut buffer = Buffer::default();
@@ -428,11 +431,6 @@ impl Store {
                 .or_default()
                 .apply(header, buffer.take());
         }
-        let listed: std::collections::HashSet<String> = catalogs
-            .iter()
-            .map(|(prefix, _)| prefix.to_string())
-            .collect();
-        mirrors.retain(|name, _| !listed.contains(name));
         let mut names: Vec<&String> = mirrors.keys().collect();
         names.sort();
         catalogs.extend(names.iter().map(|name| {
