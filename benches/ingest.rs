@@ -25,7 +25,6 @@ mod support;
 
 use std::io::{BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,23 +38,7 @@ const QOS1_WINDOW: usize = 100;
 
 /// mosquitto relaying the workload to one subscriber on `#`: messages per second, and lost.
 fn mosquitto_run(workload: &Workload, dir: &Path) -> (f64, u64) {
-    let port = free_port();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"),
-    )
-    .unwrap();
-    let _broker = Process(
-        Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto (Debian package) is installed"),
-    );
-    wait_for_port(port, "mosquitto");
+    let (_broker, port) = start_mosquitto(dir, "");
     let mut subscriber = connect(port, "bench-sub");
     let mut body = 1u16.to_be_bytes().to_vec();
     put_str(&mut body, b"#");

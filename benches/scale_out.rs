@@ -14,7 +14,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -26,32 +25,6 @@ struct Figures {
     ingester_cpu_s_per_million: f64,
     mosquitto_cpu_s_per_million: f64,
     peak_rss_mib: f64,
-}
-
-/// Debian's mosquitto on a free port, queueing without limit (what a stopped ingester's
-/// session must hold).
-fn start_mosquitto(dir: &Path) -> (Process, u16) {
-    let port = free_port();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n\
-             max_inflight_messages 0\npersistence false\n"
-        ),
-    )
-    .unwrap();
-    let broker = Process(
-        Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto (Debian package) is installed"),
-    );
-    wait_for_port(port, "mosquitto");
-    (broker, port)
 }
 
 /// Waits until the servers on `https` have stored `n` samples together, or stored nothing
@@ -80,7 +53,8 @@ fn run(workload: &Workload, dir: &Path, ingesters: usize) -> Figures {
         "store.object_store_url=file://{}",
         dir.join("objects").display()
     );
-    let (mosquitto, port) = start_mosquitto(dir);
+    // No limit on QoS 1 messages in flight either: each ingester's receive maximum bounds it.
+    let (mosquitto, port) = start_mosquitto(dir, "max_inflight_messages 0\npersistence false\n");
     let servers: Vec<Server> = (0..ingesters)
         .map(|i| {
             let name = format!("ing{i}");

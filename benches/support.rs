@@ -196,6 +196,29 @@ impl Drop for Process {
     }
 }
 
+/// Debian's mosquitto on a free loopback port, queueing without limit, with `extra`
+/// configuration lines; returns it and its port once it listens.
+pub(crate) fn start_mosquitto(dir: &Path, extra: &str) -> (Process, u16) {
+    let port = free_port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n{extra}"),
+    )
+    .unwrap();
+    let broker = Process(
+        Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto (Debian package) is installed"),
+    );
+    wait_for_port(port, "mosquitto");
+    (broker, port)
+}
+
 pub(crate) fn sql(agent: &ureq::Agent, http: u16, query: &str) -> serde_json::Value {
     let mut response = agent
         .post(&format!("http://127.0.0.1:{http}/api/v1/sql"))
